@@ -1,0 +1,76 @@
+"""Tensor codec: numpy arrays <-> `ntkserve.v1.Tensor` (raw little-endian bytes, C order).
+
+Shared by the client and the server, so both sides agree byte for byte on the wire format.
+Decoding never copies: the array is a read-only view of the message's bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ntkserve.v1 import tensor_pb2
+
+_WIRE_DTYPES: dict[int, np.dtype[Any]] = {
+    tensor_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
+    tensor_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
+}
+_DTYPE_NAMES = {code: dt.name for code, dt in _WIRE_DTYPES.items()}
+
+
+class TensorError(ValueError):
+    """A tensor that cannot be encoded or decoded; `field` names where it came from."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def dtype_code(dtype: np.dtype[Any]) -> int:
+    """The wire code of a numpy float dtype (float32 or float64)."""
+    for code, wire in _WIRE_DTYPES.items():
+        if np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize == wire.itemsize:
+            return code
+    raise TypeError(
+        f"unsupported dtype {np.dtype(dtype)}: kernels are computed in float32 or float64; "
+        "cast the input with .astype(numpy.float32) or .astype(numpy.float64)"
+    )
+
+
+def encode(array: Any, field: str = "tensor") -> tensor_pb2.Tensor:
+    """Encodes a float32/float64 array-like (numpy, jax, lists are not guessed) as a Tensor."""
+    arr = np.asarray(array)
+    try:
+        code = dtype_code(arr.dtype)
+    except TypeError as e:
+        raise TensorError(field, str(e)) from None
+    wire = np.ascontiguousarray(arr, dtype=_WIRE_DTYPES[code])
+    return tensor_pb2.Tensor(dtype=code, shape=wire.shape, data=wire.tobytes())  # type: ignore[arg-type]
+
+
+def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray[Any, Any]:
+    """Decodes a Tensor into a read-only numpy view of its bytes, validating everything first."""
+    if tensor.dtype not in _WIRE_DTYPES:
+        known = ", ".join(f"{tensor_pb2.Dtype.Name(c)} ({n})" for c, n in _DTYPE_NAMES.items())
+        raise TensorError(
+            f"{field}.dtype",
+            f"unsupported dtype {tensor_pb2.Dtype.Name(tensor.dtype) if tensor.dtype in tensor_pb2.Dtype.values() else tensor.dtype}; "
+            f"expected one of {known}",
+        )
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise TensorError(f"{field}.shape", f"dimensions must be >= 0, got {list(shape)}")
+    dtype = _WIRE_DTYPES[tensor.dtype]
+    count = 1
+    for d in shape:
+        count *= d
+    expected = count * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise TensorError(
+            f"{field}.data",
+            f"holds {len(tensor.data)} bytes but shape {list(shape)} of {dtype.name} needs "
+            f"{expected} bytes",
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for ntkserve.v1 (tools/genproto.py)."""

@@ -1,0 +1,1 @@
+"""Developer tools of the ntkserve workspace (not shipped)."""

@@ -1,0 +1,5 @@
+"""`python -m ntkserve_server serve ...` is `ntkserve serve ...`."""
+
+from ntkserve_server.cli import main
+
+main()

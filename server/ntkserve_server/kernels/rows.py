@@ -1,0 +1,64 @@
+"""`LayerRow`: what the engine knows about one layer message type.
+
+One row per proto layer message (see `table.py`): its defaults, which parameters are
+required, which floats are hyper-parameters (inputs of the compiled function, so a sweep
+over W_std reuses one compilation), range checks, and the rule that maps a `Kernel` to
+the next `Kernel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf.message import Message
+from jax import Array
+
+from ntkserve_server.kernels.kernel import Kernel
+
+Hyper = Mapping[str, Array]
+Rule = Callable[[Kernel, Hyper], Kernel]
+Violations = list[tuple[str, str]]
+
+
+class Role(enum.Enum):
+    """How a layer changes Gaussianity: nonlinearities need Gaussian inputs."""
+
+    AFFINE = "affine"  # outputs are Gaussian (Dense, Conv)
+    NONLINEAR = "nonlinear"  # needs Gaussian inputs; outputs are not Gaussian
+
+
+def no_checks(message: Any) -> Violations:
+    return []
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    message: type[Message]
+    role: Role
+    build: Callable[[Any], Rule]
+    defaults: Mapping[str, float | int] = dataclasses.field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    hyper: tuple[str, ...] = ()
+    check: Callable[[Any], Violations] = no_checks
+
+    def hyper_values(self, message: Message) -> dict[str, float]:
+        """The hyper-parameters set on a canonical message, by name."""
+        return {n: float(getattr(message, n)) for n in self.hyper if message.HasField(n)}
+
+
+def finite(message: Message, *names: str, nonnegative: bool = False) -> Violations:
+    """Range checks shared by the rows: each named float present must be finite (and >= 0)."""
+    out: Violations = []
+    for name in names:
+        if not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        if not math.isfinite(value):
+            out.append((name, f"must be finite, got {value}"))
+        elif nonnegative and value < 0:
+            out.append((name, f"must be >= 0, got {value}"))
+    return out

@@ -1,0 +1,26 @@
+"""The layer table: proto `Layer` oneof field -> engine row. One row per layer type.
+
+Combinators (serial) are not rows: they are folds over rows, done when compiling. A
+contract test checks that every field of the `Layer` oneof is here or in COMBINATORS, and
+has an `ntkserve.stax` builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ntkserve_server.kernels.abrelu import AB_RELU, ABS, LEAKY_RELU, RELU
+from ntkserve_server.kernels.dense import DENSE
+from ntkserve_server.kernels.erf import ERF
+from ntkserve_server.kernels.rows import LayerRow
+
+LAYERS: Mapping[str, LayerRow] = {
+    "dense": DENSE,
+    "relu": RELU,
+    "ab_relu": AB_RELU,
+    "leaky_relu": LEAKY_RELU,
+    "abs": ABS,
+    "erf": ERF,
+}
+
+COMBINATORS = frozenset({"serial"})

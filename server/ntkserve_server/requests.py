@@ -1,0 +1,99 @@
+"""Decoding and validating KernelService requests into numpy inputs, before any compute.
+
+Checks what needs no architecture: required fields, tensor encoding, finiteness, dtype
+agreement, `get`, cotangent shapes. Shape against the architecture is the engine's
+`KernelFn.check_inputs`. Problems raise `InvalidRequest` with the field's path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ntkserve import tensor
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import tensor_pb2
+
+_KIND_NAMES = {ks.KERNEL_KIND_NNGP: "nngp", ks.KERNEL_KIND_NTK: "ntk"}
+Array = np.ndarray[Any, Any]
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, field: str, problem: str) -> None:
+        self.violations = ((field, problem),)
+        super().__init__(f"{field}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelInputs:
+    architecture_id: str
+    x1: Array
+    x2: Array | None
+    get: tuple[str, ...]
+
+
+def require_id(architecture_id: str) -> str:
+    if not architecture_id:
+        raise InvalidRequest("architecture_id", "is required")
+    return architecture_id
+
+
+def _array(message: Any, field: str) -> Array | None:
+    if not message.HasField(field):
+        return None
+    t: tensor_pb2.Tensor = getattr(message, field)
+    try:
+        array = tensor.decode(t, field)
+    except tensor.TensorError as e:
+        raise InvalidRequest(e.field, e.problem) from None
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InvalidRequest(field, f"holds {bad} NaN or Inf values; kernels need finite inputs")
+    return array
+
+
+def _get(kinds: Any) -> tuple[str, ...]:
+    if not kinds:
+        return ("ntk",)
+    names = []
+    for i, kind in enumerate(kinds):
+        if kind not in _KIND_NAMES:
+            raise InvalidRequest(f"get[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}")
+        if _KIND_NAMES[kind] in names:
+            raise InvalidRequest(f"get[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
+        names.append(_KIND_NAMES[kind])
+    return tuple(names)
+
+
+def kernel_inputs(request: ks.ComputeKernelRequest | ks.ComputeValueAndGradRequest) -> KernelInputs:
+    architecture_id = require_id(request.architecture_id)
+    x1 = _array(request, "x1")
+    if x1 is None:
+        raise InvalidRequest("x1", "is required")
+    x2 = _array(request, "x2")
+    if x2 is not None and x2.dtype != x1.dtype:
+        raise InvalidRequest("x2.dtype", f"{x2.dtype} differs from x1's {x1.dtype}")
+    return KernelInputs(architecture_id, x1, x2, _get(request.get))
+
+
+def cotangents(request: ks.ComputeValueAndGradRequest, inputs: KernelInputs) -> tuple[Array, ...]:
+    """C for each requested kernel: the request's, or all ones; shaped (N1, N2)."""
+    n2 = inputs.x1.shape[0] if inputs.x2 is None else inputs.x2.shape[0]
+    shape = (inputs.x1.shape[0], n2)
+    out = []
+    for name in inputs.get:
+        field = f"{name}_cotangent"
+        c = _array(request, field)
+        if c is None:
+            c = np.ones(shape, inputs.x1.dtype)
+        elif c.shape != shape:
+            raise InvalidRequest(f"{field}.shape", f"must be the kernel's shape {list(shape)}, got {list(c.shape)}")
+        elif c.dtype != inputs.x1.dtype:
+            raise InvalidRequest(f"{field}.dtype", f"{c.dtype} differs from x1's {inputs.x1.dtype}")
+        out.append(c)
+    for name in {"nngp", "ntk"} - set(inputs.get):
+        if request.HasField(f"{name}_cotangent"):
+            raise InvalidRequest(f"{name}_cotangent", f"given, but get does not ask for {name}")
+    return tuple(out)

@@ -1,0 +1,90 @@
+"""Assembles and runs the gRPC server: KernelService, health, reflection, graceful stop.
+
+Health reports SERVING only once jax has initialised its device and the port is open; on
+SIGTERM or SIGINT it turns NOT_SERVING first, then in-flight calls get `grace` seconds to
+finish while new ones are refused, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import jax
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
+from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.registry import Registry
+from ntkserve_server.service import KernelService
+
+log = logging.getLogger("ntkserve")
+SERVICE_NAME = kernel_service_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("ntkserve-data")
+    max_message_bytes: int = 256 * 1024 * 1024
+    workers: int = 4
+    grace_seconds: float = 30.0
+
+
+def _devices() -> str:
+    return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices())
+
+
+async def serve(config: ServerConfig) -> None:
+    """Runs until SIGTERM/SIGINT, then drains and returns."""
+    jax.config.update("jax_enable_x64", True)  # float64 requests stay float64 end to end
+    devices = _devices()  # initialises the backend before we say SERVING
+    registry = Registry(config.data_dir / "registry.sqlite3")
+    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+        ]
+    )
+    kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(
+        KernelService(registry, ComputeEngine(), executor), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise SystemExit(f"cannot listen on {config.host}:{config.port}")
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("devices: %s; registry: %s", devices, registry.path)
+    # The one line that says where it listens (tests read it to learn the port).
+    print(f"ntkserve listening on {config.host}:{port}", flush=True)
+    sys.stdout.flush()
+
+    await stop.wait()
+    log.info("shutting down: health NOT_SERVING, draining for up to %.0fs", config.grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(config.grace_seconds)
+    executor.shutdown(wait=True)
+    registry.close()
+    log.info("stopped")

@@ -1,0 +1,204 @@
+"""The KernelService servicer: the one place engine errors become gRPC status codes.
+
+Each RPC decodes and validates its request, runs jax work on the worker pool (never on the
+event loop), and logs one line: method, status code, duration, bytes in and out.
+INVALID_ARGUMENT carries a google.rpc.BadRequest with one field violation per problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ntkserve import tensor
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import kernel_service_pb2_grpc
+from ntkserve_server import requests
+from ntkserve_server.compute import Compiled, ComputeEngine
+from ntkserve_server.kernels import EngineError, KernelFn
+from ntkserve_server.registry import Record, Registry
+
+log = logging.getLogger("ntkserve.rpc")
+_T = TypeVar("_T")
+
+
+class UnknownArchitecture(LookupError):
+    pass
+
+
+def _bad_request(violations: Sequence[tuple[str, str]], message: str) -> grpc.Status:
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+            for f, d in violations
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[packed])
+    )
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
+
+
+def rpc(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Error translation and the per-call log line for one unary RPC."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code, out_bytes = grpc.StatusCode.OK, 0
+        try:
+            response = await method(self, request, context)
+            out_bytes = response.ByteSize()
+            return response
+        except (EngineError, requests.InvalidRequest) as e:
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            status = _bad_request(e.violations, str(e))
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except UnknownArchitecture as e:
+            code = grpc.StatusCode.NOT_FOUND
+            await context.abort(code, str(e))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as e:
+            if isinstance(e, grpc.aio.AbortError):
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            if _is_out_of_memory(e):
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                await context.abort(code, f"the device ran out of memory: {e}; send fewer rows")
+            log.exception("%s failed", name)
+            code = grpc.StatusCode.INTERNAL
+            await context.abort(code, f"internal error in {name}: {type(e).__name__}: {e}")
+        finally:
+            log.info(
+                "rpc method=%s code=%s ms=%.1f bytes_in=%d bytes_out=%d",
+                name,
+                code.name,
+                (time.perf_counter() - start) * 1e3,
+                request.ByteSize(),
+                out_bytes,
+            )
+
+    return wrapper
+
+
+def _record_message(record: Record) -> ks.ArchitectureRecord:
+    return ks.ArchitectureRecord(
+        architecture_id=record.id,
+        architecture=record.architecture,
+        create_time=record.create_time,
+    )
+
+
+class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
+    def __init__(self, registry: Registry, engine: ComputeEngine, executor: Executor) -> None:
+        self._registry = registry
+        self._engine = engine
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _compiled(self, architecture_id: str) -> Compiled:
+        found = self._engine.lookup(architecture_id)
+        if found is not None:
+            return found
+        record = self._registry.get(architecture_id)
+        if record is None:
+            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}; register it first")
+        return self._engine.compiled(KernelFn(record.architecture))
+
+    @rpc
+    async def RegisterArchitecture(
+        self, request: ks.RegisterArchitectureRequest, context: grpc.aio.ServicerContext
+    ) -> ks.RegisterArchitectureResponse:
+        if not request.HasField("architecture"):
+            raise requests.InvalidRequest("architecture", "is required")
+        kfn = await self._run(KernelFn, request.architecture)
+        created, _ = await self._run(self._registry.put, kfn.id, kfn.architecture)
+        self._engine.compiled(kfn)
+        return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
+
+    @rpc
+    async def GetArchitecture(
+        self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
+    ) -> ks.GetArchitectureResponse:
+        architecture_id = requests.require_id(request.architecture_id)
+        record = await self._run(self._registry.get, architecture_id)
+        if record is None:
+            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}")
+        return ks.GetArchitectureResponse(record=_record_message(record))
+
+    @rpc
+    async def ListArchitectures(
+        self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
+    ) -> ks.ListArchitecturesResponse:
+        records = await self._run(self._registry.list)
+        return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
+
+    @rpc
+    async def DeleteArchitecture(
+        self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
+    ) -> ks.DeleteArchitectureResponse:
+        architecture_id = requests.require_id(request.architecture_id)
+        if not await self._run(self._registry.delete, architecture_id):
+            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}")
+        self._engine.forget(architecture_id)
+        return ks.DeleteArchitectureResponse()
+
+    @rpc
+    async def ComputeKernel(
+        self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
+    ) -> ks.ComputeKernelResponse:
+        inputs = requests.kernel_inputs(request)
+        compiled = await self._run(self._compiled, inputs.architecture_id)
+        values = await self._run(self._engine.kernel, compiled, inputs.x1, inputs.x2, inputs.get)
+        return ks.ComputeKernelResponse(
+            **{n: tensor.encode(v, n) for n, v in zip(inputs.get, values, strict=True)}
+        )
+
+    @rpc
+    async def ComputeValueAndGrad(
+        self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
+    ) -> ks.ComputeValueAndGradResponse:
+        inputs = requests.kernel_inputs(request)
+        cotangents = requests.cotangents(request, inputs)
+        compiled = await self._run(self._compiled, inputs.architecture_id)
+        values, g1, g2 = await self._run(
+            self._engine.value_and_grad, compiled, inputs.x1, inputs.x2, inputs.get, cotangents
+        )
+        response = ks.ComputeValueAndGradResponse(
+            grad_x1=tensor.encode(g1, "grad_x1"),
+            **{n: tensor.encode(v, n) for n, v in zip(inputs.get, values, strict=True)},
+        )
+        if g2 is not None:
+            response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
+        return response
+
+    async def StreamKernel(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        log.info("rpc method=StreamKernel code=UNIMPLEMENTED")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "StreamKernel (tiled large kernels) is not implemented yet; use ComputeKernel",
+        )

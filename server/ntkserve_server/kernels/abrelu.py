@@ -23,8 +23,8 @@ from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, finite
 
 
 def ab_relu_moments(a: Array | float, b: Array | float) -> tuple[PairMoments, DiagMoments]:
-    odd = (a - b) ** 2 / (2 * math.pi)
-    even = (a * a + b * b) / 2
+    odd = (a - b) ** 2 * (0.5 / math.pi)  # no division by constants: see kernel.py
+    even = (a * a + b * b) * 0.5
 
     def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         root = safe_math.sqrt(q11 * q22 - q12 * q12)

@@ -24,8 +24,8 @@ from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, finite
 def erf_moments(hp: Hyper) -> tuple[PairMoments, DiagMoments]:
     a, b, c = hp["a"], hp["b"], hp["c"]
     b2 = b * b
-    scale = 2 * a * a / math.pi
-    tdot_scale = 4 * a * a * b2 / math.pi
+    scale = a * a * (2 / math.pi)  # no division by constants: see kernel.py
+    tdot_scale = a * a * b2 * (4 / math.pi)
 
     def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         det = jnp.maximum(q11 * q22 - q12 * q12, 0)

@@ -65,13 +65,17 @@ def _gram(a: Array, b: Array) -> Array:
 def input_kernel(x1: Array, x2: Array | None, with_ntk: bool) -> Kernel:
     """The kernel of the inputs themselves: inner products over features / feature count."""
     width = x1.shape[-1]
+    # Multiply by the reciprocal, never divide by a constant: XLA rewrites x / c into
+    # x * (1 / c) in some programs and not others, and eager, jitted and differentiated
+    # calls must return the same bits.
+    scale = 1.0 / width
     if x2 is None:
-        nngp = _gram(x1, x1) / width
+        nngp = _gram(x1, x1) * scale
         cov1 = cov2 = None
     else:
-        nngp = _gram(x1, x2) / width
-        cov1 = jnp.sum(x1 * x1, axis=-1) / width
-        cov2 = jnp.sum(x2 * x2, axis=-1) / width
+        nngp = _gram(x1, x2) * scale
+        cov1 = jnp.sum(x1 * x1, axis=-1) * scale
+        cov2 = jnp.sum(x2 * x2, axis=-1) * scale
     return Kernel(
         nngp=nngp,
         cov1=cov1,

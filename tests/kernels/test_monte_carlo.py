@@ -1,0 +1,68 @@
+"""Every layer against Monte Carlo estimates from finite-width networks of the same spec.
+
+Width 512, 200 sampled networks, relative Frobenius error <= 0.05 (neural-tangents' own
+criterion). The NNGP estimate averages the readout's 512 units; the NTK estimate is that
+of one output unit, which concentrates at this width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntkserve import stax
+from ntkserve_server.kernels import kernel_fn
+from tests.kernels.finite_width import monte_carlo
+
+WIDTH = 512
+SAMPLES = 200
+TOLERANCE = 0.05
+
+
+def _rel(a: jax.Array, b: jax.Array) -> float:
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def _nonlinear(name: str, layer: stax.Architecture, param: str = "ntk") -> pytest.ParameterSet:
+    b_std = 0.1 if param == "ntk" else 0.3
+    arch = stax.serial(
+        stax.Dense(WIDTH, W_std=1.4, b_std=b_std, parameterization=param),
+        layer,
+        stax.Dense(WIDTH, W_std=1.2, b_std=b_std, parameterization=param),
+        layer,
+        stax.Dense(WIDTH, W_std=1.1, b_std=b_std, parameterization=param),
+    )
+    return pytest.param(arch, id=f"{name}-{param}")
+
+
+CASES = [
+    _nonlinear("relu", stax.Relu()),
+    _nonlinear("abs", stax.Abs()),
+    _nonlinear("leaky_relu", stax.LeakyRelu(0.2)),
+    _nonlinear("ab_relu", stax.ABRelu(-0.6, 1.3)),
+    _nonlinear("erf", stax.Erf()),
+    _nonlinear("erf_abc", stax.Erf(a=0.8, b=1.7, c=0.3)),
+    _nonlinear("relu", stax.Relu(), "standard"),
+    _nonlinear("erf", stax.Erf(), "standard"),
+    pytest.param(
+        stax.serial(
+            stax.Dense(WIDTH, W_std=1.5, parameterization="standard"),
+            stax.Relu(),
+            stax.Dense(WIDTH, W_std=1.2, b_std=0.0, parameterization="standard"),
+        ),
+        id="standard-b_std-none-then-zero",
+    ),
+]
+
+
+@pytest.mark.parametrize("arch", CASES)
+def test_matches_finite_width_networks(arch: stax.Architecture) -> None:
+    rng = np.random.RandomState(1)
+    x1 = jnp.asarray(rng.randn(6, 8), jnp.float32)
+    x2 = jnp.asarray(rng.randn(5, 8), jnp.float32)
+    nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
+    mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
+    assert _rel(mc_nngp, nngp) <= TOLERANCE
+    assert _rel(mc_ntk, ntk) <= TOLERANCE

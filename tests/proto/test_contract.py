@@ -1,0 +1,38 @@
+"""One place per layer type: every `Layer` oneof field has a builder, a rule, a row."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from ntkserve import stax
+from ntkserve.v1 import architecture_pb2 as pb
+from ntkserve_server.kernels.table import COMBINATORS, LAYERS
+
+LAYER_FIELDS = list(pb.Layer.DESCRIPTOR.oneofs_by_name["layer"].fields)
+
+
+def test_table_covers_exactly_the_oneof() -> None:
+    assert set(LAYERS) | COMBINATORS == {f.name for f in LAYER_FIELDS}
+    assert not set(LAYERS) & COMBINATORS
+
+
+@pytest.mark.parametrize("field", LAYER_FIELDS, ids=lambda f: f.name)
+def test_each_layer_has_builder_rule_and_row(field) -> None:  # type: ignore[no-untyped-def]
+    name = field.message_type.name
+    builder = getattr(stax, name, None) or getattr(stax, name.lower(), None)
+    assert builder is not None, f"ntkserve.stax has no builder for {name}"
+    if field.name in COMBINATORS:
+        return
+    row = LAYERS[field.name]
+    assert row.message.DESCRIPTOR.full_name == field.message_type.full_name
+    fields = row.message.DESCRIPTOR.fields_by_name
+    for param in (*row.defaults, *row.required, *row.hyper):
+        assert param in fields, f"{name}.{param} is not a field"
+    for param in (*row.required, *row.hyper):
+        assert fields[param].has_presence, f"{name}.{param} must be `optional` on the wire"
+    # The builder makes exactly this layer.
+    args = [1 for p in inspect.signature(builder).parameters.values() if p.default is p.empty]
+    spec = builder(*args)
+    assert [layer.WhichOneof("layer") for layer in spec.layers] == [field.name]

@@ -23,8 +23,17 @@ class ServerProcess:
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ntkserve_server", "serve", "--port", "0",
-             "--data-dir", str(data_dir), *extra],
+            [
+                sys.executable,
+                "-m",
+                "ntkserve_server",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -37,7 +37,9 @@ def _plugin(name: str) -> str:
 
 def generate(out_root: Path) -> Path:
     """Writes the generated package under out_root/ntkserve/v1 and returns that folder."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+    )
     target = out_root / PACKAGE_DIR
     if target.exists():
         shutil.rmtree(target)

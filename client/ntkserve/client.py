@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -19,8 +19,8 @@ from ntkserve import errors, tensor
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc
 
-ArchLike = Union[str, Architecture, architecture_pb2.Architecture]
-Get = Union[str, Sequence[str]]
+ArchLike = str | Architecture | architecture_pb2.Architecture
+Get = str | Sequence[str]
 _R = TypeVar("_R")
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -110,7 +110,9 @@ class Client:
     def _register_proto(self, arch: architecture_pb2.Architecture) -> str:
         key = arch.SerializeToString(deterministic=True)
         request = kernel_service_pb2.RegisterArchitectureRequest(architecture=arch)
-        response = self._call(self._stub.RegisterArchitecture, request)
+        response: kernel_service_pb2.RegisterArchitectureResponse = self._call(
+            self._stub.RegisterArchitecture, request
+        )
         with self._ids_lock:
             self._ids[key] = response.architecture_id
         return response.architecture_id
@@ -169,7 +171,10 @@ class Client:
             request = kernel_service_pb2.ComputeKernelRequest(
                 architecture_id=architecture_id, x1=t1, x2=t2, get=[_KINDS[n] for n in names]
             )
-            return self._call(self._stub.ComputeKernel, request)
+            response: kernel_service_pb2.ComputeKernelResponse = self._call(
+                self._stub.ComputeKernel, request
+            )
+            return response
 
         response = self._with_id(arch, compute)
         out = tuple(tensor.decode(getattr(response, n), n) for n in names)
@@ -214,7 +219,10 @@ class Client:
                 get=[_KINDS[n] for n in names],
                 **fields,
             )
-            return self._call(self._stub.ComputeValueAndGrad, request)
+            response: kernel_service_pb2.ComputeValueAndGradResponse = self._call(
+                self._stub.ComputeValueAndGrad, request
+            )
+            return response
 
         response = self._with_id(arch, compute)
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)

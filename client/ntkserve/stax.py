@@ -43,9 +43,7 @@ def _parameterization(value: str) -> int:
     try:
         return _PARAMETERIZATIONS[value.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(
-            f"parameterization must be 'ntk' or 'standard', got {value!r}"
-        ) from None
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {value!r}") from None
 
 
 def _layout(batch_axis: int, channel_axis: int) -> None:

@@ -54,11 +54,12 @@ def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray[Any, 
     """Decodes a Tensor into a read-only numpy view of its bytes, validating everything first."""
     if tensor.dtype not in _WIRE_DTYPES:
         known = ", ".join(f"{tensor_pb2.Dtype.Name(c)} ({n})" for c, n in _DTYPE_NAMES.items())
-        raise TensorError(
-            f"{field}.dtype",
-            f"unsupported dtype {tensor_pb2.Dtype.Name(tensor.dtype) if tensor.dtype in tensor_pb2.Dtype.values() else tensor.dtype}; "
-            f"expected one of {known}",
+        name = (
+            tensor_pb2.Dtype.Name(tensor.dtype)
+            if tensor.dtype in tensor_pb2.Dtype.values()
+            else str(tensor.dtype)
         )
+        raise TensorError(f"{field}.dtype", f"unsupported dtype {name}; expected one of {known}")
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"{field}.shape", f"dimensions must be >= 0, got {list(shape)}")

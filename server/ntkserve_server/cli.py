@@ -12,25 +12,37 @@ from ntkserve_server.server import ServerConfig
 
 
 def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "ntkserve"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntkserve", description="Kernels of infinite-width networks, served over gRPC.")
+    parser = argparse.ArgumentParser(
+        prog="ntkserve", description="Kernels of infinite-width networks, served over gRPC."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=50051, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument(
+        "--port", type=int, default=50051, help="port (default 50051; 0 picks a free one)"
+    )
     serve.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="where the registry lives (default $NTKSERVE_DATA_DIR or $XDG_DATA_HOME/ntkserve)",
     )
-    serve.add_argument("--max-message-mb", type=int, default=256, help="largest gRPC message (default 256 MiB)")
-    serve.add_argument("--workers", type=int, default=4, help="threads running jax work (default 4)")
-    serve.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown")
+    serve.add_argument(
+        "--max-message-mb", type=int, default=256, help="largest gRPC message (default 256 MiB)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=4, help="threads running jax work (default 4)"
+    )
+    serve.add_argument(
+        "--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown"
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 

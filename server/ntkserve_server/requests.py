@@ -11,7 +11,6 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-
 from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
@@ -60,7 +59,9 @@ def _get(kinds: Any) -> tuple[str, ...]:
     names = []
     for i, kind in enumerate(kinds):
         if kind not in _KIND_NAMES:
-            raise InvalidRequest(f"get[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}")
+            raise InvalidRequest(
+                f"get[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}"
+            )
         if _KIND_NAMES[kind] in names:
             raise InvalidRequest(f"get[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
         names.append(_KIND_NAMES[kind])
@@ -89,7 +90,9 @@ def cotangents(request: ks.ComputeValueAndGradRequest, inputs: KernelInputs) -> 
         if c is None:
             c = np.ones(shape, inputs.x1.dtype)
         elif c.shape != shape:
-            raise InvalidRequest(f"{field}.shape", f"must be the kernel's shape {list(shape)}, got {list(c.shape)}")
+            raise InvalidRequest(
+                f"{field}.shape", f"must be the kernel's shape {list(shape)}, got {list(c.shape)}"
+            )
         elif c.dtype != inputs.x1.dtype:
             raise InvalidRequest(f"{field}.dtype", f"{c.dtype} differs from x1's {inputs.x1.dtype}")
         out.append(c)

@@ -19,8 +19,8 @@ import grpc
 import jax
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
+
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
@@ -45,7 +45,7 @@ def _devices() -> str:
 
 async def serve(config: ServerConfig) -> None:
     """Runs until SIGTERM/SIGINT, then drains and returns."""
-    jax.config.update("jax_enable_x64", True)  # float64 requests stay float64 end to end
+    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]  # float64 requests stay float64 end to end
     devices = _devices()  # initialises the backend before we say SERVING
     registry = Registry(config.data_dir / "registry.sqlite3")
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
@@ -61,8 +61,11 @@ async def serve(config: ServerConfig) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(f"{config.host}:{config.port}")

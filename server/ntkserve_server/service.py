@@ -19,10 +19,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
+
 from ntkserve_server import requests
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
@@ -81,7 +81,7 @@ def rpc(
             raise
         except Exception as e:
             if isinstance(e, grpc.aio.AbortError):
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             if _is_out_of_memory(e):
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -126,7 +126,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return found
         record = self._registry.get(architecture_id)
         if record is None:
-            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}; register it first")
+            raise UnknownArchitecture(
+                f"no architecture with id {architecture_id!r}; register it first"
+            )
         return self._engine.compiled(KernelFn(record.architecture))
 
     @rpc
@@ -196,7 +198,10 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
         return response
 
-    async def StreamKernel(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    # Declared now; tiled streaming of large kernels is its own piece of work.
+    async def StreamKernel(  # type: ignore[override]
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> None:
         log.info("rpc method=StreamKernel code=UNIMPLEMENTED")
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,

@@ -5,15 +5,21 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from ntkserve import Architecture, stax
 from ntkserve.v1 import architecture_pb2 as pb
 
 
 def test_dense_signature_matches_neural_tangents() -> None:
     params = inspect.signature(stax.Dense).parameters
-    assert list(params) == ["out_dim", "W_std", "b_std", "batch_axis", "channel_axis",
-                            "parameterization", "s"]
+    assert list(params) == [
+        "out_dim",
+        "W_std",
+        "b_std",
+        "batch_axis",
+        "channel_axis",
+        "parameterization",
+        "s",
+    ]
     assert params["W_std"].default == 1.0 and params["b_std"].default is None
     assert params["parameterization"].default == "ntk" and params["s"].default == (1, 1)
     assert inspect.signature(stax.Erf).parameters["a"].default == 1.0
@@ -29,8 +35,11 @@ def test_b_std_none_and_zero_are_different_specs() -> None:
 
 
 def test_serial_flattens_and_json_round_trips() -> None:
-    arch = stax.serial(stax.serial(stax.Dense(8, W_std=1.5, parameterization="standard")),
-                       stax.LeakyRelu(0.1), stax.Dense(1))
+    arch = stax.serial(
+        stax.serial(stax.Dense(8, W_std=1.5, parameterization="standard")),
+        stax.LeakyRelu(0.1),
+        stax.Dense(1),
+    )
     assert [layer.WhichOneof("layer") for layer in arch.layers] == ["dense", "leaky_relu", "dense"]
     back = Architecture.from_json(arch.to_json())
     assert back == arch and hash(back) == hash(arch)

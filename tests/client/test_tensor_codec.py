@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ntkserve import tensor
 from ntkserve.v1 import tensor_pb2
 

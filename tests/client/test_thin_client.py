@@ -32,7 +32,9 @@ def test_importing_the_client_loads_no_jax() -> None:
 
 
 def test_client_distribution_does_not_depend_on_jax() -> None:
-    deps = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
     assert not [d for d in deps if d.lower().startswith(("jax", "ntkserve-server"))]
 
 
@@ -45,13 +47,22 @@ def test_client_imports_under_protobuf_runtime(tmp_path: Path, protobuf: str) ->
     subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(
-        [*uv, "pip", "install", "-q", "--python", str(python), f"protobuf=={protobuf}",
-         str(ROOT / "client")],
+        [
+            *uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(python),
+            f"protobuf=={protobuf}",
+            str(ROOT / "client"),
+        ],
         check=True,
     )
     out = subprocess.run(
         [str(python), "-W", "error::UserWarning", "-c", IMPORT_EVERYTHING],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == protobuf

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ntkserve import stax
 
 NONLINEARITIES = {
@@ -16,14 +15,21 @@ NONLINEARITIES = {
 }
 
 
-def fc(nonlinearity: stax.Architecture, parameterization: str = "ntk", depth: int = 3,
-       b_std: float | None = 0.1) -> stax.Architecture:
+def fc(
+    nonlinearity: stax.Architecture,
+    parameterization: str = "ntk",
+    depth: int = 3,
+    b_std: float | None = 0.1,
+) -> stax.Architecture:
     layers = []
     for i in range(depth):
-        layers += [stax.Dense(64 * (i + 1), W_std=1.3, b_std=b_std,
-                              parameterization=parameterization), nonlinearity]
-    return stax.serial(*layers, stax.Dense(3, W_std=0.9, b_std=b_std,
-                                           parameterization=parameterization))
+        layers += [
+            stax.Dense(64 * (i + 1), W_std=1.3, b_std=b_std, parameterization=parameterization),
+            nonlinearity,
+        ]
+    return stax.serial(
+        *layers, stax.Dense(3, W_std=0.9, b_std=b_std, parameterization=parameterization)
+    )
 
 
 ALL = [

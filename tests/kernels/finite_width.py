@@ -15,7 +15,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
-
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 

@@ -8,7 +8,6 @@ two agree only if both are right.
 from __future__ import annotations
 
 import numpy as np
-
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
@@ -61,7 +60,7 @@ def kernels(arch: Architecture, x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndar
             width = m.out_dim * m.s_out
             continue
         if kind == "erf":
-            fn = lambda *q: _erf(m.a, m.b, m.c, *q)  # noqa: E731
+            fn = lambda *q, m=m: _erf(m.a, m.b, m.c, *q)  # noqa: E731
         else:
             a, b = {"relu": (0, 1), "abs": (-1, 1)}.get(kind, (None, None))
             if kind == "leaky_relu":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels import ArchitectureError, InputError, kernel_fn
+
 from tests.kernels.architectures import ALL
 
 
@@ -16,8 +16,11 @@ def _arch(*layers: pb.Layer) -> pb.Architecture:
 
 
 def test_defaults_spelled_out_or_not_give_one_id() -> None:
-    implicit = _arch(pb.Layer(dense=pb.Dense(out_dim=8)), pb.Layer(erf=pb.Erf()),
-                     pb.Layer(dense=pb.Dense(out_dim=1)))
+    implicit = _arch(
+        pb.Layer(dense=pb.Dense(out_dim=8)),
+        pb.Layer(erf=pb.Erf()),
+        pb.Layer(dense=pb.Dense(out_dim=1)),
+    )
     explicit = stax.serial(stax.Dense(8, W_std=1.0), stax.Erf(1.0, 1.0, 0.0), stax.Dense(1))
     assert kernel_fn(implicit).id == kernel_fn(explicit).id
 
@@ -25,8 +28,14 @@ def test_defaults_spelled_out_or_not_give_one_id() -> None:
 def test_nested_serials_are_flattened() -> None:
     flat = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
     nested = _arch(
-        pb.Layer(serial=pb.Serial(layers=[pb.Layer(dense=pb.Dense(out_dim=8)),
-                                          pb.Layer(serial=pb.Serial(layers=[pb.Layer(relu=pb.Relu())]))])),
+        pb.Layer(
+            serial=pb.Serial(
+                layers=[
+                    pb.Layer(dense=pb.Dense(out_dim=8)),
+                    pb.Layer(serial=pb.Serial(layers=[pb.Layer(relu=pb.Relu())])),
+                ]
+            )
+        ),
         pb.Layer(dense=pb.Dense(out_dim=1)),
     )
     assert kernel_fn(nested).id == kernel_fn(flat).id

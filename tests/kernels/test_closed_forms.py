@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
+
 from tests.kernels import reference
 from tests.kernels.architectures import ALL
 
@@ -64,13 +64,17 @@ def test_standard_parameterization_b_std_none_and_zero_differ() -> None:
     n0, t0 = no_bias(x1, x2, get=("nngp", "ntk"))
     n1, t1 = zero_bias(x1, x2, get=("nngp", "ntk"))
     np.testing.assert_array_equal(n0, n1)  # the same function at initialisation...
-    np.testing.assert_allclose(np.asarray(t1) - np.asarray(t0), 1.0, rtol=1e-12)  # ...trained bias adds 1
+    np.testing.assert_allclose(
+        np.asarray(t1) - np.asarray(t0), 1.0, rtol=1e-12
+    )  # ...trained bias adds 1
     assert no_bias.id != zero_bias.id
 
 
 def test_ntk_parameterization_b_std_zero_equals_no_bias() -> None:
     x1, x2 = _inputs()
-    a = kernel_fn(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1)))(x1, x2, get=("nngp", "ntk"))
+    a = kernel_fn(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1)))(
+        x1, x2, get=("nngp", "ntk")
+    )
     b = kernel_fn(stax.serial(stax.Dense(8, b_std=0.0), stax.Relu(), stax.Dense(1, b_std=0.0)))(
         x1, x2, get=("nngp", "ntk")
     )
@@ -80,15 +84,27 @@ def test_ntk_parameterization_b_std_zero_equals_no_bias() -> None:
 
 def test_standard_ntk_uses_finite_widths() -> None:
     x1, x2 = _inputs()
-    narrow = stax.serial(stax.Dense(16, parameterization="standard"), stax.Relu(),
-                         stax.Dense(1, parameterization="standard"))
-    wide = stax.serial(stax.Dense(32, parameterization="standard"), stax.Relu(),
-                       stax.Dense(1, parameterization="standard"))
+    narrow = stax.serial(
+        stax.Dense(16, parameterization="standard"),
+        stax.Relu(),
+        stax.Dense(1, parameterization="standard"),
+    )
+    wide = stax.serial(
+        stax.Dense(32, parameterization="standard"),
+        stax.Relu(),
+        stax.Dense(1, parameterization="standard"),
+    )
     n16, t16 = kernel_fn(narrow)(x1, x2, get=("nngp", "ntk"))
     n32, t32 = kernel_fn(wide)(x1, x2, get=("nngp", "ntk"))
     np.testing.assert_allclose(n16, n32, rtol=1e-14)  # the NNGP does not depend on width
     # Only the readout's weight term scales with the previous width: ntk = width * nngp_relu + ...
-    np.testing.assert_allclose(np.asarray(t32) - np.asarray(t16),
-                               16 * np.asarray(kernel_fn(stax.serial(
-                                   stax.Dense(1, parameterization="standard"), stax.Relu()))(
-                                   x1, x2, get="nngp")), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(t32) - np.asarray(t16),
+        16
+        * np.asarray(
+            kernel_fn(stax.serial(stax.Dense(1, parameterization="standard"), stax.Relu()))(
+                x1, x2, get="nngp"
+            )
+        ),
+        rtol=1e-12,
+    )

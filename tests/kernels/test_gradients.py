@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
+
 from tests.kernels.architectures import ALL
+
 
 def _loss(kfn, get, x2=None, cotangent_seed=7):  # type: ignore[no-untyped-def]
     def loss(x1, x2=x2):  # type: ignore[no-untyped-def]
@@ -68,7 +69,8 @@ def test_gradients_are_finite_everywhere(arch: stax.Architecture, dtype: type) -
     two = jax.value_and_grad(loss, argnums=(1, 2))
     for value, grads in (
         jax.jit(jax.vmap(over_weights(lambda w, a, _: one(w, a)), in_axes=(None, 0, None)))(
-            weights, alone, None),
+            weights, alone, None
+        ),
         jax.jit(jax.vmap(over_weights(two), in_axes=(None, 0, 0)))(weights, firsts, seconds),
     ):
         assert np.all(np.isfinite(value))
@@ -83,8 +85,11 @@ def test_all_zero_inputs_give_zero_gradient_without_bias(arch: stax.Architecture
     assert np.all(np.isfinite(g))
     # The kernel is homogeneous-like around 0 only without biases; with them it is smooth and
     # its gradient at 0 need not vanish. Either way it must be finite (checked above).
-    if all(not layer.dense.HasField("b_std") for layer in kfn.architecture.layers
-           if layer.WhichOneof("layer") == "dense"):
+    if all(
+        not layer.dense.HasField("b_std")
+        for layer in kfn.architecture.layers
+        if layer.WhichOneof("layer") == "dense"
+    ):
         np.testing.assert_array_equal(g, 0)
 
 
@@ -123,7 +128,8 @@ def test_hyper_parameter_gradients_match_finite_differences(arch: stax.Architect
     grads = jax.grad(loss)(kfn.params)
     for i, layer_params in enumerate(kfn.params):
         for name, value in layer_params.items():
-            def shifted(delta: float, i: int = i, name: str = name) -> float:
+
+            def shifted(delta: float, i: int = i, name: str = name, value: float = value) -> float:
                 params = [dict(p) for p in kfn.params]
                 params[i][name] = value + delta
                 return float(loss(tuple(params)))
@@ -146,6 +152,8 @@ def test_hyper_parameters_are_inputs_not_constants() -> None:
     for w in (0.5, 1.0, 1.5, 2.0):
         params = ({"w_std": w, "b_std": 0.1}, {"a": 1.0, "b": 1.0, "c": 0.0}, {"w_std": 1.0})
         swept = jitted(params, x)[0]
-        rebuilt = kernel_fn(stax.serial(stax.Dense(8, W_std=w, b_std=0.1), stax.Erf(), stax.Dense(1)))
+        rebuilt = kernel_fn(
+            stax.serial(stax.Dense(8, W_std=w, b_std=0.1), stax.Erf(), stax.Dense(1))
+        )
         np.testing.assert_allclose(swept, rebuilt(x, get="ntk"), rtol=1e-13)
     assert len(traces) == 1  # one compilation for the whole sweep

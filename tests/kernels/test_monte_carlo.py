@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
+
 from tests.kernels.finite_width import monte_carlo
 
 WIDTH = 512

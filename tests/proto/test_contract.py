@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels.table import COMBINATORS, LAYERS

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_generated_code_has_not_drifted() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.genproto", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "tools.genproto", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 

@@ -15,11 +15,11 @@ import math
 
 import jax.numpy as jnp
 from jax import Array
-
 from ntkserve.v1 import architecture_pb2 as pb
+
 from ntkserve_server.kernels import safe_math
 from ntkserve_server.kernels.elementwise import DiagMoments, PairMoments, elementwise
-from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, finite
+from ntkserve_server.kernels.rows import LayerRow, Role, Rule, finite
 
 
 def ab_relu_moments(a: Array | float, b: Array | float) -> tuple[PairMoments, DiagMoments]:

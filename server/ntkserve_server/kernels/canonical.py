@@ -15,19 +15,23 @@ from typing import Any
 
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
-
 from ntkserve.v1 import architecture_pb2 as pb
+
 from ntkserve_server.kernels.errors import ArchitectureError
 from ntkserve_server.kernels.rows import Role, Violations
 from ntkserve_server.kernels.table import LAYERS
 
 
 def _unknown(message: Message, path: str, violations: Violations) -> None:
-    numbers = sorted({f.field_number for f in unknown_fields.UnknownFieldSet(message)})
+    found = unknown_fields.UnknownFieldSet(message)
+    numbers = sorted({found[i].field_number for i in range(len(found))})
     if numbers:
         violations.append(
-            (path, f"unknown field numbers {numbers} (sent by a newer client? this server "
-             "does not know them)")
+            (
+                path,
+                f"unknown field numbers {numbers} (sent by a newer client? this server "
+                "does not know them)",
+            )
         )
 
 
@@ -36,13 +40,14 @@ def _fill_defaults(message: Message, defaults: dict[str, Any] | Any) -> None:
         if not message.HasField(name):
             setattr(message, name, value)
     # Enums whose zero value means "neural-tangents' default" are made explicit.
-    if isinstance(message, pb.Dense) and message.parameterization == pb.PARAMETERIZATION_UNSPECIFIED:
+    if (
+        isinstance(message, pb.Dense)
+        and message.parameterization == pb.PARAMETERIZATION_UNSPECIFIED
+    ):
         message.parameterization = pb.PARAMETERIZATION_NTK
 
 
-def _flatten(
-    layers: Any, path: str, violations: Violations
-) -> Iterator[tuple[str, pb.Layer]]:
+def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[str, pb.Layer]]:
     for i, layer in enumerate(layers):
         here = f"{path}[{i}]"
         _unknown(layer, here, violations)
@@ -73,8 +78,11 @@ def _check_gaussian_inputs(layers: list[tuple[str, pb.Layer]], violations: Viola
         row = LAYERS[str(layer.WhichOneof("layer"))]
         if row.role is Role.NONLINEAR and not gaussian:
             violations.append(
-                (path, "a nonlinearity needs Gaussian inputs: put an affine layer (Dense) "
-                 "before it; its kernel is an expectation over Gaussian pre-activations")
+                (
+                    path,
+                    "a nonlinearity needs Gaussian inputs: put an affine layer (Dense) "
+                    "before it; its kernel is an expectation over Gaussian pre-activations",
+                )
             )
         gaussian = row.role is Role.AFFINE
 

@@ -7,15 +7,15 @@ sweep over them reuses one compilation and gradients with respect to them are av
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-
 from ntkserve.v1 import architecture_pb2 as pb
+
 from ntkserve_server.kernels.canonical import architecture_id, canonicalize
 from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel, input_kernel
@@ -23,11 +23,11 @@ from ntkserve_server.kernels.rows import Rule
 from ntkserve_server.kernels.table import LAYERS
 
 KINDS = ("nngp", "ntk")
-Params = tuple[dict[str, float | Array], ...]
+Params = tuple[Mapping[str, float | Array], ...]
 
 
 def parse_get(get: str | Sequence[str]) -> tuple[str, ...]:
-    """"ntk" -> ("ntk",); ("nngp", "ntk") stays. Raises InputError for anything else."""
+    """ "ntk" -> ("ntk",); ("nngp", "ntk") stays. Raises InputError for anything else."""
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names:
         raise InputError("get", "name at least one of 'nngp', 'ntk'")
@@ -54,7 +54,7 @@ class KernelFn:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
         rules: list[Rule] = []
-        params = []
+        params: list[Mapping[str, float | Array]] = []
         for layer in self.architecture.layers:
             kind = str(layer.WhichOneof("layer"))
             row, message = LAYERS[kind], getattr(layer, kind)
@@ -63,28 +63,30 @@ class KernelFn:
         self._rules = tuple(rules)
         self.params: Params = tuple(params)
 
-    def check_inputs(
-        self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any
-    ) -> None:
+    def check_inputs(self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any) -> None:
         """Raises InputError when inputs of these shapes and dtype cannot be used."""
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise InputError("x1.dtype", f"must be float32 or float64, got {dtype}")
-        if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        if dtype == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
             raise InputError(
-                "x1.dtype", "float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
-                "True)); refusing to compute it silently in float32"
+                "x1.dtype",
+                "float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
+                "True)); refusing to compute it silently in float32",
             )
         for name, shape in (("x1", shape1), ("x2", shape2)):
             if shape is None:
                 continue
             if len(shape) != 2:
                 raise InputError(
-                    f"{name}.shape", f"expected (batch, features) for a network of dense layers, "
-                    f"got shape {list(shape)}"
+                    f"{name}.shape",
+                    f"expected (batch, features) for a network of dense layers, "
+                    f"got shape {list(shape)}",
                 )
             if shape[0] < 1 or shape[1] < 1:
-                raise InputError(f"{name}.shape", f"batch and features must be >= 1, got {list(shape)}")
+                raise InputError(
+                    f"{name}.shape", f"batch and features must be >= 1, got {list(shape)}"
+                )
         if shape2 is not None and tuple(shape1[1:]) != tuple(shape2[1:]):
             raise InputError(
                 "x2.shape", f"features {list(shape2[1:])} differ from x1's {list(shape1[1:])}"

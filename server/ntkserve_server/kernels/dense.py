@@ -12,6 +12,7 @@ b_std = 0) adds 1, because it is trained:
 from __future__ import annotations
 
 from ntkserve.v1 import architecture_pb2 as pb
+
 from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Violations, finite
 

@@ -43,7 +43,10 @@ def elementwise(moments: Moments) -> Rule:
         else:
             cov1 = diag(k.var1, False)[0]
             cov2 = diag(k.var2, False)[0]
-        ntk = None if k.ntk is None else k.ntk * tdot
+        ntk = None
+        if k.ntk is not None:
+            assert tdot is not None  # asked for whenever the NTK is tracked
+            ntk = k.ntk * tdot
         return k.replace(nngp=nngp, cov1=cov1, cov2=cov2, ntk=ntk, is_gaussian=False)
 
     return rule

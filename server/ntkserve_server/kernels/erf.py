@@ -15,8 +15,8 @@ import math
 
 import jax.numpy as jnp
 from jax import Array
-
 from ntkserve.v1 import architecture_pb2 as pb
+
 from ntkserve_server.kernels.elementwise import DiagMoments, PairMoments, elementwise
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, finite
 

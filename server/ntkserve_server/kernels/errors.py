@@ -8,6 +8,8 @@ from collections.abc import Sequence
 class EngineError(ValueError):
     """Base of errors caused by what the caller asked for (never by a bug)."""
 
+    violations: tuple[tuple[str, str], ...] = ()
+
 
 class ArchitectureError(EngineError):
     """An architecture that cannot be compiled; `violations` are (field path, problem) pairs."""

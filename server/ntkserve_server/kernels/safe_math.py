@@ -34,7 +34,9 @@ def arctan2(y: Array, x: Array) -> Array:
 
 
 @arctan2.defjvp
-def _arctan2_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
+def _arctan2_jvp(
+    primals: tuple[Array, Array], tangents: tuple[Array, Array]
+) -> tuple[Array, Array]:
     (y, x), (dy, dx) = primals, tangents
     r2 = x * x + y * y
     nonzero = r2 > 0

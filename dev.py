@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The quick start's two commands, and the developer tasks. Needs only python3 >= 3.11.
+
+    python3 dev.py serve [ntkserve serve options]   # start a server (CPU, or GPU if jax sees one)
+    python3 dev.py test [pytest options]            # the whole test suite (what CI runs)
+    python3 dev.py gen                              # regenerate client/ntkserve/v1 from proto/
+    python3 dev.py lint                             # ruff format + ruff check --fix + mypy
+
+It installs what it needs on first use: uv (pinned, into .tools/), then the locked
+environment (.venv, from uv.lock), and for `test` the buf linter (npm, into .tools/buf).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+UV_VERSION = "0.13.9"
+BUF_VERSION = "1.75.0"
+
+
+def _say(message: str) -> None:
+    print(f"[dev.py] {message}", file=sys.stderr, flush=True)
+
+
+def _uv() -> str:
+    """A pinned uv: .tools/uv/bin/uv, made with venv + pip, or pip --target as a fallback."""
+    for candidate in (TOOLS / "uv" / "bin" / "uv", TOOLS / "uv-target" / "bin" / "uv"):
+        if candidate.exists():
+            return str(candidate)
+    _say(f"installing uv {UV_VERSION} into .tools/ (once)")
+    venv = TOOLS / "uv"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"],
+            check=True,
+        )
+        return str(venv / "bin" / "uv")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        shutil.rmtree(venv, ignore_errors=True)
+    target = TOOLS / "uv-target"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--target",
+            str(target),
+            f"uv=={UV_VERSION}",
+        ],
+        check=True,
+    )
+    return str(target / "bin" / "uv")
+
+
+def _sync(uv: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_PROJECT_ENVIRONMENT": str(ROOT / ".venv"),
+    }
+    subprocess.run(
+        [uv, "sync", "--locked", "--quiet", "--python", sys.executable],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    return env
+
+
+def _buf() -> None:
+    if (TOOLS / "buf" / "node_modules" / ".bin" / "buf").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        _say("npm not found: the buf lint test will be skipped (it fails under CI=true)")
+        return
+    _say(f"installing buf {BUF_VERSION} with npm into .tools/buf (once)")
+    (TOOLS / "buf").mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            npm,
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(TOOLS / "buf"),
+            f"@bufbuild/buf@{BUF_VERSION}",
+        ],
+        check=True,
+    )
+
+
+def _run(uv: str, env: dict[str, str], *command: str) -> int:
+    return subprocess.run(
+        [uv, "run", "--locked", "--no-sync", *command], cwd=ROOT, env=env
+    ).returncode
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py must say so on an older python3
+        _say(f"python >= 3.11 is needed, this is {sys.version.split()[0]}")
+        return 2
+    if not argv or argv[0] not in {"serve", "test", "gen", "lint"}:
+        print(__doc__)
+        return 2
+    task, rest = argv[0], argv[1:]
+    uv = _uv()
+    env = _sync(uv)
+    if task == "serve":
+        return _run(uv, env, "ntkserve", "serve", *rest)
+    if task == "test":
+        _buf()
+        return _run(uv, env, "pytest", *rest)
+    if task == "gen":
+        return _run(uv, env, "python", "-m", "tools.genproto")
+    return (
+        _run(uv, env, "ruff", "format", ".")
+        or _run(uv, env, "ruff", "check", "--fix", ".")
+        or _run(uv, env, "mypy")
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

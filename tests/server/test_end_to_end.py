@@ -1,0 +1,144 @@
+"""A real server on loopback, driven by the real client, against the in-process engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+import pytest
+from ntkserve import Client, errors, stax
+from ntkserve_server.kernels import kernel_fn
+
+from tests.conftest import ServerProcess
+
+jax.config.update("jax_enable_x64", True)
+
+ARCH = stax.serial(
+    stax.Dense(512, W_std=1.5, b_std=0.05),
+    stax.Relu(),
+    stax.Dense(512, W_std=1.5, b_std=0.05),
+    stax.Relu(),
+    stax.Dense(1, W_std=1.5, b_std=0.05),
+)
+
+
+@pytest.fixture()
+def client(server: ServerProcess) -> Iterator[Client]:
+    with Client(server.target, timeout=60) as c:
+        yield c
+
+
+def _inputs(dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(0)
+    return rng.randn(6, 10).astype(dtype), rng.randn(4, 10).astype(dtype)
+
+
+def test_kernel_matches_the_engine(client: Client) -> None:
+    x1, x2 = _inputs()
+    nngp, ntk = client.kernel(ARCH, x1, x2, get=("nngp", "ntk"))
+    ref_nngp, ref_ntk = kernel_fn(ARCH)(x1, x2, get=("nngp", "ntk"))
+    assert nngp.dtype == np.float64 and nngp.shape == (6, 4)
+    np.testing.assert_allclose(nngp, ref_nngp, rtol=1e-12)
+    np.testing.assert_allclose(ntk, ref_ntk, rtol=1e-12)
+    # Order follows `get`; a single name returns a single array.
+    ntk2, nngp2 = client.kernel(ARCH, x1, x2, get=("ntk", "nngp"))
+    np.testing.assert_array_equal(ntk2, ntk)
+    np.testing.assert_array_equal(nngp2, nngp)
+    np.testing.assert_array_equal(client.kernel(ARCH, x1, x2, get="nngp"), nngp)
+
+
+def test_float32_in_float32_out(client: Client) -> None:
+    x1, _ = _inputs(np.float32)
+    k = client.kernel(ARCH, x1)
+    assert k.dtype == np.float32 and k.shape == (6, 6)
+    np.testing.assert_allclose(k, kernel_fn(ARCH)(x1.astype(np.float64)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_x2", [False, True])
+def test_value_and_grad_values_equal_kernel_exactly(client: Client, with_x2: bool) -> None:
+    x1, x2 = _inputs()
+    x2 = x2 if with_x2 else None
+    n2 = 4 if with_x2 else 6
+    cotangent = (np.random.RandomState(1).randn(6, n2), np.random.RandomState(2).randn(6, n2))
+    (nngp, ntk), (g1, g2) = client.value_and_grad(
+        ARCH, x1, x2, get=("nngp", "ntk"), cotangent=cotangent
+    )
+    plain_nngp, plain_ntk = client.kernel(ARCH, x1, x2, get=("nngp", "ntk"))
+    np.testing.assert_array_equal(nngp, plain_nngp)
+    np.testing.assert_array_equal(ntk, plain_ntk)
+    kfn = kernel_fn(ARCH)
+    args = (x1,) if x2 is None else (x1, x2)
+    _, vjp = jax.vjp(lambda *a: kfn(a[0], a[1] if len(a) > 1 else None, get=("nngp", "ntk")), *args)
+    expected = vjp(cotangent)
+    np.testing.assert_allclose(g1, expected[0], rtol=1e-10)
+    if with_x2:
+        np.testing.assert_allclose(g2, expected[1], rtol=1e-10)
+    else:
+        assert g2 is None
+
+
+def test_value_and_grad_default_cotangent_is_ones_and_zero_inputs_are_finite(
+    client: Client,
+) -> None:
+    x = np.zeros((3, 5))
+    k, (g1, g2) = client.value_and_grad(ARCH, x)
+    np.testing.assert_array_equal(k, client.kernel(ARCH, x))
+    assert np.all(np.isfinite(g1)) and g2 is None
+    x1, _ = _inputs()
+    _, (g_default, _) = client.value_and_grad(ARCH, x1)
+    _, (g_ones, _) = client.value_and_grad(ARCH, x1, cotangent=np.ones((6, 6)))
+    np.testing.assert_array_equal(g_default, g_ones)
+
+
+def test_registry_round_trip(client: Client) -> None:
+    arch = stax.serial(
+        stax.Dense(7, b_std=0.0, parameterization="standard"), stax.Erf(), stax.Dense(1)
+    )
+    first = client.register(arch)
+    assert client.register(arch) == first  # same network, same id
+    info = client.get_architecture(first)
+    assert info.id == first and info.create_time > 0
+    assert info.architecture.layers[1].erf.a == 1.0  # stored canonical: defaults filled in
+    assert first in {i.id for i in client.list_architectures()}
+    client.delete_architecture(first)
+    assert first not in {i.id for i in client.list_architectures()}
+    with pytest.raises(errors.NotFoundError, match=first):
+        client.kernel(first, np.ones((2, 3)))
+    with pytest.raises(errors.NotFoundError):
+        client.delete_architecture(first)
+
+
+def test_spec_is_registered_again_after_the_server_lost_it(client: Client) -> None:
+    arch = stax.serial(stax.Dense(5), stax.Abs(), stax.Dense(1))
+    x = np.ones((2, 3))
+    before = client.kernel(arch, x)
+    client.delete_architecture(client.register(arch))
+    np.testing.assert_array_equal(client.kernel(arch, x), before)
+
+
+def test_readme_example(client: Client) -> None:
+    arch = stax.serial(
+        stax.Dense(512, W_std=1.5, b_std=0.05),
+        stax.Relu(),
+        stax.Dense(512, W_std=1.5, b_std=0.05),
+        stax.Relu(),
+        stax.Dense(1),
+    )
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    ntk = client.kernel(arch, x, get="ntk")
+    assert ntk.shape == (4, 4) and np.all(np.isfinite(ntk))
+
+
+def test_every_call_is_logged(client: Client, server: ServerProcess) -> None:
+    client.kernel(ARCH, np.ones((2, 10)))
+    import time
+
+    for _ in range(50):
+        if "rpc method=ComputeKernel code=OK" in server.log_text():
+            break
+        time.sleep(0.1)
+    line = next(
+        x for x in server.log_text().splitlines() if "rpc method=ComputeKernel code=OK" in x
+    )
+    assert " ms=" in line and " bytes_in=" in line and " bytes_out=" in line

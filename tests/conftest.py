@@ -90,8 +90,8 @@ def start_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 
     class Owned(ServerProcess):
-        def __init__(self, data_dir: Path = tmp_path / "data", *extra: str) -> None:
-            super().__init__(data_dir, *extra)
+        def __init__(self, data_dir: Path | None = None, *extra: str) -> None:
+            super().__init__(data_dir or tmp_path / "data", *extra)
             started.append(self)
 
     yield Owned

@@ -64,6 +64,7 @@ def rpc(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
+        log.debug("rpc start method=%s", name)
         code, out_bytes = grpc.StatusCode.OK, 0
         try:
             response = await method(self, request, context)

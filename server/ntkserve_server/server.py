@@ -26,6 +26,7 @@ from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
 
 log = logging.getLogger("ntkserve")
+FLUSH_SECONDS = 0.5
 SERVICE_NAME = kernel_service_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name
 
 
@@ -88,6 +89,10 @@ async def serve(config: ServerConfig) -> None:
     log.info("shutting down: health NOT_SERVING, draining for up to %.0fs", config.grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.grace_seconds)
+    # stop() returns once every call has *queued* its last frames; give the transports a
+    # moment to flush them before the process exits, or a large final response can be cut
+    # off (the client then sees "connection reset" for a call that had completed).
+    await asyncio.sleep(FLUSH_SECONDS)
     executor.shutdown(wait=True)
     registry.close()
     log.info("stopped")

@@ -174,7 +174,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
-        inputs = requests.kernel_inputs(request)
+        inputs = await self._run(requests.kernel_inputs, request)  # NaN scans are O(bytes)
         compiled = await self._run(self._compiled, inputs.architecture_id)
         values = await self._run(self._engine.kernel, compiled, inputs.x1, inputs.x2, inputs.get)
         return ks.ComputeKernelResponse(
@@ -185,8 +185,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
-        inputs = requests.kernel_inputs(request)
-        cotangents = requests.cotangents(request, inputs)
+        inputs = await self._run(requests.kernel_inputs, request)
+        cotangents = await self._run(requests.cotangents, request, inputs)
         compiled = await self._run(self._compiled, inputs.architecture_id)
         values, g1, g2 = await self._run(
             self._engine.value_and_grad, compiled, inputs.x1, inputs.x2, inputs.get, cotangents

@@ -111,6 +111,10 @@ def _record_message(record: Record) -> ks.ArchitectureRecord:
     )
 
 
+def _encoded(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    return {n: tensor.encode(v, n) for n, v in zip(names, values, strict=True)}
+
+
 class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     def __init__(self, registry: Registry, engine: ComputeEngine, executor: Executor) -> None:
         self._registry = registry
@@ -176,10 +180,12 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> ks.ComputeKernelResponse:
         inputs = await self._run(requests.kernel_inputs, request)  # NaN scans are O(bytes)
         compiled = await self._run(self._compiled, inputs.architecture_id)
-        values = await self._run(self._engine.kernel, compiled, inputs.x1, inputs.x2, inputs.get)
-        return ks.ComputeKernelResponse(
-            **{n: tensor.encode(v, n) for n, v in zip(inputs.get, values, strict=True)}
-        )
+
+        def compute() -> ks.ComputeKernelResponse:
+            values = self._engine.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
+            return ks.ComputeKernelResponse(**_encoded(inputs.get, values))
+
+        return await self._run(compute)
 
     @rpc
     async def ComputeValueAndGrad(
@@ -188,16 +194,19 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         inputs = await self._run(requests.kernel_inputs, request)
         cotangents = await self._run(requests.cotangents, request, inputs)
         compiled = await self._run(self._compiled, inputs.architecture_id)
-        values, g1, g2 = await self._run(
-            self._engine.value_and_grad, compiled, inputs.x1, inputs.x2, inputs.get, cotangents
-        )
-        response = ks.ComputeValueAndGradResponse(
-            grad_x1=tensor.encode(g1, "grad_x1"),
-            **{n: tensor.encode(v, n) for n, v in zip(inputs.get, values, strict=True)},
-        )
-        if g2 is not None:
-            response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
-        return response
+
+        def compute() -> ks.ComputeValueAndGradResponse:
+            values, g1, g2 = self._engine.value_and_grad(
+                compiled, inputs.x1, inputs.x2, inputs.get, cotangents
+            )
+            response = ks.ComputeValueAndGradResponse(
+                grad_x1=tensor.encode(g1, "grad_x1"), **_encoded(inputs.get, values)
+            )
+            if g2 is not None:
+                response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
+            return response
+
+        return await self._run(compute)
 
     # Declared now; tiled streaming of large kernels is its own piece of work.
     async def StreamKernel(  # type: ignore[override]

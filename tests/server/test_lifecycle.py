@@ -77,7 +77,10 @@ def test_sigterm_drains_in_flight_calls(start_server: Any) -> None:
         time.sleep(0.01)
     assert proc.terminate() == 0
     thread.join(60)
-    assert "error" not in results, (results.get("error"), [l for l in proc.log_text().splitlines() if "ntkserve" in l])
+    assert "error" not in results, (
+        results.get("error"),
+        [l for l in proc.log_text().splitlines() if "ntkserve" in l],
+    )
     assert results["k"][0].shape == (1500, 1500)
     log = proc.log_text()
     assert log.index("shutting down") < log.index("rpc method=ComputeKernel code=OK")

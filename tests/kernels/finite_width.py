@@ -9,6 +9,7 @@ neural-tangents' stax:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +34,8 @@ def _dense(layer: pb.Dense) -> tuple[Init, Apply]:
 
     def init(key: jax.Array, n_in: int) -> tuple[int, Any]:
         kw, kb = jax.random.split(key)
-        w = jax.random.normal(kw, (n_in, out))
-        b = jax.random.normal(kb, (out,)) if has_bias else None
+        w = jax.random.normal(kw, (n_in, out), jnp.float32)
+        b = jax.random.normal(kb, (out,), jnp.float32) if has_bias else None
         if standard:
             w = w * w_std / jnp.sqrt(n_in / s_in)
             b = None if b is None else b * b_std
@@ -50,6 +51,92 @@ def _dense(layer: pb.Dense) -> tuple[Init, Apply]:
         return z if b is None else z + b_std * b
 
     return init, apply
+
+
+def _pad_mode(padding: int) -> str:
+    return {pb.PADDING_SAME: "SAME", pb.PADDING_CIRCULAR: "CIRCULAR"}.get(padding, "VALID")
+
+
+def _circular(x: jax.Array, window: list[int], strides: list[int]) -> jax.Array:
+    """Wrap-pads the spatial axes as SAME would zero-pad them."""
+    widths = [(0, 0)]
+    for size, w, s in zip(x.shape[1:-1], window, strides, strict=True):
+        out = -(-size // s)
+        total = max((out - 1) * s + w - size, 0)
+        widths.append((total // 2, total - total // 2))
+    return jnp.pad(x, widths + [(0, 0)], mode="wrap")
+
+
+def _conv(layer: pb.Conv) -> tuple[Init, Apply]:
+    window = list(layer.filter_shape)
+    strides = list(layer.strides) or [1] * len(window)
+    w_std = layer.w_std if layer.HasField("w_std") else 1.0
+    has_bias = layer.HasField("b_std")
+    b_std = layer.b_std if has_bias else 0.0
+    standard = layer.parameterization == pb.PARAMETERIZATION_STANDARD
+    s_in = layer.s_in or 1
+    out = layer.out_chan * ((layer.s_out or 1) if standard else 1)
+    mode = _pad_mode(layer.padding)
+    d = len(window)
+    spec = "N" + "DHW"[3 - d :] + "C"
+    numbers = (spec, "DHW"[3 - d :] + "IO", spec)
+
+    def init(key: jax.Array, n_in: int) -> tuple[int, Any]:
+        kw, kb = jax.random.split(key)
+        w = jax.random.normal(kw, (*window, n_in, out), jnp.float32)
+        b = jax.random.normal(kb, (out,), jnp.float32) if has_bias else None
+        if standard:
+            w = w * w_std / jnp.sqrt(n_in * math.prod(window) / s_in)
+            b = None if b is None else b * b_std
+        return out, (w, b)
+
+    def apply(params: Any, x: jax.Array) -> jax.Array:
+        w, b = params
+        padding = mode
+        if mode == "CIRCULAR":
+            x, padding = _circular(x, window, strides), "VALID"
+        z = jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers)
+        if standard:
+            z = z / jnp.sqrt(s_in)
+            return z if b is None else z + b
+        z = w_std / jnp.sqrt(x.shape[-1] * math.prod(window)) * z
+        return z if b is None else z + b_std * b
+
+    return init, apply
+
+
+def _pool(layer: pb.AvgPool | pb.SumPool) -> tuple[Init, Apply]:
+    window = list(layer.window_shape)
+    strides = list(layer.strides) or [1] * len(window)
+    mode = _pad_mode(layer.padding)
+    average = isinstance(layer, pb.AvgPool)
+    by_counts = average and layer.normalize_edges and mode == "SAME"
+
+    def apply(params: Any, x: jax.Array) -> jax.Array:
+        dims, steps = (1, *window, 1), (1, *strides, 1)
+        padding = mode
+        if mode == "CIRCULAR":
+            x, padding = _circular(x, window, strides), "VALID"
+        total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, steps, padding)
+        if by_counts:
+            ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+            return total / jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, steps, padding)
+        return total / math.prod(window) if average else total
+
+    return (lambda key, n_in: (n_in, ())), apply
+
+
+def _global(average: bool) -> tuple[Init, Apply]:
+    def apply(params: Any, x: jax.Array) -> jax.Array:
+        axes = tuple(range(1, x.ndim - 1))
+        return x.mean(axes) if average else x.sum(axes)
+
+    return (lambda key, n_in: (n_in, ())), apply
+
+
+def _flatten() -> tuple[Init, Apply]:
+    # Channels last, flattened per example; the next layer infers its input width.
+    return (lambda key, n_in: (-1, ())), (lambda params, x: x.reshape(x.shape[0], -1))
 
 
 def _elementwise(fn: Callable[[jax.Array], jax.Array]) -> tuple[Init, Apply]:
@@ -74,6 +161,16 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
         b = m.b if m.HasField("b") else 1.0
         c = m.c if m.HasField("c") else 0.0
         return _elementwise(lambda x: a * erf(b * x) + c)
+    if kind == "conv":
+        return _conv(m)
+    if kind in ("avg_pool", "sum_pool"):
+        return _pool(m)
+    if kind == "global_avg_pool":
+        return _global(True)
+    if kind == "global_sum_pool":
+        return _global(False)
+    if kind == "flatten":
+        return _flatten()
     if kind == "serial":
         return _serial(list(m.layers))
     raise NotImplementedError(f"no finite-width version of {kind}")
@@ -82,11 +179,18 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
 def _serial(layers: list[pb.Layer]) -> tuple[Init, Apply]:
     parts = [_layer(layer) for layer in layers]
 
-    def init(key: jax.Array, n_in: int) -> tuple[int, Any]:
+    def init(key: jax.Array, n_in: int, example: jax.Array | None = None) -> tuple[int, Any]:
         params = []
-        for (layer_init, _), k in zip(parts, jax.random.split(key, len(parts)), strict=True):
+        for (layer_init, layer_apply), k in zip(
+            parts, jax.random.split(key, len(parts)), strict=True
+        ):
+            if n_in == -1:  # after Flatten: the width is the flattened size
+                assert example is not None
+                n_in = example.reshape(example.shape[0], -1).shape[-1]
             n_in, p = layer_init(k, n_in)
             params.append(p)
+            if example is not None:
+                example = layer_apply(p, example)
         return n_in, params
 
     def apply(params: Any, x: jax.Array) -> jax.Array:
@@ -110,17 +214,19 @@ def monte_carlo(
     d = x1.shape[-1]
 
     def one(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        _, params = init(key, d)
+        _, params = init(key, d, x1[:1])
         y1, y2 = apply(params, x1), apply(params, x2)
         nngp = y1 @ y2.T / y1.shape[-1]
-        j1 = jax.jacrev(lambda p: apply(p, x1)[:, 0])(params)
-        j2 = jax.jacrev(lambda p: apply(p, x2)[:, 0])(params)
-        leaves1, leaves2 = jax.tree.leaves(j1), jax.tree.leaves(j2)
-        ntk = sum(
-            a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T
-            for a, b in zip(leaves1, leaves2, strict=True)
-        )
-        return nngp, ntk
+
+        # One plain gradient per example (cheaper on XLA-CPU than a vmapped jacrev through
+        # convolutions), then the NTK as inner products of gradients.
+        def flat_grad(x: jax.Array) -> jax.Array:
+            g = jax.grad(lambda p: apply(p, x[None])[0, 0])(params)
+            return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)])
+
+        g1 = jnp.stack([flat_grad(x) for x in x1])
+        g2 = jnp.stack([flat_grad(x) for x in x2])
+        return nngp, g1 @ g2.T
 
     keys = jax.random.split(jax.random.PRNGKey(seed), n_samples)
     nngp, ntk = jax.lax.map(jax.jit(one), keys)

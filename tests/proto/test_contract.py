@@ -32,6 +32,10 @@ def test_each_layer_has_builder_rule_and_row(field) -> None:  # type: ignore[no-
     for param in (*row.required, *row.hyper):
         assert fields[param].has_presence, f"{name}.{param} must be `optional` on the wire"
     # The builder makes exactly this layer.
-    args = [1 for p in inspect.signature(builder).parameters.values() if p.default is p.empty]
+    args = [
+        (1,) if p.name.endswith("shape") else 1
+        for p in inspect.signature(builder).parameters.values()
+        if p.default is p.empty
+    ]
     spec = builder(*args)
     assert [layer.WhichOneof("layer") for layer in spec.layers] == [field.name]

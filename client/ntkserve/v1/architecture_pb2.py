@@ -24,31 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1entkserve/v1/architecture.proto\x12\x0bntkserve.v1\"2\n\x0c\x41rchitecture\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.ntkserve.v1.Layer\"\x97\x02\n\x05Layer\x12%\n\x06serial\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.SerialH\x00\x12#\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.DenseH\x00\x12!\n\x04relu\x18\x03 \x01(\x0b\x32\x11.ntkserve.v1.ReluH\x00\x12&\n\x07\x61\x62_relu\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.ABReluH\x00\x12,\n\nleaky_relu\x18\x05 \x01(\x0b\x32\x16.ntkserve.v1.LeakyReluH\x00\x12\x1f\n\x03\x61\x62s\x18\x06 \x01(\x0b\x32\x10.ntkserve.v1.AbsH\x00\x12\x1f\n\x03\x65rf\x18\x07 \x01(\x0b\x32\x10.ntkserve.v1.ErfH\x00\x42\x07\n\x05layer\",\n\x06Serial\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.ntkserve.v1.Layer\"\xc7\x01\n\x05\x44\x65nse\x12\x0f\n\x07out_dim\x18\x01 \x01(\x04\x12\x12\n\x05w_std\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x62_std\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x10parameterization\x18\x04 \x01(\x0e\x32\x1d.ntkserve.v1.Parameterization\x12\x11\n\x04s_in\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x12\n\x05s_out\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x08\n\x06_w_stdB\x08\n\x06_b_stdB\x07\n\x05_s_inB\x08\n\x06_s_out\"\x06\n\x04Relu\"4\n\x06\x41\x42Relu\x12\x0e\n\x01\x61\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x01\x62\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_aB\x04\n\x02_b\")\n\tLeakyRelu\x12\x12\n\x05\x61lpha\x18\x01 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_alpha\"\x05\n\x03\x41\x62s\"G\n\x03\x45rf\x12\x0e\n\x01\x61\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x01\x62\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x01\x63\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x04\n\x02_aB\x04\n\x02_bB\x04\n\x02_c*m\n\x10Parameterization\x12 \n\x1cPARAMETERIZATION_UNSPECIFIED\x10\x00\x12\x18\n\x14PARAMETERIZATION_NTK\x10\x01\x12\x1d\n\x19PARAMETERIZATION_STANDARD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1entkserve/v1/architecture.proto\x12\x0bntkserve.v1\"2\n\x0c\x41rchitecture\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.ntkserve.v1.Layer\"\xa5\x04\n\x05Layer\x12%\n\x06serial\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.SerialH\x00\x12#\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.DenseH\x00\x12!\n\x04relu\x18\x03 \x01(\x0b\x32\x11.ntkserve.v1.ReluH\x00\x12&\n\x07\x61\x62_relu\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.ABReluH\x00\x12,\n\nleaky_relu\x18\x05 \x01(\x0b\x32\x16.ntkserve.v1.LeakyReluH\x00\x12\x1f\n\x03\x61\x62s\x18\x06 \x01(\x0b\x32\x10.ntkserve.v1.AbsH\x00\x12\x1f\n\x03\x65rf\x18\x07 \x01(\x0b\x32\x10.ntkserve.v1.ErfH\x00\x12!\n\x04\x63onv\x18\x08 \x01(\x0b\x32\x11.ntkserve.v1.ConvH\x00\x12(\n\x08\x61vg_pool\x18\t \x01(\x0b\x32\x14.ntkserve.v1.AvgPoolH\x00\x12(\n\x08sum_pool\x18\n \x01(\x0b\x32\x14.ntkserve.v1.SumPoolH\x00\x12\x35\n\x0fglobal_avg_pool\x18\x0b \x01(\x0b\x32\x1a.ntkserve.v1.GlobalAvgPoolH\x00\x12\x35\n\x0fglobal_sum_pool\x18\x0c \x01(\x0b\x32\x1a.ntkserve.v1.GlobalSumPoolH\x00\x12\'\n\x07\x66latten\x18\r \x01(\x0b\x32\x14.ntkserve.v1.FlattenH\x00\x42\x07\n\x05layer\",\n\x06Serial\x12\"\n\x06layers\x18\x01 \x03(\x0b\x32\x12.ntkserve.v1.Layer\"\xc7\x01\n\x05\x44\x65nse\x12\x0f\n\x07out_dim\x18\x01 \x01(\x04\x12\x12\n\x05w_std\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x62_std\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x10parameterization\x18\x04 \x01(\x0e\x32\x1d.ntkserve.v1.Parameterization\x12\x11\n\x04s_in\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x12\n\x05s_out\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x08\n\x06_w_stdB\x08\n\x06_b_stdB\x07\n\x05_s_inB\x08\n\x06_s_out\"\x06\n\x04Relu\"4\n\x06\x41\x42Relu\x12\x0e\n\x01\x61\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x01\x62\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_aB\x04\n\x02_b\")\n\tLeakyRelu\x12\x12\n\x05\x61lpha\x18\x01 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_alpha\"\x05\n\x03\x41\x62s\"G\n\x03\x45rf\x12\x0e\n\x01\x61\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x01\x62\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x01\x63\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x04\n\x02_aB\x04\n\x02_bB\x04\n\x02_c\"\x95\x02\n\x04\x43onv\x12\x10\n\x08out_chan\x18\x01 \x01(\x04\x12\x14\n\x0c\x66ilter_shape\x18\x02 \x03(\x04\x12\x0f\n\x07strides\x18\x03 \x03(\x04\x12%\n\x07padding\x18\x04 \x01(\x0e\x32\x14.ntkserve.v1.Padding\x12\x12\n\x05w_std\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x62_std\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x10parameterization\x18\x07 \x01(\x0e\x32\x1d.ntkserve.v1.Parameterization\x12\x11\n\x04s_in\x18\x08 \x01(\x04H\x02\x88\x01\x01\x12\x12\n\x05s_out\x18\t \x01(\x04H\x03\x88\x01\x01\x42\x08\n\x06_w_stdB\x08\n\x06_b_stdB\x07\n\x05_s_inB\x08\n\x06_s_out\"p\n\x07\x41vgPool\x12\x14\n\x0cwindow_shape\x18\x01 \x03(\x04\x12\x0f\n\x07strides\x18\x02 \x03(\x04\x12%\n\x07padding\x18\x03 \x01(\x0e\x32\x14.ntkserve.v1.Padding\x12\x17\n\x0fnormalize_edges\x18\x04 \x01(\x08\"W\n\x07SumPool\x12\x14\n\x0cwindow_shape\x18\x01 \x03(\x04\x12\x0f\n\x07strides\x18\x02 \x03(\x04\x12%\n\x07padding\x18\x03 \x01(\x0e\x32\x14.ntkserve.v1.Padding\"\x0f\n\rGlobalAvgPool\"\x0f\n\rGlobalSumPool\"\t\n\x07\x46latten*m\n\x10Parameterization\x12 \n\x1cPARAMETERIZATION_UNSPECIFIED\x10\x00\x12\x18\n\x14PARAMETERIZATION_NTK\x10\x01\x12\x1d\n\x19PARAMETERIZATION_STANDARD\x10\x02*]\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x11\n\rPADDING_VALID\x10\x01\x12\x10\n\x0cPADDING_SAME\x10\x02\x12\x14\n\x10PADDING_CIRCULAR\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ntkserve.v1.architecture_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARAMETERIZATION']._serialized_start=814
-  _globals['_PARAMETERIZATION']._serialized_end=923
+  _globals['_PARAMETERIZATION']._serialized_start=1612
+  _globals['_PARAMETERIZATION']._serialized_end=1721
+  _globals['_PADDING']._serialized_start=1723
+  _globals['_PADDING']._serialized_end=1816
   _globals['_ARCHITECTURE']._serialized_start=47
   _globals['_ARCHITECTURE']._serialized_end=97
   _globals['_LAYER']._serialized_start=100
-  _globals['_LAYER']._serialized_end=379
-  _globals['_SERIAL']._serialized_start=381
-  _globals['_SERIAL']._serialized_end=425
-  _globals['_DENSE']._serialized_start=428
-  _globals['_DENSE']._serialized_end=627
-  _globals['_RELU']._serialized_start=629
-  _globals['_RELU']._serialized_end=635
-  _globals['_ABRELU']._serialized_start=637
-  _globals['_ABRELU']._serialized_end=689
-  _globals['_LEAKYRELU']._serialized_start=691
-  _globals['_LEAKYRELU']._serialized_end=732
-  _globals['_ABS']._serialized_start=734
-  _globals['_ABS']._serialized_end=739
-  _globals['_ERF']._serialized_start=741
-  _globals['_ERF']._serialized_end=812
+  _globals['_LAYER']._serialized_end=649
+  _globals['_SERIAL']._serialized_start=651
+  _globals['_SERIAL']._serialized_end=695
+  _globals['_DENSE']._serialized_start=698
+  _globals['_DENSE']._serialized_end=897
+  _globals['_RELU']._serialized_start=899
+  _globals['_RELU']._serialized_end=905
+  _globals['_ABRELU']._serialized_start=907
+  _globals['_ABRELU']._serialized_end=959
+  _globals['_LEAKYRELU']._serialized_start=961
+  _globals['_LEAKYRELU']._serialized_end=1002
+  _globals['_ABS']._serialized_start=1004
+  _globals['_ABS']._serialized_end=1009
+  _globals['_ERF']._serialized_start=1011
+  _globals['_ERF']._serialized_end=1082
+  _globals['_CONV']._serialized_start=1085
+  _globals['_CONV']._serialized_end=1362
+  _globals['_AVGPOOL']._serialized_start=1364
+  _globals['_AVGPOOL']._serialized_end=1476
+  _globals['_SUMPOOL']._serialized_start=1478
+  _globals['_SUMPOOL']._serialized_end=1565
+  _globals['_GLOBALAVGPOOL']._serialized_start=1567
+  _globals['_GLOBALAVGPOOL']._serialized_end=1582
+  _globals['_GLOBALSUMPOOL']._serialized_start=1584
+  _globals['_GLOBALSUMPOOL']._serialized_end=1599
+  _globals['_FLATTEN']._serialized_start=1601
+  _globals['_FLATTEN']._serialized_end=1610
 # @@protoc_insertion_point(module_scope)

@@ -12,9 +12,20 @@ class Parameterization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARAMETERIZATION_UNSPECIFIED: _ClassVar[Parameterization]
     PARAMETERIZATION_NTK: _ClassVar[Parameterization]
     PARAMETERIZATION_STANDARD: _ClassVar[Parameterization]
+
+class Padding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PADDING_UNSPECIFIED: _ClassVar[Padding]
+    PADDING_VALID: _ClassVar[Padding]
+    PADDING_SAME: _ClassVar[Padding]
+    PADDING_CIRCULAR: _ClassVar[Padding]
 PARAMETERIZATION_UNSPECIFIED: Parameterization
 PARAMETERIZATION_NTK: Parameterization
 PARAMETERIZATION_STANDARD: Parameterization
+PADDING_UNSPECIFIED: Padding
+PADDING_VALID: Padding
+PADDING_SAME: Padding
+PADDING_CIRCULAR: Padding
 
 class Architecture(_message.Message):
     __slots__ = ("layers",)
@@ -23,7 +34,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf")
+    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
     RELU_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +42,12 @@ class Layer(_message.Message):
     LEAKY_RELU_FIELD_NUMBER: _ClassVar[int]
     ABS_FIELD_NUMBER: _ClassVar[int]
     ERF_FIELD_NUMBER: _ClassVar[int]
+    CONV_FIELD_NUMBER: _ClassVar[int]
+    AVG_POOL_FIELD_NUMBER: _ClassVar[int]
+    SUM_POOL_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_AVG_POOL_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_SUM_POOL_FIELD_NUMBER: _ClassVar[int]
+    FLATTEN_FIELD_NUMBER: _ClassVar[int]
     serial: Serial
     dense: Dense
     relu: Relu
@@ -38,7 +55,13 @@ class Layer(_message.Message):
     leaky_relu: LeakyRelu
     abs: Abs
     erf: Erf
-    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ...) -> None: ...
+    conv: Conv
+    avg_pool: AvgPool
+    sum_pool: SumPool
+    global_avg_pool: GlobalAvgPool
+    global_sum_pool: GlobalSumPool
+    flatten: Flatten
+    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ...) -> None: ...
 
 class Serial(_message.Message):
     __slots__ = ("layers",)
@@ -93,3 +116,59 @@ class Erf(_message.Message):
     b: float
     c: float
     def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ..., c: _Optional[float] = ...) -> None: ...
+
+class Conv(_message.Message):
+    __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")
+    OUT_CHAN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    W_STD_FIELD_NUMBER: _ClassVar[int]
+    B_STD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    S_IN_FIELD_NUMBER: _ClassVar[int]
+    S_OUT_FIELD_NUMBER: _ClassVar[int]
+    out_chan: int
+    filter_shape: _containers.RepeatedScalarFieldContainer[int]
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    padding: Padding
+    w_std: float
+    b_std: float
+    parameterization: Parameterization
+    s_in: int
+    s_out: int
+    def __init__(self, out_chan: _Optional[int] = ..., filter_shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., padding: _Optional[_Union[Padding, str]] = ..., w_std: _Optional[float] = ..., b_std: _Optional[float] = ..., parameterization: _Optional[_Union[Parameterization, str]] = ..., s_in: _Optional[int] = ..., s_out: _Optional[int] = ...) -> None: ...
+
+class AvgPool(_message.Message):
+    __slots__ = ("window_shape", "strides", "padding", "normalize_edges")
+    WINDOW_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_EDGES_FIELD_NUMBER: _ClassVar[int]
+    window_shape: _containers.RepeatedScalarFieldContainer[int]
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    padding: Padding
+    normalize_edges: bool
+    def __init__(self, window_shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., padding: _Optional[_Union[Padding, str]] = ..., normalize_edges: bool = ...) -> None: ...
+
+class SumPool(_message.Message):
+    __slots__ = ("window_shape", "strides", "padding")
+    WINDOW_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    window_shape: _containers.RepeatedScalarFieldContainer[int]
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    padding: Padding
+    def __init__(self, window_shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., padding: _Optional[_Union[Padding, str]] = ...) -> None: ...
+
+class GlobalAvgPool(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GlobalSumPool(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Flatten(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

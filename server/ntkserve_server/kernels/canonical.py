@@ -39,12 +39,6 @@ def _fill_defaults(message: Message, defaults: dict[str, Any] | Any) -> None:
     for name, value in defaults.items():
         if not message.HasField(name):
             setattr(message, name, value)
-    # Enums whose zero value means "neural-tangents' default" are made explicit.
-    if (
-        isinstance(message, pb.Dense)
-        and message.parameterization == pb.PARAMETERIZATION_UNSPECIFIED
-    ):
-        message.parameterization = pb.PARAMETERIZATION_NTK
 
 
 def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[str, pb.Layer]]:
@@ -68,7 +62,10 @@ def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[s
             if not message.HasField(name):
                 violations.append((f"{here}.{kind}.{name}", "is required"))
         _fill_defaults(message, row.defaults)
-        violations.extend((f"{here}.{kind}.{f}", problem) for f, problem in row.check(message))
+        problems = row.check(message)
+        violations.extend((f"{here}.{kind}.{f}", problem) for f, problem in problems)
+        if not problems:
+            row.canonical(message)
         yield f"{here}.{kind}", pb.Layer(**{kind: message})
 
 
@@ -84,7 +81,8 @@ def _check_gaussian_inputs(layers: list[tuple[str, pb.Layer]], violations: Viola
                     "before it; its kernel is an expectation over Gaussian pre-activations",
                 )
             )
-        gaussian = row.role is Role.AFFINE
+        if row.role is not Role.LINEAR:
+            gaussian = row.role is Role.AFFINE
 
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:

@@ -13,14 +13,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from google.protobuf.message import Message
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.canonical import architecture_id, canonicalize
 from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel, input_kernel
-from ntkserve_server.kernels.rows import Rule
+from ntkserve_server.kernels.rows import LayerRow, Rule
 from ntkserve_server.kernels.table import LAYERS
+from ntkserve_server.kernels.windows import ShapeProblem
 
 KINDS = ("nngp", "ntk")
 Params = tuple[Mapping[str, float | Array], ...]
@@ -53,15 +55,17 @@ class KernelFn:
     def __init__(self, arch: Any) -> None:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
-        rules: list[Rule] = []
-        params: list[Mapping[str, float | Array]] = []
-        for layer in self.architecture.layers:
+        self._layers: list[tuple[str, LayerRow, Message]] = []
+        for i, layer in enumerate(self.architecture.layers):
             kind = str(layer.WhichOneof("layer"))
-            row, message = LAYERS[kind], getattr(layer, kind)
-            rules.append(row.build(message))
-            params.append(row.hyper_values(message))
-        self._rules = tuple(rules)
-        self.params: Params = tuple(params)
+            self._layers.append(
+                (f"architecture.layers[{i}].{kind}", LAYERS[kind], getattr(layer, kind))
+            )
+        self._rules: tuple[Rule, ...] = tuple(row.build(m) for _, row, m in self._layers)
+        self.params: Params = tuple(row.hyper_values(m) for _, row, m in self._layers)
+        # Decided once per network: only pooling over positions pays for the covariance of
+        # every pair of positions; a Flatten readout needs same-position covariances only.
+        self.full_spatial = any(row.needs_full_spatial for _, row, _ in self._layers)
 
     def check_inputs(self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any) -> None:
         """Raises InputError when inputs of these shapes and dtype cannot be used."""
@@ -77,20 +81,23 @@ class KernelFn:
         for name, shape in (("x1", shape1), ("x2", shape2)):
             if shape is None:
                 continue
-            if len(shape) != 2:
+            if len(shape) < 2 or min(shape) < 1:
                 raise InputError(
                     f"{name}.shape",
-                    f"expected (batch, features) for a network of dense layers, "
-                    f"got shape {list(shape)}",
-                )
-            if shape[0] < 1 or shape[1] < 1:
-                raise InputError(
-                    f"{name}.shape", f"batch and features must be >= 1, got {list(shape)}"
+                    f"expected (batch, *spatial, channels) with every size >= 1, got {list(shape)}",
                 )
         if shape2 is not None and tuple(shape1[1:]) != tuple(shape2[1:]):
             raise InputError(
                 "x2.shape", f"features {list(shape2[1:])} differ from x1's {list(shape1[1:])}"
             )
+        spatial = tuple(shape1[1:-1])
+        for path, row, message in self._layers:
+            try:
+                spatial = row.out_spatial(message, spatial)
+            except ShapeProblem as e:
+                raise InputError(
+                    "x1.shape", f"{path} cannot take inputs of shape {list(shape1)}: {e}"
+                ) from None
 
     def apply(
         self, params: Params, x1: Array, x2: Array | None, get: tuple[str, ...]
@@ -98,7 +105,7 @@ class KernelFn:
         """The kernels named in `get` (in that order): the pure function to jit or differentiate."""
         dtype = x1.dtype
         cast = [{n: jnp.asarray(v, dtype) for n, v in p.items()} for p in params]
-        k: Kernel = input_kernel(x1, x2, with_ntk="ntk" in get)
+        k: Kernel = input_kernel(x1, x2, with_ntk="ntk" in get, full=self.full_spatial)
         for rule, hp in zip(self._rules, cast, strict=True):
             k = rule(k, hp)
         return tuple(getattr(k, name) for name in get)

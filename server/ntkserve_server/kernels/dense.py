@@ -52,6 +52,12 @@ def dense_rule(layer: pb.Dense) -> Rule:
     return rule
 
 
+def ntk_by_default(layer: pb.Dense | pb.Conv) -> None:
+    """The enum's zero value means neural-tangents' default: make it explicit."""
+    if layer.parameterization == pb.PARAMETERIZATION_UNSPECIFIED:
+        layer.parameterization = pb.PARAMETERIZATION_NTK
+
+
 def _check(layer: pb.Dense) -> Violations:
     out = finite(layer, "w_std", "b_std", nonnegative=True)
     if layer.out_dim < 1:
@@ -71,4 +77,5 @@ DENSE = LayerRow(
     defaults={"w_std": 1.0, "s_in": 1, "s_out": 1},
     hyper=("w_std", "b_std"),
     check=_check,
+    canonical=ntk_by_default,
 )

@@ -4,9 +4,9 @@ For Gaussian pre-activations (u, v) with covariance [[q11, q12], [q12, q22]], a 
 supplies closed forms of
     nngp' = E[phi(u) phi(v)]     and     tdot = E[phi'(u) phi'(v)],
 and the NTK follows as ntk' = ntk * tdot (Jacot et al. 2018; Lee et al. 2019, App. C).
-`Moments` also gives both on the diagonal (u = v), where they are simpler and exact:
-with x2 = x1 the diagonal is set from them, so it never carries the sqrt(eps) error that
-round-off in q11 q22 - q12^2 would put into an angle.
+`Moments` also gives both where u = v (an example with itself at one position), where
+they are simpler and exact: those entries are set from them, so they never carry the
+sqrt(eps) error that round-off in q11 q22 - q12^2 would put into an angle.
 """
 
 from __future__ import annotations
@@ -16,14 +16,29 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jax import Array
 
-from ntkserve_server.kernels.kernel import Kernel
+from ntkserve_server.kernels.kernel import Kernel, diagonal_index
 from ntkserve_server.kernels.rows import Hyper, Rule
 
 # (q11, q22, q12, want_tdot) -> (nngp', tdot or None)
 PairMoments = Callable[[Array, Array, Array, bool], tuple[Array, Array | None]]
-# (q, want_tdot) -> (variance', tdot on the diagonal or None)
+# (q, want_tdot) -> (variance', tdot where u = v, or None)
 DiagMoments = Callable[[Array, bool], tuple[Array, Array | None]]
 Moments = Callable[[Hyper], tuple[PairMoments, DiagMoments]]
+
+
+def _as_rows(var: Array, d: int, full: bool, pair: bool) -> Array:
+    """(n, *S) variances, shaped to broadcast along the first batch axis of a block."""
+    x = var[:, None] if pair else var
+    return x.reshape(x.shape + (1,) * d) if full else x
+
+
+def _as_cols(var: Array, d: int, full: bool, pair: bool) -> Array:
+    """(n, *S) variances, shaped to broadcast along the last batch axis of a block."""
+    x = var[None] if pair else var
+    if not full:
+        return x
+    batch = x.shape[: x.ndim - d]
+    return x.reshape(batch + (1,) * d + x.shape[x.ndim - d :])
 
 
 def elementwise(moments: Moments) -> Rule:
@@ -32,17 +47,21 @@ def elementwise(moments: Moments) -> Rule:
     def rule(k: Kernel, hp: Hyper) -> Kernel:
         pair, diag = moments(hp)
         want_tdot = k.ntk is not None
-        nngp, tdot = pair(k.var1[:, None], k.var2[None, :], k.nngp, want_tdot)
+        d, full = len(k.spatial), k.full
+        var1, var2 = k.var1, k.var2
+        nngp, tdot = pair(
+            _as_rows(var1, d, full, True), _as_cols(var2, d, full, True), k.nngp, want_tdot
+        )
         cov1 = cov2 = None
         if k.symmetric:
-            index = jnp.diag_indices(nngp.shape[0])
-            var, tdot_diag = diag(k.var1, want_tdot)
+            index = diagonal_index(nngp.shape[0], k.spatial, full, True)
+            var, tdot_diag = diag(var1, want_tdot)
             nngp = nngp.at[index].set(var)
             if tdot is not None:
                 tdot = jnp.broadcast_to(tdot, nngp.shape).at[index].set(tdot_diag)
         else:
-            cov1 = diag(k.var1, False)[0]
-            cov2 = diag(k.var2, False)[0]
+            cov1 = _self_block(pair, diag, k.cov1, var1, k)
+            cov2 = _self_block(pair, diag, k.cov2, var2, k)
         ntk = None
         if k.ntk is not None:
             assert tdot is not None  # asked for whenever the NTK is tracked
@@ -50,3 +69,15 @@ def elementwise(moments: Moments) -> Rule:
         return k.replace(nngp=nngp, cov1=cov1, cov2=cov2, ntk=ntk, is_gaussian=False)
 
     return rule
+
+
+def _self_block(
+    pair: PairMoments, diag: DiagMoments, cov: Array | None, var: Array, k: Kernel
+) -> Array:
+    """The update of an example's covariance with itself (across positions when full)."""
+    assert cov is not None
+    if not k.full:
+        return diag(var, False)[0]
+    d = len(k.spatial)
+    block = pair(_as_rows(var, d, True, False), _as_cols(var, d, True, False), cov, False)[0]
+    return block.at[diagonal_index(cov.shape[0], k.spatial, True, False)].set(diag(var, False)[0])

@@ -1,16 +1,26 @@
 """`Kernel`: the state every layer rule maps to a new state (NT's `Kernel`, pared down).
 
 A rule is a function Kernel -> Kernel (the contract of jax's `example_libraries/stax`).
-Arrays are traced; `width`, `is_gaussian` and `symmetric` are static, decided when the
-network is compiled.
+Arrays are traced; the other fields are static, decided when the network is compiled.
+
+Layout of the arrays, for inputs of shape (N, *S, C) with spatial positions S (S = () for
+(N, C) inputs):
+- diagonal spatial (`full=False`): only same-position covariances, nngp (N1, N2, *S).
+  Enough for networks whose readout is Flatten: O(N1 N2 |S|) work (Novak et al. 2019).
+- full spatial (`full=True`): every pair of positions, nngp (N1, N2, *S, *S), positions of
+  x1 first. Needed by pooling readouts: O(N1 N2 |S|^2) work.
+cov1 (N1, *P) and cov2 (N2, *P) are the same-example blocks in that layout (P = S or S + S).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import string
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
 
@@ -18,14 +28,16 @@ from jax import Array, lax
 class Kernel:
     """Second moments of one layer's outputs over the inputs x1 (N1 rows) and x2 (N2 rows).
 
-    nngp:  (N1, N2) covariance E[f(x1) f(x2)] per unit of width.
-    cov1:  (N1,) variances E[f(x1)^2]; cov2: (N2,). Both None when x2 is x1: then the
-           variances are nngp's diagonal, read from it so they agree with it exactly.
-    ntk:   (N1, N2) neural tangent kernel, or None when it was not asked for.
+    nngp:  covariance E[f(x1) f(x2)] per unit of width, (N1, N2, *P).
+    cov1:  (N1, *P) covariances of each x1 row with itself; cov2: (N2, *P). Both None when
+           x2 is x1: they are then nngp's batch diagonal, read from it so they agree exactly.
+    ntk:   the neural tangent kernel, like nngp, or None when it was not asked for.
     width: the layer's finite output width (the standard parameterization needs it).
     is_gaussian: the outputs are Gaussian (an affine layer came last), so a
       nonlinearity's expectation can be taken in closed form.
-    symmetric: x2 is x1, so nngp's diagonal is cov1, exactly.
+    symmetric: x2 is x1.
+    spatial: the positions S (() for inputs without spatial dimensions).
+    full: covariances between all pairs of positions are tracked (see the module doc).
     """
 
     nngp: Array
@@ -35,47 +47,104 @@ class Kernel:
     width: int
     is_gaussian: bool
     symmetric: bool
+    spatial: tuple[int, ...] = ()
+    full: bool = False
 
     def replace(self, **changes: object) -> Kernel:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
+    def position_axes(self) -> int:
+        return len(self.spatial) * (2 if self.full else 1)
+
+    @property
     def var1(self) -> Array:
-        """Variances of the x1 rows."""
-        return jnp.diagonal(self.nngp) if self.cov1 is None else self.cov1
+        """Variances of the x1 rows at each position: (N1, *S)."""
+        if self.cov1 is None:
+            return self.nngp[diagonal_index(self.nngp.shape[0], self.spatial, self.full, True)]
+        return position_diagonal(self.cov1, self.spatial, self.full)
 
     @property
     def var2(self) -> Array:
-        """Variances of the x2 rows."""
-        return jnp.diagonal(self.nngp) if self.cov2 is None else self.cov2
+        """Variances of the x2 rows at each position: (N2, *S)."""
+        if self.cov2 is None:
+            return self.var1
+        return position_diagonal(self.cov2, self.spatial, self.full)
+
+    def map_arrays(self, fn: Callable[[Array, int], Array], **changes: object) -> Kernel:
+        """Applies fn(array, number of batch axes) to every array: a linear layer's update."""
+        return self.replace(
+            nngp=fn(self.nngp, 2),
+            cov1=None if self.cov1 is None else fn(self.cov1, 1),
+            cov2=None if self.cov2 is None else fn(self.cov2, 1),
+            ntk=None if self.ntk is None else fn(self.ntk, 2),
+            **changes,
+        )
 
 
 jax.tree_util.register_dataclass(
     Kernel,
     data_fields=["nngp", "cov1", "cov2", "ntk"],
-    meta_fields=["width", "is_gaussian", "symmetric"],
+    meta_fields=["width", "is_gaussian", "symmetric", "spatial", "full"],
 )
 
 
-def _gram(a: Array, b: Array) -> Array:
-    """a @ b.T at full precision (no TF32 on GPUs: the CPU and GPU agree)."""
-    return jnp.matmul(a, b.T, precision=lax.Precision.HIGHEST)
+def diagonal_index(
+    n: int, spatial: tuple[int, ...], full: bool, pair: bool
+) -> tuple[np.ndarray, ...]:
+    """Index of the entries where an example meets itself at the same position.
+
+    For a (n, n, *P) array when `pair`, else for a (n, *P) array with `full`; the indexed
+    result has shape (n, *S).
+    """
+    d = len(spatial)
+    batch = np.arange(n).reshape((n,) + (1,) * d)
+    grids = tuple(g[None] for g in np.indices(spatial)) if d else ()
+    positions = grids * 2 if full else grids
+    return ((batch, batch) if pair else (batch,)) + positions
 
 
-def input_kernel(x1: Array, x2: Array | None, with_ntk: bool) -> Kernel:
-    """The kernel of the inputs themselves: inner products over features / feature count."""
+def position_diagonal(cov: Array, spatial: tuple[int, ...], full: bool) -> Array:
+    """(n, *P) -> (n, *S): each position with itself."""
+    if not full or not spatial:
+        return cov
+    return cov[diagonal_index(cov.shape[0], spatial, True, False)]
+
+
+def _gram(a: Array, b: Array, full: bool) -> Array:
+    """Inner products over channels at full precision (no TF32: CPU and GPU agree)."""
+    d = a.ndim - 2
+    s1 = string.ascii_lowercase[:d]
+    s2 = string.ascii_lowercase[d : 2 * d] if full else s1
+    spec = f"n{s1}z,m{s2}z->nm{s1}{s2 if full else ''}"
+    return jnp.einsum(spec, a, b, precision=lax.Precision.HIGHEST)
+
+
+def _self_gram(a: Array, full: bool) -> Array:
+    """Each example with itself: (n, *P)."""
+    d = a.ndim - 2
+    s1 = string.ascii_lowercase[:d]
+    s2 = string.ascii_lowercase[d : 2 * d] if full else s1
+    spec = f"n{s1}z,n{s2}z->n{s1}{s2 if full else ''}"
+    return jnp.einsum(spec, a, a, precision=lax.Precision.HIGHEST)
+
+
+def input_kernel(x1: Array, x2: Array | None, with_ntk: bool, full: bool = False) -> Kernel:
+    """The kernel of the inputs themselves: inner products over channels / channel count."""
     width = x1.shape[-1]
+    spatial = tuple(x1.shape[1:-1])
+    full = full and bool(spatial)
     # Multiply by the reciprocal, never divide by a constant: XLA rewrites x / c into
     # x * (1 / c) in some programs and not others, and eager, jitted and differentiated
     # calls must return the same bits.
     scale = 1.0 / width
     if x2 is None:
-        nngp = _gram(x1, x1) * scale
+        nngp = _gram(x1, x1, full) * scale
         cov1 = cov2 = None
     else:
-        nngp = _gram(x1, x2) * scale
-        cov1 = jnp.sum(x1 * x1, axis=-1) * scale
-        cov2 = jnp.sum(x2 * x2, axis=-1) * scale
+        nngp = _gram(x1, x2, full) * scale
+        cov1 = _self_gram(x1, full) * scale
+        cov2 = _self_gram(x2, full) * scale
     return Kernel(
         nngp=nngp,
         cov1=cov1,
@@ -84,4 +153,6 @@ def input_kernel(x1: Array, x2: Array | None, with_ntk: bool) -> Kernel:
         width=width,
         is_gaussian=False,
         symmetric=x2 is None,
+        spatial=spatial,
+        full=full,
     )

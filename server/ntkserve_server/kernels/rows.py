@@ -29,6 +29,19 @@ class Role(enum.Enum):
 
     AFFINE = "affine"  # outputs are Gaussian (Dense, Conv)
     NONLINEAR = "nonlinear"  # needs Gaussian inputs; outputs are not Gaussian
+    LINEAR = "linear"  # keeps whatever its inputs were (pooling)
+    FLATTEN = "flatten"  # outputs mix positions into one vector: not one Gaussian kernel
+
+
+Spatial = tuple[int, ...]
+
+
+def same_spatial(message: Any, spatial: Spatial) -> Spatial:
+    return spatial
+
+
+def no_canonical(message: Any) -> None:
+    return None
 
 
 def no_checks(message: Any) -> Violations:
@@ -44,6 +57,12 @@ class LayerRow:
     required: tuple[str, ...] = ()
     hyper: tuple[str, ...] = ()
     check: Callable[[Any], Violations] = no_checks
+    # Fills what `defaults` cannot express (enums' zero values, empty strides).
+    canonical: Callable[[Any], None] = no_canonical
+    # The positions after this layer; raises windows.ShapeProblem when it cannot apply.
+    out_spatial: Callable[[Any, Spatial], Spatial] = same_spatial
+    # Pooling over positions needs the covariance of every pair of positions.
+    needs_full_spatial: bool = False
 
     def hyper_values(self, message: Message) -> dict[str, float]:
         """The hyper-parameters set on a canonical message, by name."""

@@ -13,6 +13,14 @@ from ntkserve_server.kernels.abrelu import AB_RELU, ABS, LEAKY_RELU, RELU
 from ntkserve_server.kernels.dense import DENSE
 from ntkserve_server.kernels.erf import ERF
 from ntkserve_server.kernels.rows import LayerRow
+from ntkserve_server.kernels.spatial import (
+    AVG_POOL,
+    CONV,
+    FLATTEN,
+    GLOBAL_AVG_POOL,
+    GLOBAL_SUM_POOL,
+    SUM_POOL,
+)
 
 LAYERS: Mapping[str, LayerRow] = {
     "dense": DENSE,
@@ -21,6 +29,12 @@ LAYERS: Mapping[str, LayerRow] = {
     "leaky_relu": LEAKY_RELU,
     "abs": ABS,
     "erf": ERF,
+    "conv": CONV,
+    "avg_pool": AVG_POOL,
+    "sum_pool": SUM_POOL,
+    "global_avg_pool": GLOBAL_AVG_POOL,
+    "global_sum_pool": GLOBAL_SUM_POOL,
+    "flatten": FLATTEN,
 }
 
 COMBINATORS = frozenset({"serial"})

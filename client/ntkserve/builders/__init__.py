@@ -1,0 +1,1 @@
+"""The `ntkserve.stax` builders, one module per family; `ntkserve.stax` re-exports them."""

@@ -1,0 +1,67 @@
+"""Dense and the ABRelu and Erf families: the layers of fully connected networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ntkserve.builders.common import channels_last, parameterization, single
+from ntkserve.spec import Architecture
+from ntkserve.v1 import architecture_pb2 as pb
+
+
+def serial(*layers: Architecture) -> Architecture:
+    """Layers applied one after another (NT's `stax.serial`)."""
+    return Architecture(layer for arch in layers for layer in arch.layers)
+
+
+def Dense(
+    out_dim: int,
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+    parameterization: str = "ntk",
+    s: Sequence[int] = (1, 1),
+) -> Architecture:
+    """Fully connected layer. `b_std=None` means no bias (different from `b_std=0.0` in the
+    standard parameterization, where a zero-variance bias is still trained)."""
+    channels_last(batch_axis, channel_axis)
+    s_in, s_out = s
+    dense = pb.Dense(
+        out_dim=int(out_dim),
+        w_std=float(W_std),
+        parameterization=_param(parameterization),  # type: ignore[arg-type]
+        s_in=int(s_in),
+        s_out=int(s_out),
+    )
+    if b_std is not None:
+        dense.b_std = float(b_std)
+    return single(dense=dense)
+
+
+_param = parameterization
+
+
+def ABRelu(a: float, b: float) -> Architecture:
+    """`a * min(x, 0) + b * max(x, 0)`: the family of Relu, LeakyRelu and Abs."""
+    return single(ab_relu=pb.ABRelu(a=float(a), b=float(b)))
+
+
+def Relu() -> Architecture:
+    """`max(x, 0)`."""
+    return single(relu=pb.Relu())
+
+
+def LeakyRelu(alpha: float) -> Architecture:
+    """`alpha * min(x, 0) + max(x, 0)`."""
+    return single(leaky_relu=pb.LeakyRelu(alpha=float(alpha)))
+
+
+def Abs() -> Architecture:
+    """`|x|`."""
+    return single(abs=pb.Abs())
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Architecture:
+    """`a * erf(b * x) + c`."""
+    return single(erf=pb.Erf(a=float(a), b=float(b), c=float(c)))

@@ -79,10 +79,10 @@ def kernel_inputs(request: ks.ComputeKernelRequest | ks.ComputeValueAndGradReque
     return KernelInputs(architecture_id, x1, x2, _get(request.get))
 
 
-def cotangents(request: ks.ComputeValueAndGradRequest, inputs: KernelInputs) -> tuple[Array, ...]:
-    """C for each requested kernel: the request's, or all ones; shaped (N1, N2)."""
-    n2 = inputs.x1.shape[0] if inputs.x2 is None else inputs.x2.shape[0]
-    shape = (inputs.x1.shape[0], n2)
+def cotangents(
+    request: ks.ComputeValueAndGradRequest, inputs: KernelInputs, shape: tuple[int, ...]
+) -> tuple[Array, ...]:
+    """C for each requested kernel: the request's, or all ones; shaped like the kernel."""
     out = []
     for name in inputs.get:
         field = f"{name}_cotangent"

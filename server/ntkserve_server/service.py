@@ -192,8 +192,11 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
         inputs = await self._run(requests.kernel_inputs, request)
-        cotangents = await self._run(requests.cotangents, request, inputs)
         compiled = await self._run(self._compiled, inputs.architecture_id)
+        shape = compiled.kfn.kernel_shape(
+            inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
+        )
+        cotangents = await self._run(requests.cotangents, request, inputs, shape)
 
         def compute() -> ks.ComputeValueAndGradResponse:
             values, g1, g2 = self._engine.value_and_grad(

@@ -64,7 +64,7 @@ def _circular(x: jax.Array, window: list[int], strides: list[int]) -> jax.Array:
         out = -(-size // s)
         total = max((out - 1) * s + w - size, 0)
         widths.append((total // 2, total - total // 2))
-    return jnp.pad(x, widths + [(0, 0)], mode="wrap")
+    return jnp.pad(x, [*widths, (0, 0)], mode="wrap")
 
 
 def _conv(layer: pb.Conv) -> tuple[Init, Apply]:

@@ -52,7 +52,7 @@ def _as_proto(arch: Any) -> pb.Architecture:
 class KernelFn:
     """The analytic NNGP/NTK of one architecture. Build with `kernel_fn(arch)`."""
 
-    def __init__(self, arch: Any) -> None:
+    def __init__(self, arch: Any, *, force_full_spatial: bool = False) -> None:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
         self._layers: list[tuple[str, LayerRow, Message]] = []
@@ -65,7 +65,9 @@ class KernelFn:
         self.params: Params = tuple(row.hyper_values(m) for _, row, m in self._layers)
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
-        self.full_spatial = any(row.needs_full_spatial for _, row, _ in self._layers)
+        self.full_spatial = force_full_spatial or any(
+            row.needs_full_spatial for _, row, _ in self._layers
+        )
 
     def check_inputs(self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any) -> None:
         """Raises InputError when inputs of these shapes and dtype cannot be used."""
@@ -90,6 +92,10 @@ class KernelFn:
             raise InputError(
                 "x2.shape", f"features {list(shape2[1:])} differ from x1's {list(shape1[1:])}"
             )
+        self.kernel_shape(shape1, shape2)
+
+    def kernel_shape(self, shape1: Sequence[int], shape2: Sequence[int] | None) -> tuple[int, ...]:
+        """(N1, N2, *P): the positions left at the output, once (or twice when full)."""
         spatial = tuple(shape1[1:-1])
         for path, row, message in self._layers:
             try:
@@ -98,6 +104,8 @@ class KernelFn:
                 raise InputError(
                     "x1.shape", f"{path} cannot take inputs of shape {list(shape1)}: {e}"
                 ) from None
+        n2 = shape1[0] if shape2 is None else shape2[0]
+        return (shape1[0], n2, *spatial, *(spatial if self.full_spatial else ()))
 
     def apply(
         self, params: Params, x1: Array, x2: Array | None, get: tuple[str, ...]
@@ -108,7 +116,8 @@ class KernelFn:
         k: Kernel = input_kernel(x1, x2, with_ntk="ntk" in get, full=self.full_spatial)
         for rule, hp in zip(self._rules, cast, strict=True):
             k = rule(k, hp)
-        return tuple(getattr(k, name) for name in get)
+        out = tuple(getattr(k, name) for name in get)
+        return tuple(_symmetrized(a, len(k.spatial), k.full) for a in out) if k.symmetric else out
 
     def __call__(
         self,
@@ -128,6 +137,16 @@ class KernelFn:
             names,
         )
         return out[0] if isinstance(get, str) else out
+
+
+def _symmetrized(a: Array, d: int, full: bool) -> Array:
+    """(K + K^T) / 2 for x2 = x1: pooling sums the two positions of a pair in a fixed order,
+    which leaves K and K^T a rounding apart; users expect a symmetric matrix, exactly."""
+    if d == 0 or not full:
+        swap = (1, 0, *range(2, a.ndim))
+    else:
+        swap = (1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
+    return (a + jnp.transpose(a, swap)) * 0.5
 
 
 def _dtype(x: Any) -> np.dtype[Any]:

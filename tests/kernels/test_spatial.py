@@ -141,7 +141,7 @@ def test_gradients_match_finite_differences() -> None:
     ],
 )
 def test_shapes_that_do_not_fit_name_the_layer(arch, shape, needle) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InputError, match="x1.shape") as info:
+    with pytest.raises(InputError, match=r"x1\.shape") as info:
         kernel_fn(arch)(np.zeros(shape))
     assert needle in str(info.value)
 

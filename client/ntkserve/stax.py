@@ -11,7 +11,17 @@ client language gets the same answers. Layout is fixed: batch first, channels la
 `batch_axis`/`channel_axis` are accepted only at those defaults.
 """
 
-from ntkserve.builders.dense import ABRelu, Abs, Dense, Erf, LeakyRelu, Relu, serial
+from ntkserve.builders.combinators import (
+    FanInConcat,
+    FanInProd,
+    FanInSum,
+    FanOut,
+    Identity,
+    parallel,
+    repeat,
+    serial,
+)
+from ntkserve.builders.dense import ABRelu, Abs, Dense, Erf, LeakyRelu, Relu
 from ntkserve.builders.spatial import (
     AvgPool,
     Conv,
@@ -30,11 +40,18 @@ __all__ = [
     "Conv",
     "Dense",
     "Erf",
+    "FanInConcat",
+    "FanInProd",
+    "FanInSum",
+    "FanOut",
     "Flatten",
     "GlobalAvgPool",
     "GlobalSumPool",
+    "Identity",
     "LeakyRelu",
     "Relu",
     "SumPool",
+    "parallel",
+    "repeat",
     "serial",
 ]

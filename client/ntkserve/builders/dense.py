@@ -9,11 +9,6 @@ from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
 
-def serial(*layers: Architecture) -> Architecture:
-    """Layers applied one after another (NT's `stax.serial`)."""
-    return Architecture(layer for arch in layers for layer in arch.layers)
-
-
 def Dense(
     out_dim: int,
     W_std: float = 1.0,

@@ -34,7 +34,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten")
+    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
     RELU_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,13 @@ class Layer(_message.Message):
     GLOBAL_AVG_POOL_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_SUM_POOL_FIELD_NUMBER: _ClassVar[int]
     FLATTEN_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    FAN_OUT_FIELD_NUMBER: _ClassVar[int]
+    FAN_IN_SUM_FIELD_NUMBER: _ClassVar[int]
+    FAN_IN_PROD_FIELD_NUMBER: _ClassVar[int]
+    FAN_IN_CONCAT_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_FIELD_NUMBER: _ClassVar[int]
     serial: Serial
     dense: Dense
     relu: Relu
@@ -61,7 +68,14 @@ class Layer(_message.Message):
     global_avg_pool: GlobalAvgPool
     global_sum_pool: GlobalSumPool
     flatten: Flatten
-    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ...) -> None: ...
+    parallel: Parallel
+    fan_out: FanOut
+    fan_in_sum: FanInSum
+    fan_in_prod: FanInProd
+    fan_in_concat: FanInConcat
+    identity: Identity
+    repeat: Repeat
+    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ...) -> None: ...
 
 class Serial(_message.Message):
     __slots__ = ("layers",)
@@ -172,3 +186,41 @@ class GlobalSumPool(_message.Message):
 class Flatten(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Parallel(_message.Message):
+    __slots__ = ("branches",)
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    branches: _containers.RepeatedCompositeFieldContainer[Layer]
+    def __init__(self, branches: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
+
+class FanOut(_message.Message):
+    __slots__ = ("num",)
+    NUM_FIELD_NUMBER: _ClassVar[int]
+    num: int
+    def __init__(self, num: _Optional[int] = ...) -> None: ...
+
+class FanInSum(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FanInProd(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FanInConcat(_message.Message):
+    __slots__ = ("axis",)
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    axis: int
+    def __init__(self, axis: _Optional[int] = ...) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Repeat(_message.Message):
+    __slots__ = ("layer", "n")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    layer: Layer
+    n: int
+    def __init__(self, layer: _Optional[_Union[Layer, _Mapping]] = ..., n: _Optional[int] = ...) -> None: ...

@@ -18,8 +18,9 @@ from google.protobuf.message import Message
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.errors import ArchitectureError
-from ntkserve_server.kernels.rows import Role, Violations
-from ntkserve_server.kernels.table import LAYERS
+from ntkserve_server.kernels.rows import Violations
+from ntkserve_server.kernels.table import COMBINATORS, LAYERS
+from ntkserve_server.kernels.tree import check_tree
 
 
 def _unknown(message: Message, path: str, violations: Violations) -> None:
@@ -41,6 +42,50 @@ def _fill_defaults(message: Message, defaults: dict[str, Any] | Any) -> None:
             setattr(message, name, value)
 
 
+def _layer_of(kind: str, message: Message) -> pb.Layer:
+    layer = pb.Layer()
+    getattr(layer, kind).CopyFrom(message)
+    return layer
+
+
+def _single(layers: list[tuple[str, pb.Layer]]) -> pb.Layer:
+    """A canonical sequence as one layer: itself when it has one layer, else a Serial."""
+    if len(layers) == 1:
+        return layers[0][1]
+    return pb.Layer(serial=pb.Serial(layers=[layer for _, layer in layers]))
+
+
+def _combinator(kind: str, message: Any, here: str, violations: Violations) -> Any:
+    """The canonical form of a combinator message (its sub-layers canonical too)."""
+    out = message.__deepcopy__()
+    if kind == "parallel":
+        if not message.branches:
+            violations.append((f"{here}.branches", "is empty: parallel needs branches"))
+        del out.branches[:]
+        for i, branch in enumerate(message.branches):
+            seq = list(_flatten([branch], f"{here}.branches[{i}]", violations))
+            if seq:
+                out.branches.append(_single(seq))
+    elif kind == "repeat":
+        if not message.HasField("layer"):
+            violations.append((f"{here}.layer", "is required"))
+        if message.n < 1:
+            violations.append((f"{here}.n", "is required and must be >= 1"))
+        seq = list(_flatten([message.layer], f"{here}.layer", violations))
+        if seq:
+            out.layer.CopyFrom(_single(seq))
+    elif kind == "fan_out" and message.num < 1:
+        violations.append((f"{here}.num", "is required and must be >= 1"))
+    elif kind == "fan_in_concat":
+        if not message.HasField("axis"):
+            out.axis = -1
+        elif message.axis != -1:
+            violations.append(
+                (f"{here}.axis", f"only -1 (channels) is supported, got {message.axis}")
+            )
+    return out
+
+
 def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[str, pb.Layer]]:
     for i, layer in enumerate(layers):
         here = f"{path}[{i}]"
@@ -49,15 +94,18 @@ def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[s
         if kind is None:
             violations.append((here, "no layer type is set (a layer this server does not know?)"))
             continue
+        _unknown(getattr(layer, kind), f"{here}.{kind}", violations)
         if kind == "serial":
             if not layer.serial.layers:
                 violations.append((f"{here}.serial.layers", "is empty: a serial needs layers"))
-            _unknown(layer.serial, f"{here}.serial", violations)
             yield from _flatten(layer.serial.layers, f"{here}.serial.layers", violations)
+            continue
+        if kind in COMBINATORS:
+            combinator = _combinator(kind, getattr(layer, kind), f"{here}.{kind}", violations)
+            yield f"{here}.{kind}", _layer_of(kind, combinator)
             continue
         row = LAYERS[kind]
         message = getattr(layer, kind).__deepcopy__()
-        _unknown(message, f"{here}.{kind}", violations)
         for name in row.required:
             if not message.HasField(name):
                 violations.append((f"{here}.{kind}.{name}", "is required"))
@@ -66,23 +114,7 @@ def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[s
         violations.extend((f"{here}.{kind}.{f}", problem) for f, problem in problems)
         if not problems:
             row.canonical(message)
-        yield f"{here}.{kind}", pb.Layer(**{kind: message})
-
-
-def _check_gaussian_inputs(layers: list[tuple[str, pb.Layer]], violations: Violations) -> None:
-    gaussian = False  # the inputs themselves are data, not Gaussian pre-activations
-    for path, layer in layers:
-        row = LAYERS[str(layer.WhichOneof("layer"))]
-        if row.role is Role.NONLINEAR and not gaussian:
-            violations.append(
-                (
-                    path,
-                    "a nonlinearity needs Gaussian inputs: put an affine layer (Dense) "
-                    "before it; its kernel is an expectation over Gaussian pre-activations",
-                )
-            )
-        if row.role is not Role.LINEAR:
-            gaussian = row.role is Role.AFFINE
+        yield f"{here}.{kind}", _layer_of(kind, message)
 
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
@@ -92,7 +124,7 @@ def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
     layers = list(_flatten(architecture.layers, "architecture.layers", violations))
     if not architecture.layers:
         violations.append(("architecture.layers", "is empty: a network needs at least one layer"))
-    _check_gaussian_inputs(layers, violations)
+    check_tree([(path.rsplit(".", 1)[0], layer) for path, layer in layers], violations)
     if violations:
         raise ArchitectureError(violations)
     return pb.Architecture(layers=[layer for _, layer in layers])

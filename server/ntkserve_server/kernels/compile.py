@@ -7,25 +7,23 @@ sweep over them reuses one compilation and gradients with respect to them are av
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from google.protobuf.message import Message
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.canonical import architecture_id, canonicalize
 from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel, input_kernel
-from ntkserve_server.kernels.rows import LayerRow, Rule
-from ntkserve_server.kernels.table import LAYERS
+from ntkserve_server.kernels.tree import build_sequence
 from ntkserve_server.kernels.windows import ShapeProblem
 
 KINDS = ("nngp", "ntk")
-Params = tuple[Mapping[str, float | Array], ...]
+Params = tuple[Any, ...]  # per top-level layer: a dict of floats, or nested tuples of them
 
 
 def parse_get(get: str | Sequence[str]) -> tuple[str, ...]:
@@ -55,19 +53,11 @@ class KernelFn:
     def __init__(self, arch: Any, *, force_full_spatial: bool = False) -> None:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
-        self._layers: list[tuple[str, LayerRow, Message]] = []
-        for i, layer in enumerate(self.architecture.layers):
-            kind = str(layer.WhichOneof("layer"))
-            self._layers.append(
-                (f"architecture.layers[{i}].{kind}", LAYERS[kind], getattr(layer, kind))
-            )
-        self._rules: tuple[Rule, ...] = tuple(row.build(m) for _, row, m in self._layers)
-        self.params: Params = tuple(row.hyper_values(m) for _, row, m in self._layers)
+        self._network = build_sequence(self.architecture.layers, "architecture.layers")
+        self.params: Params = self._network.params
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
-        self.full_spatial = force_full_spatial or any(
-            row.needs_full_spatial for _, row, _ in self._layers
-        )
+        self.full_spatial = force_full_spatial or self._network.pools
 
     def check_inputs(self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any) -> None:
         """Raises InputError when inputs of these shapes and dtype cannot be used."""
@@ -96,14 +86,12 @@ class KernelFn:
 
     def kernel_shape(self, shape1: Sequence[int], shape2: Sequence[int] | None) -> tuple[int, ...]:
         """(N1, N2, *P): the positions left at the output, once (or twice when full)."""
-        spatial = tuple(shape1[1:-1])
-        for path, row, message in self._layers:
-            try:
-                spatial = row.out_spatial(message, spatial)
-            except ShapeProblem as e:
-                raise InputError(
-                    "x1.shape", f"{path} cannot take inputs of shape {list(shape1)}: {e}"
-                ) from None
+        try:
+            spatial = self._network.spatial(tuple(shape1[1:-1]))
+        except ShapeProblem as e:
+            raise InputError(
+                "x1.shape", f"inputs of shape {list(shape1)} do not fit: {e}"
+            ) from None
         n2 = shape1[0] if shape2 is None else shape2[0]
         return (shape1[0], n2, *spatial, *(spatial if self.full_spatial else ()))
 
@@ -112,10 +100,8 @@ class KernelFn:
     ) -> tuple[Array, ...]:
         """The kernels named in `get` (in that order): the pure function to jit or differentiate."""
         dtype = x1.dtype
-        cast = [{n: jnp.asarray(v, dtype) for n, v in p.items()} for p in params]
         k: Kernel = input_kernel(x1, x2, with_ntk="ntk" in get, full=self.full_spatial)
-        for rule, hp in zip(self._rules, cast, strict=True):
-            k = rule(k, hp)
+        k = self._network.apply(k, jax.tree.map(lambda v: jnp.asarray(v, dtype), params))
         out = tuple(getattr(k, name) for name in get)
         return tuple(_symmetrized(a, len(k.spatial), k.full) for a in out) if k.symmetric else out
 

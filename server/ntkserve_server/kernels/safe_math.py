@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 
@@ -24,7 +25,9 @@ def sqrt(x: Array) -> Array:
 def _sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (x,), (dx,) = primals, tangents
     y = sqrt(x)
-    positive = x > 0
+    # Decide on y, not x: XLA-CPU flushes subnormals to zero, so a subnormal x > 0 can
+    # have sqrt(x) == 0 inside a compiled program, and dx / 0 would poison the gradient.
+    positive = y > 0
     return y, jnp.where(positive, dx / (2 * jnp.where(positive, y, 1)), 0)
 
 
@@ -39,6 +42,6 @@ def _arctan2_jvp(
 ) -> tuple[Array, Array]:
     (y, x), (dy, dx) = primals, tangents
     r2 = x * x + y * y
-    nonzero = r2 > 0
+X
     slope = jnp.where(nonzero, 1 / jnp.where(nonzero, r2, 1), 0)
     return jnp.arctan2(y, x), (x * dy - y * dx) * slope

@@ -37,4 +37,15 @@ LAYERS: Mapping[str, LayerRow] = {
     "flatten": FLATTEN,
 }
 
-COMBINATORS = frozenset({"serial"})
+COMBINATORS = frozenset(
+    {
+        "serial",
+        "parallel",
+        "fan_out",
+        "fan_in_sum",
+        "fan_in_prod",
+        "fan_in_concat",
+        "identity",
+        "repeat",
+    }
+)

@@ -42,6 +42,6 @@ def _arctan2_jvp(
 ) -> tuple[Array, Array]:
     (y, x), (dy, dx) = primals, tangents
     r2 = x * x + y * y
-X
+    nonzero = r2 >= np.finfo(r2.dtype).tiny  # normal numbers only (see sqrt's rule)
     slope = jnp.where(nonzero, 1 / jnp.where(nonzero, r2, 1), 0)
     return jnp.arctan2(y, x), (x * dy - y * dx) * slope

@@ -142,3 +142,30 @@ def test_every_call_is_logged(client: Client, server: ServerProcess) -> None:
         x for x in server.log_text().splitlines() if "rpc method=ComputeKernel code=OK" in x
     )
     assert " ms=" in line and " bytes_in=" in line and " bytes_out=" in line
+
+
+def test_convolutional_and_residual_networks_over_the_wire(client: Client) -> None:
+    block = stax.serial(
+        stax.FanOut(2),
+        stax.parallel(
+            stax.serial(stax.Relu(), stax.Conv(8, (3, 3), padding="SAME")), stax.Identity()
+        ),
+        stax.FanInSum(),
+    )
+    arch = stax.serial(
+        stax.Conv(8, (3, 3), padding="SAME", W_std=1.4, b_std=0.1),
+        block,
+        stax.Relu(),
+        stax.AvgPool((2, 2)),
+        stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )
+    rng = np.random.RandomState(3)
+    x1, x2 = rng.randn(3, 6, 5, 2), rng.randn(2, 6, 5, 2)
+    got = client.kernel(arch, x1, x2, get=("nngp", "ntk"))
+    want = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    (value, (g1, g2)) = client.value_and_grad(arch, x1, x2, get="ntk")
+    np.testing.assert_array_equal(value, got[1])
+    assert g1.shape == x1.shape and g2.shape == x2.shape and np.all(np.isfinite(g1))

@@ -11,57 +11,53 @@ b_std = 0) adds 1, because it is trained:
 
 from __future__ import annotations
 
+from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Violations, finite
 
 
-def dense_rule(layer: pb.Dense) -> Rule:
-    standard = layer.parameterization == pb.PARAMETERIZATION_STANDARD
+def affine_update(
+    k: Kernel, mean: Kernel, hp: Hyper, layer: pb.Dense | pb.Conv, fan_in: float, out_width: int
+) -> Kernel:
+    """The update shared by Dense and Conv. `mean` is k averaged over the filter's offsets
+    (k itself for Dense); `fan_in` the inputs one output unit sees (n_in, or C_in |F|)."""
+    w2 = hp["w_std"] ** 2
     has_bias = layer.HasField("b_std")
-    s_in, out_width = layer.s_in, layer.out_dim * layer.s_out
+    b2 = hp["b_std"] ** 2 if has_bias else None
 
-    def rule(k: Kernel, hp: Hyper) -> Kernel:
-        w2 = hp["w_std"] ** 2
-        b2 = hp["b_std"] ** 2 if has_bias else None
+    def affine(m: Array | None) -> Array | None:
+        if m is None:
+            return None
+        return w2 * m + b2 if b2 is not None else w2 * m
 
-        def affine(m: object) -> object:
-            if m is None:
-                return None
-            return w2 * m + b2 if b2 is not None else w2 * m  # type: ignore[operator]
-
-        nngp = affine(k.nngp)
-        ntk = k.ntk
-        if ntk is not None:
-            if standard:
-                ntk = (k.width / s_in) * k.nngp + w2 * ntk
-                if has_bias:
-                    ntk = ntk + 1
-            else:
-                ntk = nngp + w2 * ntk  # type: ignore[operator]
-        return k.replace(
-            nngp=nngp,
-            cov1=affine(k.cov1),
-            cov2=affine(k.cov2),
-            ntk=ntk,
-            width=out_width,
-            is_gaussian=True,
-        )
-
-    return rule
+    nngp = affine(mean.nngp)
+    ntk = mean.ntk
+    if ntk is not None:
+        if layer.parameterization == pb.PARAMETERIZATION_STANDARD:
+            ntk = (fan_in / layer.s_in) * mean.nngp + w2 * ntk + (1.0 if has_bias else 0.0)
+        else:
+            ntk = nngp + w2 * ntk  # type: ignore[operator]
+    return mean.replace(
+        nngp=nngp,
+        cov1=affine(mean.cov1),
+        cov2=affine(mean.cov2),
+        ntk=ntk,
+        width=out_width,
+        is_gaussian=True,
+    )
 
 
-def ntk_by_default(layer: pb.Dense | pb.Conv) -> None:
-    """The enum's zero value means neural-tangents' default: make it explicit."""
-    if layer.parameterization == pb.PARAMETERIZATION_UNSPECIFIED:
-        layer.parameterization = pb.PARAMETERIZATION_NTK
+def dense_rule(layer: pb.Dense) -> Rule:
+    out_width = layer.out_dim * layer.s_out
+    return lambda k, hp: affine_update(k, k, hp, layer, k.width, out_width)
 
 
-def _check(layer: pb.Dense) -> Violations:
+def check_affine(layer: pb.Dense | pb.Conv, width_field: str) -> Violations:
     out = finite(layer, "w_std", "b_std", nonnegative=True)
-    if layer.out_dim < 1:
-        out.append(("out_dim", "is required and must be >= 1"))
+    if getattr(layer, width_field) < 1:
+        out.append((width_field, "is required and must be >= 1"))
     for name in ("s_in", "s_out"):
         if getattr(layer, name) < 1:
             out.append((name, f"must be >= 1, got {getattr(layer, name)}"))
@@ -70,12 +66,18 @@ def _check(layer: pb.Dense) -> Violations:
     return out
 
 
+def ntk_by_default(layer: pb.Dense | pb.Conv) -> None:
+    """The enum's zero value means neural-tangents' default: make it explicit."""
+    if layer.parameterization == pb.PARAMETERIZATION_UNSPECIFIED:
+        layer.parameterization = pb.PARAMETERIZATION_NTK
+
+
 DENSE = LayerRow(
     message=pb.Dense,
     role=Role.AFFINE,
     build=dense_rule,
     defaults={"w_std": 1.0, "s_in": 1, "s_out": 1},
     hyper=("w_std", "b_std"),
-    check=_check,
+    check=lambda layer: check_affine(layer, "out_dim"),
     canonical=ntk_by_default,
 )

@@ -18,9 +18,9 @@ import numpy as np
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
-from ntkserve_server.kernels.dense import ntk_by_default
+from ntkserve_server.kernels.dense import affine_update, check_affine, ntk_by_default
 from ntkserve_server.kernels.kernel import Kernel
-from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Spatial, Violations, finite
+from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Spatial, Violations
 from ntkserve_server.kernels.windows import ShapeProblem, in_image_counts, out_size, window_sum
 
 
@@ -52,8 +52,6 @@ def _position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
 def conv_rule(layer: pb.Conv) -> Rule:
     window = list(layer.filter_shape)
     strides = _strides(layer, window)
-    standard = layer.parameterization == pb.PARAMETERIZATION_STANDARD
-    has_bias = layer.HasField("b_std")
     out_width = layer.out_chan * layer.s_out
     scale = 1.0 / math.prod(window)
 
@@ -64,33 +62,10 @@ def conv_rule(layer: pb.Conv) -> Rule:
         return a * scale
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        w2 = hp["w_std"] ** 2
-        b2 = hp["b_std"] ** 2 if has_bias else None
-        mean = k.map_arrays(offsets_mean)
-
-        def affine(m: Array | None) -> Array | None:
-            if m is None:
-                return None
-            return w2 * m + b2 if b2 is not None else w2 * m
-
-        nngp = affine(mean.nngp)
-        ntk = mean.ntk
-        if ntk is not None:
-            if standard:
-                fan_in = k.width * math.prod(window) / layer.s_in
-                ntk = fan_in * mean.nngp + w2 * ntk + (1.0 if has_bias else 0.0)
-            else:
-                ntk = nngp + w2 * ntk  # type: ignore[operator]
-        spatial = _windowed_shape(window, strides, layer.padding, k.spatial)
-        return mean.replace(
-            nngp=nngp,
-            cov1=affine(mean.cov1),
-            cov2=affine(mean.cov2),
-            ntk=ntk,
-            width=out_width,
-            is_gaussian=True,
-            spatial=spatial,
+        mean = k.map_arrays(
+            offsets_mean, spatial=_windowed_shape(window, strides, layer.padding, k.spatial)
         )
+        return affine_update(k, mean, hp, layer, k.width * math.prod(window), out_width)
 
     return rule
 
@@ -120,13 +95,7 @@ def _canonical_windowed(message: pb.Conv | pb.AvgPool | pb.SumPool) -> None:
 
 
 def _check_conv(layer: pb.Conv) -> Violations:
-    out = finite(layer, "w_std", "b_std", nonnegative=True) + _check_window(layer, "filter_shape")
-    if layer.out_chan < 1:
-        out.append(("out_chan", "is required and must be >= 1"))
-    for name in ("s_in", "s_out"):
-        if getattr(layer, name) < 1:
-            out.append((name, f"must be >= 1, got {getattr(layer, name)}"))
-    return out
+    return check_affine(layer, "out_chan") + _check_window(layer, "filter_shape")
 
 
 CONV = LayerRow(

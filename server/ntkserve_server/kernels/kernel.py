@@ -54,10 +54,6 @@ class Kernel:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
-    def position_axes(self) -> int:
-        return len(self.spatial) * (2 if self.full else 1)
-
-    @property
     def var1(self) -> Array:
         """Variances of the x1 rows at each position: (N1, *S)."""
         if self.cov1 is None:

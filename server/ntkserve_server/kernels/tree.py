@@ -17,7 +17,6 @@ from jax import lax
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels import branching
-from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Role, Spatial, Violations
 from ntkserve_server.kernels.table import LAYERS
 from ntkserve_server.kernels.windows import ShapeProblem
@@ -215,7 +214,3 @@ def _walk(layer: pb.Layer, path: str, state: Abstract, v: Violations) -> Abstrac
     if row.role is Role.LINEAR:
         return state
     return row.role is Role.AFFINE
-
-
-def is_kernel(state: State) -> bool:
-    return isinstance(state, Kernel)

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erf
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
@@ -161,6 +162,9 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
         b = m.b if m.HasField("b") else 1.0
         c = m.c if m.HasField("c") else 0.0
         return _elementwise(lambda x: a * erf(b * x) + c)
+    activation = _activation(kind, m)
+    if activation is not None:
+        return _elementwise(activation)
     if kind == "conv":
         return _conv(m)
     if kind in ("avg_pool", "sum_pool"):
@@ -174,6 +178,48 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
     if kind == "serial":
         return _serial(list(m.layers))
     raise NotImplementedError(f"no finite-width version of {kind}")
+
+
+def _get(m: Any, name: str, default: float) -> float:
+    return float(getattr(m, name)) if m.HasField(name) else default
+
+
+def _activation(kind: str, m: Any) -> Callable[[jax.Array], jax.Array] | None:
+    """The finite-width function of the elementwise layers beyond ABRelu and Erf."""
+    a = b = c = 0.0
+    if kind in ("sin", "cos", "exp", "gaussian"):
+        a, b = _get(m, "a", 1.0), _get(m, "b", -1.0 if kind == "gaussian" else 1.0)
+    if kind in ("sin", "cos"):
+        c = _get(m, "c", 0.0)
+    if kind == "sigmoid_like":
+        return lambda x: 0.5 * erf(x / 2.4020563531719796) + 0.5
+    if kind == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if kind == "sign":
+        return jnp.sign
+    if kind == "sin":
+        return lambda x: a * jnp.sin(b * x + c)
+    if kind == "cos":
+        return lambda x: a * jnp.cos(b * x + c)
+    if kind == "rbf":
+        gamma = _get(m, "gamma", 1.0)
+        return lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(2 * gamma) * x + jnp.pi / 4)
+    if kind == "exp":
+        return lambda x: a * jnp.exp(b * x)
+    if kind == "gaussian":
+        return lambda x: a * jnp.exp(b * x * x)
+    if kind == "monomial":
+        return lambda x: x ** int(m.degree)
+    if kind == "rectified_monomial":
+        return lambda x: jnp.where(x >= 0, x ** int(m.degree), 0.0)
+    if kind == "polynomial":
+        return lambda x: jnp.polyval(jnp.asarray(list(m.coef)[::-1], x.dtype), x)
+    if kind == "hermite":
+        degree = int(m.degree)
+        coef = np.polynomial.hermite_e.herme2poly([0] * degree + [1])
+        norm = np.sqrt(float(np.prod(np.arange(1, degree + 1))))
+        return lambda x: jnp.polyval(jnp.asarray(coef[::-1] / norm, x.dtype), x)
+    return None
 
 
 def _serial(layers: list[pb.Layer]) -> tuple[Init, Apply]:

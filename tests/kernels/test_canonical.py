@@ -141,3 +141,45 @@ def test_float64_without_x64_is_refused_not_downcast() -> None:
             kernel_fn(stax.Dense(1))(np.zeros((2, 3)))
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_elementwise_parameters_out_of_range_are_rejected() -> None:
+    arch = _arch(
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(monomial=pb.Monomial()),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(hermite=pb.Hermite(degree=17)),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(gaussian=pb.Gaussian(b=0.5)),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(rbf=pb.Rbf(gamma=-1.0)),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(polynomial=pb.Polynomial()),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(polynomial=pb.Polynomial(coef=[1.0, float("nan")])),
+        pb.Layer(dense=pb.Dense(out_dim=3)),
+        pb.Layer(sin=pb.Sin(c=float("inf"))),
+    )
+    found = _violations(arch)
+    assert "is required" in found["architecture.layers[1].monomial.degree"]
+    assert "between 0 and 16" in found["architecture.layers[3].hermite.degree"]
+    assert "<= 0" in found["architecture.layers[5].gaussian.b"]
+    assert ">= 0" in found["architecture.layers[7].rbf.gamma"]
+    assert "at least one" in found["architecture.layers[9].polynomial.coef"]
+    assert "finite" in found["architecture.layers[11].polynomial.coef[1]"]
+    assert "finite" in found["architecture.layers[13].sin.c"]
+
+
+def test_defaults_of_the_elementwise_family_are_neural_tangents() -> None:
+    for layer, field, expected in (
+        (stax.Sin(), "sin", {"a": 1.0, "b": 1.0, "c": 0.0}),
+        (stax.Cos(), "cos", {"a": 1.0, "b": 1.0, "c": 0.0}),
+        (stax.Rbf(), "rbf", {"gamma": 1.0}),
+        (stax.Exp(), "exp", {"a": 1.0, "b": 1.0}),
+        (stax.Gaussian(), "gaussian", {"a": 1.0, "b": -1.0}),
+    ):
+        canonical = kernel_fn(stax.serial(stax.Dense(2), layer)).architecture.layers[1]
+        assert {k: getattr(getattr(canonical, field), k) for k in expected} == expected
+    # Absent fields take the defaults too, so both spellings are one network.
+    bare = _arch(pb.Layer(dense=pb.Dense(out_dim=2)), pb.Layer(gaussian=pb.Gaussian()))
+    assert kernel_fn(bare).id == kernel_fn(stax.serial(stax.Dense(2), stax.Gaussian())).id

@@ -8,7 +8,7 @@ from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
 
 from tests.kernels import reference
-from tests.kernels.architectures import ALL
+from tests.kernels.architectures import ALL, NOT_LIPSCHITZ, REFERENCE
 
 RTOL = 1e-12  # float64, the same math in two forms: only round-off may differ
 
@@ -18,7 +18,7 @@ def _inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.randn(7, 5), rng.randn(4, 5)
 
 
-@pytest.mark.parametrize("arch", ALL)
+@pytest.mark.parametrize("arch", REFERENCE)
 def test_matches_reference_recursion(arch: stax.Architecture) -> None:
     x1, x2 = _inputs()
     nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
@@ -44,7 +44,7 @@ def test_relu_on_orthogonal_unit_inputs() -> None:
 
 
 @pytest.mark.parametrize("arch", ALL)
-def test_symmetric_path_equals_explicit_x2(arch: stax.Architecture) -> None:
+def test_symmetric_path_equals_explicit_x2(arch: stax.Architecture, request) -> None:  # type: ignore[no-untyped-def]
     x1, _ = _inputs(3)
     kfn = kernel_fn(arch)
     whole = kfn(x1, get=("nngp", "ntk"))
@@ -52,8 +52,10 @@ def test_symmetric_path_equals_explicit_x2(arch: stax.Architecture) -> None:
     for a, b in zip(whole, explicit, strict=True):
         # Off the diagonal the two paths differ only by round-off in the variances; on it, the
         # explicit path's angle carries sqrt(eps) from round-off in q11 q22 - q12^2, the
-        # symmetric path none.
-        np.testing.assert_allclose(a, b, rtol=1e-7)
+        # symmetric path none. For kernels not Lipschitz at rho = 1 that sqrt(eps) becomes
+        # eps^(1/2^depth) (1e-2 after three sign layers): only x2=None is exact there.
+        if not request.node.callspec.id.startswith(NOT_LIPSCHITZ):
+            np.testing.assert_allclose(a, b, rtol=1e-7)
         off = ~np.eye(len(x1), dtype=bool)
         np.testing.assert_allclose(np.asarray(a)[off], np.asarray(b)[off], rtol=1e-13)
 

@@ -125,17 +125,17 @@ def test_hyper_parameter_gradients_match_finite_differences(arch: stax.Architect
     def loss(params):  # type: ignore[no-untyped-def]
         return jnp.sum(kfn(x1, x2, get="ntk", params=params))
 
-    grads = jax.grad(loss)(kfn.params)
-    for i, layer_params in enumerate(kfn.params):
-        for name, value in layer_params.items():
+    grads, _ = jax.tree.flatten(jax.grad(loss)(kfn.params))
+    values, tree = jax.tree.flatten(kfn.params)
+    for i, (grad, value) in enumerate(zip(grads, values, strict=True)):
 
-            def shifted(delta: float, i: int = i, name: str = name, value: float = value) -> float:
-                params = [dict(p) for p in kfn.params]
-                params[i][name] = value + delta
-                return float(loss(tuple(params)))
+        def shifted(delta: float, i: int = i, value: float = value) -> float:
+            moved = list(values)
+            moved[i] = value + delta
+            return float(loss(jax.tree.unflatten(tree, moved)))
 
-            fd = (shifted(1e-6) - shifted(-1e-6)) / 2e-6
-            np.testing.assert_allclose(float(grads[i][name]), fd, rtol=1e-5, atol=1e-7)
+        fd = (shifted(1e-6) - shifted(-1e-6)) / 2e-6
+        np.testing.assert_allclose(float(grad), fd, rtol=1e-5, atol=1e-7)
 
 
 def test_hyper_parameters_are_inputs_not_constants() -> None:

@@ -34,7 +34,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat")
+    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat", "sigmoid_like", "gelu", "sign", "sin", "cos", "rbf", "exp", "gaussian", "monomial", "rectified_monomial", "polynomial", "hermite")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
     RELU_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,18 @@ class Layer(_message.Message):
     FAN_IN_CONCAT_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     REPEAT_FIELD_NUMBER: _ClassVar[int]
+    SIGMOID_LIKE_FIELD_NUMBER: _ClassVar[int]
+    GELU_FIELD_NUMBER: _ClassVar[int]
+    SIGN_FIELD_NUMBER: _ClassVar[int]
+    SIN_FIELD_NUMBER: _ClassVar[int]
+    COS_FIELD_NUMBER: _ClassVar[int]
+    RBF_FIELD_NUMBER: _ClassVar[int]
+    EXP_FIELD_NUMBER: _ClassVar[int]
+    GAUSSIAN_FIELD_NUMBER: _ClassVar[int]
+    MONOMIAL_FIELD_NUMBER: _ClassVar[int]
+    RECTIFIED_MONOMIAL_FIELD_NUMBER: _ClassVar[int]
+    POLYNOMIAL_FIELD_NUMBER: _ClassVar[int]
+    HERMITE_FIELD_NUMBER: _ClassVar[int]
     serial: Serial
     dense: Dense
     relu: Relu
@@ -75,7 +87,19 @@ class Layer(_message.Message):
     fan_in_concat: FanInConcat
     identity: Identity
     repeat: Repeat
-    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ...) -> None: ...
+    sigmoid_like: SigmoidLike
+    gelu: Gelu
+    sign: Sign
+    sin: Sin
+    cos: Cos
+    rbf: Rbf
+    exp: Exp
+    gaussian: Gaussian
+    monomial: Monomial
+    rectified_monomial: RectifiedMonomial
+    polynomial: Polynomial
+    hermite: Hermite
+    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ..., sigmoid_like: _Optional[_Union[SigmoidLike, _Mapping]] = ..., gelu: _Optional[_Union[Gelu, _Mapping]] = ..., sign: _Optional[_Union[Sign, _Mapping]] = ..., sin: _Optional[_Union[Sin, _Mapping]] = ..., cos: _Optional[_Union[Cos, _Mapping]] = ..., rbf: _Optional[_Union[Rbf, _Mapping]] = ..., exp: _Optional[_Union[Exp, _Mapping]] = ..., gaussian: _Optional[_Union[Gaussian, _Mapping]] = ..., monomial: _Optional[_Union[Monomial, _Mapping]] = ..., rectified_monomial: _Optional[_Union[RectifiedMonomial, _Mapping]] = ..., polynomial: _Optional[_Union[Polynomial, _Mapping]] = ..., hermite: _Optional[_Union[Hermite, _Mapping]] = ...) -> None: ...
 
 class Serial(_message.Message):
     __slots__ = ("layers",)
@@ -130,6 +154,84 @@ class Erf(_message.Message):
     b: float
     c: float
     def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ..., c: _Optional[float] = ...) -> None: ...
+
+class SigmoidLike(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Gelu(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Sign(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Sin(_message.Message):
+    __slots__ = ("a", "b", "c")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    a: float
+    b: float
+    c: float
+    def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ..., c: _Optional[float] = ...) -> None: ...
+
+class Cos(_message.Message):
+    __slots__ = ("a", "b", "c")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    a: float
+    b: float
+    c: float
+    def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ..., c: _Optional[float] = ...) -> None: ...
+
+class Rbf(_message.Message):
+    __slots__ = ("gamma",)
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    def __init__(self, gamma: _Optional[float] = ...) -> None: ...
+
+class Exp(_message.Message):
+    __slots__ = ("a", "b")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    a: float
+    b: float
+    def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ...) -> None: ...
+
+class Gaussian(_message.Message):
+    __slots__ = ("a", "b")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    a: float
+    b: float
+    def __init__(self, a: _Optional[float] = ..., b: _Optional[float] = ...) -> None: ...
+
+class Monomial(_message.Message):
+    __slots__ = ("degree",)
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    degree: int
+    def __init__(self, degree: _Optional[int] = ...) -> None: ...
+
+class RectifiedMonomial(_message.Message):
+    __slots__ = ("degree",)
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    degree: int
+    def __init__(self, degree: _Optional[int] = ...) -> None: ...
+
+class Polynomial(_message.Message):
+    __slots__ = ("coef",)
+    COEF_FIELD_NUMBER: _ClassVar[int]
+    coef: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, coef: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Hermite(_message.Message):
+    __slots__ = ("degree",)
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    degree: int
+    def __init__(self, degree: _Optional[int] = ...) -> None: ...
 
 class Conv(_message.Message):
     __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")

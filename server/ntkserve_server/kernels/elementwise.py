@@ -26,6 +26,15 @@ DiagMoments = Callable[[Array, bool], tuple[Array, Array | None]]
 Moments = Callable[[Hyper], tuple[PairMoments, DiagMoments]]
 
 
+def diagonal_of(pair: PairMoments) -> DiagMoments:
+    """The moments where u = v, for families whose pair formula has no singularity there."""
+
+    def diag(q: Array, want_tdot: bool) -> tuple[Array, Array | None]:
+        return pair(q, q, q, want_tdot)
+
+    return diag
+
+
 def _as_rows(var: Array, d: int, full: bool, pair: bool) -> Array:
     """(n, *S) variances, shaped to broadcast along the first batch axis of a block."""
     x = var[:, None] if pair else var

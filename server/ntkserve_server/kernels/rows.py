@@ -64,9 +64,17 @@ class LayerRow:
     # Pooling over positions needs the covariance of every pair of positions.
     needs_full_spatial: bool = False
 
-    def hyper_values(self, message: Message) -> dict[str, float]:
-        """The hyper-parameters set on a canonical message, by name."""
-        return {n: float(getattr(message, n)) for n in self.hyper if message.HasField(n)}
+    def hyper_values(self, message: Message) -> dict[str, float | tuple[float, ...]]:
+        """The hyper-parameters set on a canonical message, by name (a repeated field, such
+        as Polynomial's coef, gives a tuple)."""
+        out: dict[str, float | tuple[float, ...]] = {}
+        for name in self.hyper:
+            value = getattr(message, name)
+            if not isinstance(value, float):
+                out[name] = tuple(float(v) for v in value)
+            elif message.HasField(name):
+                out[name] = value
+        return out
 
 
 def finite(message: Message, *names: str, nonnegative: bool = False) -> Violations:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ntkserve_server.kernels.abrelu import AB_RELU, ABS, LEAKY_RELU, RELU
+from ntkserve_server.kernels.arccosine import RECTIFIED_MONOMIAL, SIGN
 from ntkserve_server.kernels.dense import DENSE
-from ntkserve_server.kernels.erf import ERF
+from ntkserve_server.kernels.erf import ERF, GELU, SIGMOID_LIKE
+from ntkserve_server.kernels.exponential import COS, EXP, GAUSSIAN, RBF, SIN
+from ntkserve_server.kernels.polynomial import HERMITE, MONOMIAL, POLYNOMIAL
 from ntkserve_server.kernels.rows import LayerRow
 from ntkserve_server.kernels.spatial import (
     AVG_POOL,
@@ -35,6 +38,18 @@ LAYERS: Mapping[str, LayerRow] = {
     "global_avg_pool": GLOBAL_AVG_POOL,
     "global_sum_pool": GLOBAL_SUM_POOL,
     "flatten": FLATTEN,
+    "sigmoid_like": SIGMOID_LIKE,
+    "gelu": GELU,
+    "sign": SIGN,
+    "sin": SIN,
+    "cos": COS,
+    "rbf": RBF,
+    "exp": EXP,
+    "gaussian": GAUSSIAN,
+    "monomial": MONOMIAL,
+    "rectified_monomial": RECTIFIED_MONOMIAL,
+    "polynomial": POLYNOMIAL,
+    "hermite": HERMITE,
 }
 
 COMBINATORS = frozenset(

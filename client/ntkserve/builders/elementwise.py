@@ -1,0 +1,75 @@
+"""Elementwise nonlinearities beyond the ABRelu and Erf families (neural-tangents' names).
+
+Each returns a one-layer spec; the server computes the closed-form kernel. Parameters are
+range-checked at registration (e.g. a degree above 16, Gaussian's b > 0, Rbf's gamma < 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ntkserve.builders.common import single
+from ntkserve.spec import Architecture
+from ntkserve.v1 import architecture_pb2 as pb
+
+
+def Sigmoid_like() -> Architecture:
+    """`0.5 * erf(x / 2.4020563531719796) + 0.5`, a sigmoid with a closed-form kernel."""
+    return single(sigmoid_like=pb.SigmoidLike())
+
+
+def Gelu(approximate: bool = False) -> Architecture:
+    """`x * Phi(x)`. `approximate` is accepted for neural-tangents compatibility; as there,
+    it only concerns finite-width evaluation, so the kernel is that of the exact Gelu."""
+    return single(gelu=pb.Gelu())
+
+
+def Sign() -> Architecture:
+    """`sign(x)`."""
+    return single(sign=pb.Sign())
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Architecture:
+    """`a * sin(b * x + c)`."""
+    return single(sin=pb.Sin(a=float(a), b=float(b), c=float(c)))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Architecture:
+    """`a * cos(b * x + c)`."""
+    return single(cos=pb.Cos(a=float(a), b=float(b), c=float(c)))
+
+
+def Rbf(gamma: float = 1.0) -> Architecture:
+    """`sqrt(2) * sin(sqrt(2 * gamma) * x + pi/4)`: its NNGP is the RBF kernel
+    `exp(-gamma * ||x - x'||^2 / d)` after a Dense layer with W_std=1."""
+    return single(rbf=pb.Rbf(gamma=float(gamma)))
+
+
+def Exp(a: float = 1.0, b: float = 1.0) -> Architecture:
+    """`a * exp(b * x)`."""
+    return single(exp=pb.Exp(a=float(a), b=float(b)))
+
+
+def Gaussian(a: float = 1.0, b: float = -1.0) -> Architecture:
+    """`a * exp(b * x**2)`, b <= 0."""
+    return single(gaussian=pb.Gaussian(a=float(a), b=float(b)))
+
+
+def Monomial(degree: int) -> Architecture:
+    """`x**degree`, degree 0 to 16."""
+    return single(monomial=pb.Monomial(degree=int(degree)))
+
+
+def RectifiedMonomial(degree: int) -> Architecture:
+    """`(x >= 0) * x**degree`, degree 0 to 16 (arc-cosine kernels of Cho & Saul 2009)."""
+    return single(rectified_monomial=pb.RectifiedMonomial(degree=int(degree)))
+
+
+def Polynomial(coef: Sequence[float]) -> Architecture:
+    """`coef[0] + coef[1] * x + ... + coef[n] * x**n` (numpy.polynomial's order)."""
+    return single(polynomial=pb.Polynomial(coef=[float(c) for c in coef]))
+
+
+def Hermite(degree: int) -> Architecture:
+    """`He_degree(x) / sqrt(degree!)`, the normalised probabilists' Hermite polynomial."""
+    return single(hermite=pb.Hermite(degree=int(degree)))

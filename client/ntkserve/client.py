@@ -187,12 +187,17 @@ class Client:
         x2: Any = None,
         get: Get = "ntk",
         cotangent: Any = None,
-    ) -> tuple[Any, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]]:
+        hyper_parameters: Sequence[str] | None = None,
+    ) -> tuple[Any, tuple[Any, ...]]:
         """`(K, (dL/dx1, dL/dx2))` for L = sum(C * K), C = `cotangent` (default all ones).
 
         With a tuple `get`, K is a tuple and `cotangent` a matching tuple (or None). The
         kernel values equal `kernel(...)`'s exactly. With x2=None, dL/dx1 counts x1 on both
         sides of the kernel and dL/dx2 is None.
+
+        `hyper_parameters` names hyper-parameters by their path in the canonical architecture
+        (`["architecture.layers[0].dense.w_std"]`, or `["*"]` for all); the gradients then
+        end with a third entry, `{path: dL/dtheta}`.
         """
         names, single = _kinds(get)
         if cotangent is None:
@@ -217,6 +222,7 @@ class Client:
                 x1=t1,
                 x2=t2,
                 get=[_KINDS[n] for n in names],
+                hyper_parameters=list(hyper_parameters or ()),
                 **fields,
             )
             response: kernel_service_pb2.ComputeValueAndGradResponse = self._call(
@@ -228,4 +234,7 @@ class Client:
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)
         g1 = tensor.decode(response.grad_x1, "grad_x1")
         g2 = tensor.decode(response.grad_x2, "grad_x2") if response.HasField("grad_x2") else None
-        return (values[0] if single else values), (g1, g2)
+        kernels = values[0] if single else values
+        if hyper_parameters is None:
+            return kernels, (g1, g2)
+        return kernels, (g1, g2, dict(response.hyper_parameter_grads))

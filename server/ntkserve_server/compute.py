@@ -25,6 +25,9 @@ Array = np.ndarray[Any, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Compiled:
+    """One architecture (its hyper-parameter values in `kfn.params`) and the jitted programs
+    it shares with every architecture of the same topology."""
+
     kfn: KernelFn
     forward: Callable[..., Any]
     grads: Callable[..., Any]
@@ -32,33 +35,44 @@ class Compiled:
 
 def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
     def grads(
-        params: Params, x1: Any, x2: Any, cotangents: tuple[Any, ...], get: tuple[str, ...]
-    ) -> tuple[Any, Any]:
+        params: Params,
+        x1: Any,
+        x2: Any,
+        cotangents: tuple[Any, ...],
+        get: tuple[str, ...],
+        with_params: bool,
+    ) -> tuple[Any, Any, Any]:
         if x2 is None:
-            _, vjp = jax.vjp(lambda a: kfn.apply(params, a, None, get), x1)
-            return vjp(cotangents)[0], None
-        _, vjp = jax.vjp(lambda a, b: kfn.apply(params, a, b, get), x1, x2)
-        g1, g2 = vjp(cotangents)
-        return g1, g2
+            _, vjp = jax.vjp(lambda p, a: kfn.apply(p, a, None, get), params, x1)
+            g_params, g1 = vjp(cotangents)
+            g2 = None
+        else:
+            _, vjp = jax.vjp(lambda p, a, b: kfn.apply(p, a, b, get), params, x1, x2)
+            g_params, g1, g2 = vjp(cotangents)
+        return g1, g2, (g_params if with_params else None)
 
-    return jax.jit(grads, static_argnames=("get",))
+    return jax.jit(grads, static_argnames=("get", "with_params"))
 
 
 class ComputeEngine:
+    """Jitted programs per topology (so a sweep over W_std compiles once), and the
+    architectures that use them, by id."""
+
     def __init__(self) -> None:
+        self._programs: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
         self._compiled: dict[str, Compiled] = {}
         self._lock = threading.Lock()
 
     def compiled(self, kfn: KernelFn) -> Compiled:
-        """The jitted functions of kfn's architecture, made once per id."""
+        """kfn's architecture with its topology's programs, made once per topology."""
         with self._lock:
             found = self._compiled.get(kfn.id)
             if found is None:
-                found = Compiled(
-                    kfn=kfn,
-                    forward=jax.jit(kfn.apply, static_argnames=("get",)),
-                    grads=_grads_fn(kfn),
-                )
+                programs = self._programs.get(kfn.topology_id)
+                if programs is None:
+                    programs = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
+                    self._programs[kfn.topology_id] = programs
+                found = Compiled(kfn, *programs)
                 self._compiled[kfn.id] = found
             return found
 
@@ -85,7 +99,18 @@ class ComputeEngine:
         x2: Array | None,
         get: tuple[str, ...],
         cotangents: tuple[Array, ...],
-    ) -> tuple[tuple[Array, ...], Array, Array | None]:
+        hyper_parameters: tuple[str, ...] = (),
+    ) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
+        """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
+        named hyper-parameters (paths from `kfn.hyper_parameter_paths`)."""
         values = self.kernel(compiled, x1, x2, get)
-        g1, g2 = compiled.grads(compiled.kfn.params, x1, x2, cotangents, get=get)
-        return values, np.asarray(g1), None if g2 is None else np.asarray(g2)
+        kfn = compiled.kfn
+        g1, g2, g_params = compiled.grads(
+            kfn.params, x1, x2, cotangents, get=get, with_params=bool(hyper_parameters)
+        )
+        by_path: dict[str, float] = {}
+        if hyper_parameters:
+            leaves = jax.tree.leaves(g_params)
+            every = dict(zip(kfn.hyper_parameter_paths, leaves, strict=True))
+            by_path = {name: float(every[name]) for name in hyper_parameters}
+        return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path

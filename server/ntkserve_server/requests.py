@@ -8,6 +8,7 @@ agreement, `get`, cotangent shapes. Shape against the architecture is the engine
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -100,3 +101,23 @@ def cotangents(
         if request.HasField(f"{name}_cotangent"):
             raise InvalidRequest(f"{name}_cotangent", f"given, but get does not ask for {name}")
     return tuple(out)
+
+
+def hyper_parameters(
+    request: ks.ComputeValueAndGradRequest, known: Sequence[str]
+) -> tuple[str, ...]:
+    """The hyper-parameter paths asked for ("*": all), each checked against `known`."""
+    names = tuple(request.hyper_parameters)
+    if "*" in names:
+        return tuple(known)
+    for i, name in enumerate(names):
+        if name not in known:
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise InvalidRequest(
+                f"hyper_parameters[{i}]",
+                f"{name!r} is not a hyper-parameter of this architecture; it has: "
+                f"{listed or 'none'}",
+            )
+    if len(set(names)) != len(names):
+        raise InvalidRequest("hyper_parameters", "names a hyper-parameter twice")
+    return names

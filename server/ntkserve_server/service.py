@@ -197,13 +197,16 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
         )
         cotangents = await self._run(requests.cotangents, request, inputs, shape)
+        hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
 
         def compute() -> ks.ComputeValueAndGradResponse:
-            values, g1, g2 = self._engine.value_and_grad(
-                compiled, inputs.x1, inputs.x2, inputs.get, cotangents
+            values, g1, g2, g_hyper = self._engine.value_and_grad(
+                compiled, inputs.x1, inputs.x2, inputs.get, cotangents, hyper
             )
             response = ks.ComputeValueAndGradResponse(
-                grad_x1=tensor.encode(g1, "grad_x1"), **_encoded(inputs.get, values)
+                grad_x1=tensor.encode(g1, "grad_x1"),
+                hyper_parameter_grads=g_hyper,
+                **_encoded(inputs.get, values),
             )
             if g2 is not None:
                 response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))

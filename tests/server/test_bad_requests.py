@@ -140,6 +140,16 @@ def test_bad_kernel_requests(
             {"ntk_cotangent": _x((3, 3), np.float64)}, "ntk_cotangent.dtype", id="cotangent-dtype"
         ),
         pytest.param({"nngp_cotangent": _x((3, 3))}, "nngp_cotangent", id="cotangent-not-asked"),
+        pytest.param(
+            {"hyper_parameters": ["architecture.layers[0].dense.gamma"]},
+            "hyper_parameters[0]",
+            id="unknown-hyper-parameter",
+        ),
+        pytest.param(
+            {"hyper_parameters": ["architecture.layers[0].dense.w_std"] * 2},
+            "hyper_parameters",
+            id="hyper-parameter-twice",
+        ),
     ],
 )
 def test_bad_cotangents(stub: Any, arch_id: str, fields: dict, field: str) -> None:

@@ -169,3 +169,55 @@ def test_convolutional_and_residual_networks_over_the_wire(client: Client) -> No
     (value, (g1, g2)) = client.value_and_grad(arch, x1, x2, get="ntk")
     np.testing.assert_array_equal(value, got[1])
     assert g1.shape == x1.shape and g2.shape == x2.shape and np.all(np.isfinite(g1))
+
+
+def test_hyper_parameter_gradients_over_the_wire(client: Client) -> None:
+    arch = stax.serial(
+        stax.Dense(16, W_std=1.3, b_std=0.2), stax.Gelu(), stax.Dense(1), stax.Sin(0.9, 1.1, 0.2)
+    )
+    x1, x2 = _inputs()
+    cotangent = np.random.RandomState(8).randn(6, 4)
+    kfn = kernel_fn(arch)
+
+    def loss(params):  # type: ignore[no-untyped-def]
+        return jax.numpy.sum(cotangent * kfn(x1, x2, get="ntk", params=params))
+
+    expected = dict(
+        zip(kfn.hyper_parameter_paths, jax.tree.leaves(jax.grad(loss)(kfn.params)), strict=True)
+    )
+    assert "architecture.layers[0].dense.w_std" in expected
+    assert "architecture.layers[3].sin.c" in expected
+    value, (_, _, by_path) = client.value_and_grad(
+        arch, x1, x2, get="ntk", cotangent=cotangent, hyper_parameters=["*"]
+    )
+    assert set(by_path) == set(expected)
+    for name, grad in expected.items():
+        np.testing.assert_allclose(by_path[name], float(grad), rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(value, client.kernel(arch, x1, x2, get="ntk"))
+    _, (_, _, one) = client.value_and_grad(
+        arch, x1, x2, hyper_parameters=["architecture.layers[3].sin.a"]
+    )
+    assert list(one) == ["architecture.layers[3].sin.a"]
+    _, plain = client.value_and_grad(arch, x1, x2)
+    assert len(plain) == 2  # without hyper_parameters the result keeps its two-gradient shape
+
+
+def test_architectures_differing_only_in_hyper_parameters_share_one_compilation() -> None:
+    from ntkserve_server.compute import ComputeEngine
+
+    engine = ComputeEngine()
+    x = np.random.RandomState(9).randn(5, 3)
+    first = None
+    for w_std in (0.5, 1.0, 1.5, 2.0):
+        arch = stax.serial(stax.Dense(8, W_std=w_std, b_std=0.1), stax.Relu(), stax.Dense(1))
+        compiled = engine.compiled(kernel_fn(arch))
+        first = first or compiled.forward
+        assert compiled.forward is first
+        values = engine.kernel(compiled, x, None, ("ntk",))
+        own = kernel_fn(arch)  # its own program gives the same bits as the shared one
+        alone = jax.jit(own.apply, static_argnames=("get",))(own.params, x, None, get=("ntk",))
+        np.testing.assert_array_equal(values[0], alone[0])
+    assert first is not None and first._cache_size() == 1  # type: ignore[attr-defined]
+    # b_std absent is another network (no bias), so another program.
+    no_bias = engine.compiled(kernel_fn(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))))
+    assert no_bias.forward is not first

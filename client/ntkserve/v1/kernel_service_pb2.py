@@ -26,17 +26,19 @@ from ntkserve.v1 import architecture_pb2 as ntkserve_dot_v1_dot_architecture__pb
 from ntkserve.v1 import tensor_pb2 as ntkserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ntkserve/v1/kernel_service.proto\x12\x0bntkserve.v1\x1a\x1entkserve/v1/architecture.proto\x1a\x18ntkserve/v1/tensor.proto\"s\n\x12\x41rchitectureRecord\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12/\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\x12\x13\n\x0b\x63reate_time\x18\x03 \x01(\x01\"N\n\x1bRegisterArchitectureRequest\x12/\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\"H\n\x1cRegisterArchitectureResponse\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x16GetArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"J\n\x17GetArchitectureResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"\x1a\n\x18ListArchitecturesRequest\"M\n\x19ListArchitecturesResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"4\n\x19\x44\x65leteArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteArchitectureResponse\"\x97\x01\n\x14\x43omputeKernelRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\"\\\n\x15\x43omputeKernelResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\xf6\x01\n\x1a\x43omputeValueAndGradRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12+\n\x0enngp_cotangent\x18\x05 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12*\n\rntk_cotangent\x18\x06 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\xae\x01\n\x1b\x43omputeValueAndGradResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x1\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x2\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\xad\x01\n\x12StreamKernelHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x10\n\x08x1_shape\x18\x04 \x03(\x03\x12\x10\n\x08x2_shape\x18\x05 \x03(\x03\x12\x11\n\ttile_size\x18\x06 \x01(\x03\"P\n\nInputChunk\x12$\n\x04slot\x18\x01 \x01(\x0e\x32\x16.ntkserve.v1.InputSlot\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"}\n\x13StreamKernelRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.StreamKernelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\"~\n\nKernelTile\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12\x11\n\trow_start\x18\x02 \x01(\x03\x12\x11\n\tcol_start\x18\x03 \x01(\x03\x12#\n\x06values\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"J\n\x14StreamKernelResponse\x12\'\n\x04tile\x18\x01 \x01(\x0b\x32\x17.ntkserve.v1.KernelTileH\x00\x42\t\n\x07payload*T\n\nKernelKind\x12\x1b\n\x17KERNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KERNEL_KIND_NNGP\x10\x01\x12\x13\n\x0fKERNEL_KIND_NTK\x10\x02*M\n\tInputSlot\x12\x1a\n\x16INPUT_SLOT_UNSPECIFIED\x10\x00\x12\x11\n\rINPUT_SLOT_X1\x10\x01\x12\x11\n\rINPUT_SLOT_X2\x10\x02\x32\xc0\x05\n\rKernelService\x12k\n\x14RegisterArchitecture\x12(.ntkserve.v1.RegisterArchitectureRequest\x1a).ntkserve.v1.RegisterArchitectureResponse\x12\\\n\x0fGetArchitecture\x12#.ntkserve.v1.GetArchitectureRequest\x1a$.ntkserve.v1.GetArchitectureResponse\x12\x62\n\x11ListArchitectures\x12%.ntkserve.v1.ListArchitecturesRequest\x1a&.ntkserve.v1.ListArchitecturesResponse\x12\x65\n\x12\x44\x65leteArchitecture\x12&.ntkserve.v1.DeleteArchitectureRequest\x1a\'.ntkserve.v1.DeleteArchitectureResponse\x12V\n\rComputeKernel\x12!.ntkserve.v1.ComputeKernelRequest\x1a\".ntkserve.v1.ComputeKernelResponse\x12h\n\x13\x43omputeValueAndGrad\x12\'.ntkserve.v1.ComputeValueAndGradRequest\x1a(.ntkserve.v1.ComputeValueAndGradResponse\x12W\n\x0cStreamKernel\x12 .ntkserve.v1.StreamKernelRequest\x1a!.ntkserve.v1.StreamKernelResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ntkserve/v1/kernel_service.proto\x12\x0bntkserve.v1\x1a\x1entkserve/v1/architecture.proto\x1a\x18ntkserve/v1/tensor.proto\"s\n\x12\x41rchitectureRecord\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12/\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\x12\x13\n\x0b\x63reate_time\x18\x03 \x01(\x01\"N\n\x1bRegisterArchitectureRequest\x12/\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\"H\n\x1cRegisterArchitectureResponse\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x16GetArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"J\n\x17GetArchitectureResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"\x1a\n\x18ListArchitecturesRequest\"M\n\x19ListArchitecturesResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"4\n\x19\x44\x65leteArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteArchitectureResponse\"\x97\x01\n\x14\x43omputeKernelRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\"\\\n\x15\x43omputeKernelResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\x90\x02\n\x1a\x43omputeValueAndGradRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12+\n\x0enngp_cotangent\x18\x05 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12*\n\rntk_cotangent\x18\x06 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x18\n\x10hyper_parameters\x18\x07 \x03(\t\"\xcc\x02\n\x1b\x43omputeValueAndGradResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x1\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x2\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12`\n\x15hyper_parameter_grads\x18\x05 \x03(\x0b\x32\x41.ntkserve.v1.ComputeValueAndGradResponse.HyperParameterGradsEntry\x1a:\n\x18HyperParameterGradsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xad\x01\n\x12StreamKernelHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x10\n\x08x1_shape\x18\x04 \x03(\x03\x12\x10\n\x08x2_shape\x18\x05 \x03(\x03\x12\x11\n\ttile_size\x18\x06 \x01(\x03\"P\n\nInputChunk\x12$\n\x04slot\x18\x01 \x01(\x0e\x32\x16.ntkserve.v1.InputSlot\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"}\n\x13StreamKernelRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.StreamKernelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\"~\n\nKernelTile\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12\x11\n\trow_start\x18\x02 \x01(\x03\x12\x11\n\tcol_start\x18\x03 \x01(\x03\x12#\n\x06values\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"J\n\x14StreamKernelResponse\x12\'\n\x04tile\x18\x01 \x01(\x0b\x32\x17.ntkserve.v1.KernelTileH\x00\x42\t\n\x07payload*T\n\nKernelKind\x12\x1b\n\x17KERNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KERNEL_KIND_NNGP\x10\x01\x12\x13\n\x0fKERNEL_KIND_NTK\x10\x02*M\n\tInputSlot\x12\x1a\n\x16INPUT_SLOT_UNSPECIFIED\x10\x00\x12\x11\n\rINPUT_SLOT_X1\x10\x01\x12\x11\n\rINPUT_SLOT_X2\x10\x02\x32\xc0\x05\n\rKernelService\x12k\n\x14RegisterArchitecture\x12(.ntkserve.v1.RegisterArchitectureRequest\x1a).ntkserve.v1.RegisterArchitectureResponse\x12\\\n\x0fGetArchitecture\x12#.ntkserve.v1.GetArchitectureRequest\x1a$.ntkserve.v1.GetArchitectureResponse\x12\x62\n\x11ListArchitectures\x12%.ntkserve.v1.ListArchitecturesRequest\x1a&.ntkserve.v1.ListArchitecturesResponse\x12\x65\n\x12\x44\x65leteArchitecture\x12&.ntkserve.v1.DeleteArchitectureRequest\x1a\'.ntkserve.v1.DeleteArchitectureResponse\x12V\n\rComputeKernel\x12!.ntkserve.v1.ComputeKernelRequest\x1a\".ntkserve.v1.ComputeKernelResponse\x12h\n\x13\x43omputeValueAndGrad\x12\'.ntkserve.v1.ComputeValueAndGradRequest\x1a(.ntkserve.v1.ComputeValueAndGradResponse\x12W\n\x0cStreamKernel\x12 .ntkserve.v1.StreamKernelRequest\x1a!.ntkserve.v1.StreamKernelResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ntkserve.v1.kernel_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KERNELKIND']._serialized_start=1959
-  _globals['_KERNELKIND']._serialized_end=2043
-  _globals['_INPUTSLOT']._serialized_start=2045
-  _globals['_INPUTSLOT']._serialized_end=2122
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._loaded_options = None
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_options = b'8\001'
+  _globals['_KERNELKIND']._serialized_start=2143
+  _globals['_KERNELKIND']._serialized_end=2227
+  _globals['_INPUTSLOT']._serialized_start=2229
+  _globals['_INPUTSLOT']._serialized_end=2306
   _globals['_ARCHITECTURERECORD']._serialized_start=107
   _globals['_ARCHITECTURERECORD']._serialized_end=222
   _globals['_REGISTERARCHITECTUREREQUEST']._serialized_start=224
@@ -60,19 +62,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPUTEKERNELRESPONSE']._serialized_start=850
   _globals['_COMPUTEKERNELRESPONSE']._serialized_end=942
   _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_start=945
-  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_end=1191
-  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_start=1194
-  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_end=1368
-  _globals['_STREAMKERNELHEADER']._serialized_start=1371
-  _globals['_STREAMKERNELHEADER']._serialized_end=1544
-  _globals['_INPUTCHUNK']._serialized_start=1546
-  _globals['_INPUTCHUNK']._serialized_end=1626
-  _globals['_STREAMKERNELREQUEST']._serialized_start=1628
-  _globals['_STREAMKERNELREQUEST']._serialized_end=1753
-  _globals['_KERNELTILE']._serialized_start=1755
-  _globals['_KERNELTILE']._serialized_end=1881
-  _globals['_STREAMKERNELRESPONSE']._serialized_start=1883
-  _globals['_STREAMKERNELRESPONSE']._serialized_end=1957
-  _globals['_KERNELSERVICE']._serialized_start=2125
-  _globals['_KERNELSERVICE']._serialized_end=2829
+  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_end=1217
+  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_start=1220
+  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_end=1552
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_start=1494
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_end=1552
+  _globals['_STREAMKERNELHEADER']._serialized_start=1555
+  _globals['_STREAMKERNELHEADER']._serialized_end=1728
+  _globals['_INPUTCHUNK']._serialized_start=1730
+  _globals['_INPUTCHUNK']._serialized_end=1810
+  _globals['_STREAMKERNELREQUEST']._serialized_start=1812
+  _globals['_STREAMKERNELREQUEST']._serialized_end=1937
+  _globals['_KERNELTILE']._serialized_start=1939
+  _globals['_KERNELTILE']._serialized_end=2065
+  _globals['_STREAMKERNELRESPONSE']._serialized_start=2067
+  _globals['_STREAMKERNELRESPONSE']._serialized_end=2141
+  _globals['_KERNELSERVICE']._serialized_start=2309
+  _globals['_KERNELSERVICE']._serialized_end=3013
 # @@protoc_insertion_point(module_scope)

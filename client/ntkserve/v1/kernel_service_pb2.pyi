@@ -104,32 +104,43 @@ class ComputeKernelResponse(_message.Message):
     def __init__(self, nngp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ComputeValueAndGradRequest(_message.Message):
-    __slots__ = ("architecture_id", "x1", "x2", "get", "nngp_cotangent", "ntk_cotangent")
+    __slots__ = ("architecture_id", "x1", "x2", "get", "nngp_cotangent", "ntk_cotangent", "hyper_parameters")
     ARCHITECTURE_ID_FIELD_NUMBER: _ClassVar[int]
     X1_FIELD_NUMBER: _ClassVar[int]
     X2_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     NNGP_COTANGENT_FIELD_NUMBER: _ClassVar[int]
     NTK_COTANGENT_FIELD_NUMBER: _ClassVar[int]
+    HYPER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     architecture_id: str
     x1: _tensor_pb2.Tensor
     x2: _tensor_pb2.Tensor
     get: _containers.RepeatedScalarFieldContainer[KernelKind]
     nngp_cotangent: _tensor_pb2.Tensor
     ntk_cotangent: _tensor_pb2.Tensor
-    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., nngp_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    hyper_parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., nngp_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hyper_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ComputeValueAndGradResponse(_message.Message):
-    __slots__ = ("nngp", "ntk", "grad_x1", "grad_x2")
+    __slots__ = ("nngp", "ntk", "grad_x1", "grad_x2", "hyper_parameter_grads")
+    class HyperParameterGradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NNGP_FIELD_NUMBER: _ClassVar[int]
     NTK_FIELD_NUMBER: _ClassVar[int]
     GRAD_X1_FIELD_NUMBER: _ClassVar[int]
     GRAD_X2_FIELD_NUMBER: _ClassVar[int]
+    HYPER_PARAMETER_GRADS_FIELD_NUMBER: _ClassVar[int]
     nngp: _tensor_pb2.Tensor
     ntk: _tensor_pb2.Tensor
     grad_x1: _tensor_pb2.Tensor
     grad_x2: _tensor_pb2.Tensor
-    def __init__(self, nngp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    hyper_parameter_grads: _containers.ScalarMap[str, float]
+    def __init__(self, nngp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hyper_parameter_grads: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class StreamKernelHeader(_message.Message):
     __slots__ = ("architecture_id", "get", "dtype", "x1_shape", "x2_shape", "tile_size")

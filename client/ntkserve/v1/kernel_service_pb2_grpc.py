@@ -121,8 +121,9 @@ class KernelServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ComputeValueAndGrad(self, request, context):
-        """The kernel(s) and dL/dx1, dL/dx2 for L = sum(C * K), one vector-Jacobian
-        product. The kernel values equal ComputeKernel's exactly.
+        """The kernel(s) and dL/dx1, dL/dx2 (and dL/dtheta for hyper-parameters asked for)
+        for L = sum(C * K), one vector-Jacobian product. The kernel values equal
+        ComputeKernel's exactly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

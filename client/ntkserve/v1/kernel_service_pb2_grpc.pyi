@@ -61,8 +61,9 @@ class KernelServiceStub:
         ntkserve.v1.kernel_service_pb2.ComputeValueAndGradRequest,
         ntkserve.v1.kernel_service_pb2.ComputeValueAndGradResponse,
     ]
-    """The kernel(s) and dL/dx1, dL/dx2 for L = sum(C * K), one vector-Jacobian
-    product. The kernel values equal ComputeKernel's exactly.
+    """The kernel(s) and dL/dx1, dL/dx2 (and dL/dtheta for hyper-parameters asked for)
+    for L = sum(C * K), one vector-Jacobian product. The kernel values equal
+    ComputeKernel's exactly.
     """
 
     StreamKernel: grpc.StreamStreamMultiCallable[
@@ -114,8 +115,9 @@ class KernelServiceAsyncStub:
         ntkserve.v1.kernel_service_pb2.ComputeValueAndGradRequest,
         ntkserve.v1.kernel_service_pb2.ComputeValueAndGradResponse,
     ]
-    """The kernel(s) and dL/dx1, dL/dx2 for L = sum(C * K), one vector-Jacobian
-    product. The kernel values equal ComputeKernel's exactly.
+    """The kernel(s) and dL/dx1, dL/dx2 (and dL/dtheta for hyper-parameters asked for)
+    for L = sum(C * K), one vector-Jacobian product. The kernel values equal
+    ComputeKernel's exactly.
     """
 
     StreamKernel: grpc.aio.StreamStreamMultiCallable[
@@ -179,8 +181,9 @@ class KernelServiceServicer(metaclass=abc.ABCMeta):
         request: ntkserve.v1.kernel_service_pb2.ComputeValueAndGradRequest,
         context: _ServicerContext,
     ) -> typing.Union[ntkserve.v1.kernel_service_pb2.ComputeValueAndGradResponse, collections.abc.Awaitable[ntkserve.v1.kernel_service_pb2.ComputeValueAndGradResponse]]:
-        """The kernel(s) and dL/dx1, dL/dx2 for L = sum(C * K), one vector-Jacobian
-        product. The kernel values equal ComputeKernel's exactly.
+        """The kernel(s) and dL/dx1, dL/dx2 (and dL/dtheta for hyper-parameters asked for)
+        for L = sum(C * K), one vector-Jacobian product. The kernel values equal
+        ComputeKernel's exactly.
         """
 
     @abc.abstractmethod

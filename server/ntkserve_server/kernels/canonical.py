@@ -135,3 +135,36 @@ def architecture_id(canonical: pb.Architecture) -> str:
     as_dict = json_format.MessageToDict(canonical, preserving_proto_field_name=True)
     text = json.dumps(as_dict, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def topology_id(canonical: pb.Architecture) -> str:
+    """The id of the network with its float hyper-parameters blanked (kept present, so
+    b_std=None and b_std=0 stay different): networks that differ only in W_std, b_std, a,
+    ... share it, and with it one compiled function, their values being its inputs."""
+    blank = pb.Architecture()
+    blank.CopyFrom(canonical)
+    for layer in _every_layer(blank.layers):
+        kind = str(layer.WhichOneof("layer"))
+        if kind not in LAYERS:
+            continue
+        message = getattr(layer, kind)
+        for name in LAYERS[kind].hyper:
+            value = getattr(message, name)
+            if isinstance(value, float):
+                if message.HasField(name):
+                    setattr(message, name, 0.0)
+            else:
+                value[:] = [0.0] * len(value)
+    return architecture_id(blank)
+
+
+def _every_layer(layers: Any) -> Iterator[pb.Layer]:
+    for layer in layers:
+        yield layer
+        kind = layer.WhichOneof("layer")
+        if kind == "serial":
+            yield from _every_layer(layer.serial.layers)
+        elif kind == "parallel":
+            yield from _every_layer(layer.parallel.branches)
+        elif kind == "repeat":
+            yield from _every_layer([layer.repeat.layer])

@@ -16,7 +16,7 @@ import numpy as np
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
-from ntkserve_server.kernels.canonical import architecture_id, canonicalize
+from ntkserve_server.kernels.canonical import architecture_id, canonicalize, topology_id
 from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel, input_kernel
 from ntkserve_server.kernels.tree import build_sequence
@@ -53,8 +53,12 @@ class KernelFn:
     def __init__(self, arch: Any, *, force_full_spatial: bool = False) -> None:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
+        # Shared by networks that differ only in hyper-parameter values: one compilation.
+        self.topology_id = topology_id(self.architecture) + ("-full" if force_full_spatial else "")
         self._network = build_sequence(self.architecture.layers, "architecture.layers")
         self.params: Params = self._network.params
+        # The path of each hyper-parameter, in the order of jax.tree.leaves(params).
+        self.hyper_parameter_paths: tuple[str, ...] = tuple(jax.tree.leaves(self._network.names))
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
         self.full_spatial = force_full_spatial or self._network.pools

@@ -31,6 +31,9 @@ class Node:
     params: Any
     spatial: Callable[[Shapes], Shapes]
     pools: bool
+    # `params` with each float replaced by its path in the architecture (same tree structure),
+    # e.g. "architecture.layers[0].dense.w_std": how gradients are named on the wire.
+    names: Any = dataclasses.field(default_factory=dict)
 
 
 def _same(shapes: Shapes, path: str, what: str) -> Spatial:
@@ -54,7 +57,22 @@ def build_sequence(layers: Sequence[pb.Layer], path: str) -> Node:
             shapes = node.spatial(shapes)
         return shapes
 
-    return Node(apply, tuple(n.params for n in nodes), spatial, any(n.pools for n in nodes))
+    return Node(
+        apply,
+        tuple(n.params for n in nodes),
+        spatial,
+        any(n.pools for n in nodes),
+        tuple(n.names for n in nodes),
+    )
+
+
+def _leaf_names(values: dict[str, Any], here: str) -> dict[str, Any]:
+    return {
+        name: tuple(f"{here}.{name}[{i}]" for i in range(len(v)))
+        if isinstance(v, tuple)
+        else f"{here}.{name}"
+        for name, v in values.items()
+    }
 
 
 def build(layer: pb.Layer, path: str) -> Node:
@@ -71,7 +89,8 @@ def build(layer: pb.Layer, path: str) -> Node:
             except ShapeProblem as e:
                 raise ShapeProblem(f"{here}: {e}") from None
 
-        return Node(rule, row.hyper_values(message), leaf_spatial, row.needs_full_spatial)
+        values = row.hyper_values(message)
+        return Node(rule, values, leaf_spatial, row.needs_full_spatial, _leaf_names(values, here))
     if kind == "serial":
         return build_sequence(message.layers, f"{here}.layers")
     if kind == "parallel":
@@ -100,7 +119,13 @@ def _parallel(branches: list[Node]) -> Node:
     def spatial(shapes: Shapes) -> Shapes:
         return tuple(b.spatial(s) for b, s in zip(branches, shapes, strict=True))
 
-    return Node(apply, tuple(b.params for b in branches), spatial, any(b.pools for b in branches))
+    return Node(
+        apply,
+        tuple(b.params for b in branches),
+        spatial,
+        any(b.pools for b in branches),
+        tuple(b.names for b in branches),
+    )
 
 
 def _repeat(inner: Node, n: int) -> Node:
@@ -126,7 +151,7 @@ def _repeat(inner: Node, n: int) -> Node:
             shapes = inner.spatial(shapes)
         return shapes
 
-    return Node(apply, inner.params, spatial, inner.pools)
+    return Node(apply, inner.params, spatial, inner.pools, inner.names)
 
 
 # -- the static walk: branch counts and Gaussian inputs, before anything is compiled ------

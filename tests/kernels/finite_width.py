@@ -177,6 +177,8 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
         return _flatten()
     if kind == "serial":
         return _serial(list(m.layers))
+    if kind in ("fan_out", "parallel", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity"):
+        return _branching(kind, m)
     raise NotImplementedError(f"no finite-width version of {kind}")
 
 
@@ -220,6 +222,38 @@ def _activation(kind: str, m: Any) -> Callable[[jax.Array], jax.Array] | None:
         norm = np.sqrt(float(np.prod(np.arange(1, degree + 1))))
         return lambda x: jnp.polyval(jnp.asarray(coef[::-1] / norm, x.dtype), x)
     return None
+
+
+def _branching(kind: str, m: Any) -> tuple[Init, Apply]:
+    """Branches are tuples of activations; their widths travel as tuples of ints."""
+    if kind == "identity":
+        return (lambda key, n_in: (n_in, ())), (lambda params, x: x)
+    if kind == "fan_out":
+        num = int(m.num)
+        return (lambda key, n_in: ((n_in,) * num, ())), (lambda params, x: (x,) * num)
+    if kind == "parallel":
+        parts = [_layer(b) for b in m.branches]
+
+        def init(key: jax.Array, n_in: Any) -> tuple[Any, Any]:
+            keys = jax.random.split(key, len(parts))
+            outs = [p[0](k, n) for p, k, n in zip(parts, keys, n_in, strict=True)]
+            return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+        def apply(params: Any, x: Any) -> Any:
+            return tuple(p[1](q, xi) for p, q, xi in zip(parts, params, x, strict=True))
+
+        return init, apply
+    if kind == "fan_in_concat":
+        return (lambda key, n_in: (sum(n_in), ())), (lambda params, x: jnp.concatenate(x, axis=-1))
+    join = (lambda a, b: a + b) if kind == "fan_in_sum" else (lambda a, b: a * b)
+
+    def fold(params: Any, x: Any) -> jax.Array:
+        out = x[0]
+        for xi in x[1:]:
+            out = join(out, xi)
+        return out
+
+    return (lambda key, n_in: (n_in[0], ())), fold
 
 
 def _serial(layers: list[pb.Layer]) -> tuple[Init, Apply]:

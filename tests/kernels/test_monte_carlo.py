@@ -79,3 +79,46 @@ def test_matches_finite_width_networks(arch: stax.Architecture) -> None:
     mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE
     assert _rel(mc_ntk, ntk) <= TOLERANCE
+
+
+def _dense(param: str = "ntk") -> stax.Architecture:
+    return stax.Dense(WIDTH, W_std=1.3, b_std=0.2, parameterization=param)
+
+
+BRANCHING = [
+    pytest.param(
+        stax.serial(
+            _dense(),
+            stax.FanOut(2),
+            stax.parallel(stax.serial(stax.Relu(), _dense()), stax.Identity()),
+            stax.FanInSum(),
+            stax.Erf(),
+            _dense(),
+        ),
+        id="residual-sum",
+    ),
+    pytest.param(
+        stax.serial(
+            stax.FanOut(2),
+            stax.parallel(_dense(), _dense()),
+            stax.FanInProd(),
+            _dense(),
+        ),
+        id="product",
+    ),
+    pytest.param(
+        stax.serial(
+            _dense("standard"),
+            stax.FanOut(3),
+            stax.parallel(stax.Relu(), stax.Gelu(), stax.Identity()),
+            stax.FanInConcat(),
+            _dense("standard"),
+        ),
+        id="concat-standard",
+    ),
+]
+
+
+@pytest.mark.parametrize("arch", BRANCHING)
+def test_branches_match_finite_width_networks(arch: stax.Architecture) -> None:
+    test_matches_finite_width_networks(arch)

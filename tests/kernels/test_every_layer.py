@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels import kernel_fn
 from ntkserve_server.kernels.table import COMBINATORS, LAYERS
 
@@ -52,7 +53,8 @@ EXAMPLES: dict[str, stax.Architecture] = {
     "global_avg_pool": stax.serial(CONV, stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2)),
     "global_sum_pool": stax.serial(CONV, stax.Erf(), stax.GlobalSumPool(), stax.Dense(2)),
     "flatten": _image(),
-    "serial": _fc(stax.serial(stax.Relu(), stax.Dense(4))),
+    # stax.serial splices its layers in; a Serial message is what other clients may send.
+    "serial": stax.Architecture([pb.Layer(serial=pb.Serial(layers=_fc(stax.Relu()).layers))]),
     "identity": _fc(stax.Identity()),
     "repeat": _fc(stax.repeat(stax.serial(stax.Relu(), stax.Dense(8, b_std=0.1)), 3)),
     "fan_out": _fc(

@@ -149,23 +149,8 @@ def test_bad_branching_is_reported_with_paths(arch, path, needle) -> None:  # ty
     assert needle in found[path]
 
 
-def test_wide_resnet_of_issue_123_on_zero_inputs() -> None:
-    """neural-tangents #123: WideResNet(block_size=4, k=1, num_classes=1), standard
-    parameterization, all-zero 32x32x3 inputs: value_and_grad equals the kernel, gradients
-    are finite."""
-    arch = wide_resnet(block_size=4, k=1, num_classes=1, param="standard")
-    kfn = kernel_fn(arch)
-    x = np.zeros((2, 32, 32, 3))
-    forward = jax.jit(lambda a: kfn.apply(kfn.params, a, None, GET))
-    values = forward(x)
-    loss = lambda a: sum(jnp.sum(k) for k in kfn.apply(kfn.params, a, None, GET))  # noqa: E731
-    grad = jax.jit(jax.grad(loss))(x)
-    assert all(np.all(np.isfinite(v)) for v in values)
-    assert np.all(np.isfinite(grad))
-    # All-zero inputs and no biases but the readout's (b_std = 0): the NNGP is 0, and the NTK
-    # is the 1 that the trained readout bias adds in the standard parameterization.
-    np.testing.assert_array_equal(values[0], np.zeros((2, 2)))
-    np.testing.assert_array_equal(values[1], np.ones((2, 2)))
+# neural-tangents' issue #123 (WideResNet, standard parameterization, all-zero 32x32x3
+# inputs) is in test_reference_conv.py, against the independent reference.
 
 
 def test_wide_resnet_values_and_gradients_on_random_inputs() -> None:

@@ -6,7 +6,7 @@ and E[erf] = 0, so c only adds c^2. The derivative moment is a Gaussian integral
     E[phi'(u) phi'(v)] = (4 a^2 b^2 / pi) / sqrt((1 + 2 b^2 q11)(1 + 2 b^2 q22) - 4 b^4 q12^2).
 The arcsin is taken as arctan2(2 b^2 q12, root) with the same root, expanded as
 1 + 2 b^2 (q11 + q22) + 4 b^4 (q11 q22 - q12^2) >= 1: no cancellation, no singular
-derivative (|argument| < 1 always).
+derivative (|argument| < 1 always). arctan2 is safe_math's vectorised one (no libm call per entry).
 
 Sigmoid_like is neural-tangents' Erf(a=1/2, b=1/2.4020563531719796, c=1/2).
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
+from ntkserve_server.kernels import safe_math
 from ntkserve_server.kernels.elementwise import (
     DiagMoments,
     PairMoments,
@@ -48,12 +49,12 @@ def erf_moments(
     def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         det = jnp.maximum(q11 * q22 - q12 * q12, 0)
         root = jnp.sqrt(1 + 2 * b2 * (q11 + q22) + 4 * b2 * b2 * det)
-        nngp = scale * jnp.arctan2(2 * b2 * q12, root) + c * c
+        nngp = scale * safe_math.arctan2(2 * b2 * q12, root) + c * c
         return nngp, (tdot_scale / root) if want_tdot else None
 
     def diag(q: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         root = jnp.sqrt(1 + 4 * b2 * q)
-        var = scale * jnp.arctan2(2 * b2 * q, root) + c * c
+        var = scale * safe_math.arctan2(2 * b2 * q, root) + c * c
         return var, (tdot_scale / root) if want_tdot else None
 
     return pair, diag
@@ -67,7 +68,7 @@ def gelu_moments() -> tuple[PairMoments, DiagMoments]:
         s = 1 + q11 + q22 + prod
         delta2 = 1 + q11 + q22 + jnp.maximum(prod - q12 * q12, 0)  # S - q12^2, no cancellation
         delta = jnp.sqrt(delta2)
-        theta = jnp.arctan2(q12, delta)
+        theta = safe_math.arctan2(q12, delta)
         nngp = q12 * 0.25 + ((q12 * q12 + prod * delta2) / (s * delta) + q12 * theta) * inv_2pi
         if not want_tdot:
             return nngp, None

@@ -7,8 +7,10 @@ covariance) to ceil(size / stride) outputs; CIRCULAR wraps around with SAME's am
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 from ntkserve.v1 import architecture_pb2 as pb
 
@@ -36,27 +38,62 @@ def window_sum(a: Array, axes: tuple[int, ...], window: int, stride: int, paddin
     """Sums a[..., p*stride + delta, ...] over delta < window, shifting every axis in `axes`
     by the same delta (one axis: a pooling window; an (x1, x2) pair of axes: a shared-weight
     convolution, whose covariance pairs position p + delta with p' + delta)."""
-    size = a.shape[axes[0]]
-    lo, hi = pad_amounts(size, window, stride, padding)
-    if lo or hi:
-        widths = [(0, 0)] * a.ndim
-        for axis in axes:
-            widths[axis] = (lo, hi)
+    return window_sums(a, [axes], [window], [stride], padding)
+
+
+def window_sums(
+    a: Array,
+    axes: Sequence[tuple[int, ...]],
+    windows: Sequence[int],
+    strides: Sequence[int],
+    padding: int,
+) -> Array:
+    """`window_sum` over several spatial dimensions at once (dimension d: `axes[d]`, all of
+    one kind): one pad, then one `reduce_window` per dimension.
+
+    Not a sum of shifted slices: XLA simplifies the unshifted slice back to its operand and
+    fuses that operand into every consumer, so a chain of convolutions recomputed every
+    earlier layer inside each one (quadratic time, every layer's buffers kept alive).
+    """
+    widths = [(0, 0)] * a.ndim
+    sizes = [a.shape[pair[0]] for pair in axes]
+    for pair, size, window, stride in zip(axes, sizes, windows, strides, strict=True):
+        for axis in pair:
+            widths[axis] = pad_amounts(size, window, stride, padding)
+    if any(lo or hi for lo, hi in widths):
         a = jnp.pad(a, widths, mode="wrap" if padding == pb.PADDING_CIRCULAR else "constant")
-    n = out_size(size, window, stride, padding)
-    total = None
-    for delta in range(window):
-        start = [0] * a.ndim
-        limit = list(a.shape)
-        strides = [1] * a.ndim
-        for axis in axes:
-            start[axis] = delta
-            limit[axis] = delta + (n - 1) * stride + 1
-            strides[axis] = stride
-        piece = lax.slice(a, start, limit, strides)
-        total = piece if total is None else total + piece
-    assert total is not None
-    return total
+    zero = np.zeros((), a.dtype)  # a concrete 0: lax picks its differentiable windowed sum
+    if all(len(pair) == 1 for pair in axes):
+        for (axis,), window, stride in zip(axes, windows, strides, strict=True):
+            dims = [1] * a.ndim  # one dimension at a time: XLA-CPU is slower on 2-d windows
+            steps = [1] * a.ndim
+            dims[axis], steps[axis] = window, stride
+            a = lax.reduce_window(a, zero, lax.add, dims, steps, "VALID")
+        return a
+    # A pair (i, j): flattened over axes i..j, shifting both by delta moves the flat index by
+    # delta * (stride of i + 1), one dilated window. Every kept output (p*stride, p'*stride)
+    # reads only in-range positions of the padded array (zeros or wrapped copies in the other
+    # pairs' padding, as padding after summing would give), so nothing wraps between rows;
+    # the other outputs are dropped at the end.
+    shape = a.shape
+    start = [0] * a.ndim
+    limit = list(shape)
+    steps = [1] * a.ndim
+    for pair, size, window, stride in zip(axes, sizes, windows, strides, strict=True):
+        i, j = sorted(pair)
+        dilation = math.prod(shape[i + 1 : j + 1]) + 1
+        flat = a.reshape((*shape[:i], math.prod(shape[i : j + 1]), *shape[j + 1 :]))
+        dims = [1] * flat.ndim
+        dilations = [1] * flat.ndim
+        pads = [(0, 0)] * flat.ndim
+        dims[i], dilations[i], pads[i] = window, dilation, (0, (window - 1) * dilation)
+        a = lax.reduce_window(
+            flat, zero, lax.add, dims, [1] * flat.ndim, pads, window_dilation=dilations
+        ).reshape(shape)
+        for axis in (i, j):
+            limit[axis] = (out_size(size, window, stride, padding) - 1) * stride + 1
+            steps[axis] = stride
+    return lax.slice(a, start, limit, steps)
 
 
 def in_image_counts(size: int, window: int, stride: int, padding: int) -> Array:

@@ -60,6 +60,12 @@ import numpy as np
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
+from tests.kernels.reference_windows import (
+    out_spatial,
+    own_window,
+    shared_offsets_mean,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class State:
@@ -74,86 +80,6 @@ class State:
 
 
 Value = State | list[State]
-
-
-# -- windows ------------------------------------------------------------------------------
-
-
-def _windows(size: int, window: int, stride: int, padding: int) -> np.ndarray:
-    """(window, out) table: the input position that output o reads at offset f, or `size`
-    for a position outside the image (SAME's zero padding); wrapped for CIRCULAR."""
-    if padding in (pb.PADDING_VALID, pb.PADDING_UNSPECIFIED):
-        out, lo = (size - window) // stride + 1, 0
-        if out < 1:
-            raise ValueError(f"a VALID window of {window} does not fit {size} positions")
-    elif padding in (pb.PADDING_SAME, pb.PADDING_CIRCULAR):
-        out = -(-size // stride)
-        lo = max((out - 1) * stride + window - size, 0) // 2
-    else:
-        raise NotImplementedError(f"padding {padding}")
-    table = np.empty((window, out), dtype=np.int64)
-    for f in range(window):
-        for o in range(out):
-            p = o * stride + f - lo
-            if padding == pb.PADDING_CIRCULAR:
-                p %= size
-            table[f, o] = p if 0 <= p < size else size
-    return table
-
-
-def _with_zero_slab(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """a (moved so that `axes` lead, contiguous) with one more position of zeros at the end
-    of each of them: position `size` of the tables reads 0."""
-    b = np.moveaxis(a, axes, tuple(range(len(axes))))
-    padded = np.zeros(tuple(n + (i < len(axes)) for i, n in enumerate(b.shape)))
-    padded[tuple(slice(0, n) for n in b.shape[: len(axes)])] = b
-    return padded
-
-
-def _shared_offsets_mean(
-    a: np.ndarray, window: list[int], strides: list[int], padding: int
-) -> np.ndarray:
-    """A(a)[i, j] = 1/|F| sum_f a[t(f, i), t(f, j)] over the trailing (*S, *S) position
-    axes: both positions shifted by the same filter offset f, one dimension at a time."""
-    d = len(window)
-    axes = tuple(ax for i in range(d) for ax in (a.ndim - 2 * d + i, a.ndim - d + i))
-    b = _with_zero_slab(a, axes)  # (x1 dim 0, x2 dim 0, x1 dim 1, x2 dim 1, ..., batch)
-    for i in range(d):
-        table = _windows(a.shape[axes[2 * i]], window[i], strides[i], padding)
-        lead = (slice(None),) * (2 * i)
-        total = np.zeros((*b.shape[: 2 * i], table.shape[1], table.shape[1], *b.shape[2 * i + 2 :]))
-        for f in range(window[i]):
-            total += b[(*lead, *np.ix_(table[f], table[f]))]
-        b = total / window[i]
-    return np.moveaxis(b, tuple(range(2 * d)), axes)
-
-
-def _own_window(
-    a: np.ndarray, axis: int, window: int, stride: int, padding: int, how: str
-) -> np.ndarray:
-    """Sum ("sum"), mean over the window ("window") or over its in-image part ("inside")
-    of a along one position axis."""
-    size = a.shape[axis]
-    table = _windows(size, window, stride, padding)
-    b = _with_zero_slab(a, (axis,))
-    total = np.zeros((table.shape[1], *b.shape[1:]))
-    for f in range(window):
-        total += b[table[f]]
-    if how == "window":
-        total /= window
-    elif how == "inside":
-        counts = (table < size).sum(0).astype(np.float64)
-        total /= counts.reshape(-1, *(1,) * (b.ndim - 1))
-    return np.moveaxis(total, 0, axis)
-
-
-def _out_spatial(
-    spatial: tuple[int, ...], window: list[int], strides: list[int], padding: int
-) -> tuple[int, ...]:
-    return tuple(
-        _windows(n, w, s, padding).shape[1]
-        for n, w, s in zip(spatial, window, strides, strict=True)
-    )
 
 
 def _map_linear(
@@ -207,9 +133,9 @@ def _conv(state: State, m: pb.Conv) -> State:
         raise ValueError(f"a {len(window)}D filter on {d}D positions")
 
     def offsets_mean(a: np.ndarray) -> np.ndarray:
-        return _shared_offsets_mean(a, window, strides, m.padding)
+        return shared_offsets_mean(a, window, strides, m.padding)
 
-    spatial = _out_spatial(state.spatial, window, strides, m.padding)
+    spatial = out_spatial(state.spatial, window, strides, m.padding)
     mean = _map_linear(state, offsets_mean, spatial, state.width)
     standard = m.parameterization == pb.PARAMETERIZATION_STANDARD
     out_width = m.out_chan * ((m.s_out or 1) if standard else 1)
@@ -229,10 +155,10 @@ def _pool(state: State, m: pb.AvgPool | pb.SumPool) -> State:
     def pool(a: np.ndarray) -> np.ndarray:
         for i in range(d):
             for axis in (-2 * d + i, -d + i):
-                a = _own_window(a, axis, window[i], strides[i], m.padding, how)
+                a = own_window(a, axis, window[i], strides[i], m.padding, how)
         return a
 
-    spatial = _out_spatial(state.spatial, window, strides, m.padding)
+    spatial = out_spatial(state.spatial, window, strides, m.padding)
     return _map_linear(state, pool, spatial, state.width)
 
 

@@ -19,7 +19,7 @@ q12^degree when q11 = q22 = 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 from jax import Array
@@ -113,21 +113,20 @@ POLYNOMIAL = LayerRow(
     hyper=("coef",),
     check=_check_polynomial,
 )
-MONOMIAL = LayerRow(
-    message=pb.Monomial,
-    role=Role.NONLINEAR,
-    build=lambda layer: elementwise(
-        lambda hp: polynomial_moments(monomial_coefficients(layer.degree))
-    ),
-    required=("degree",),
-    check=check_degree,
-)
-HERMITE = LayerRow(
-    message=pb.Hermite,
-    role=Role.NONLINEAR,
-    build=lambda layer: elementwise(
-        lambda hp: polynomial_moments(hermite_coefficients(layer.degree))
-    ),
-    required=("degree",),
-    check=check_degree,
-)
+
+
+def _fixed_row(
+    message: type[pb.Monomial] | type[pb.Hermite], coefficients: Callable[[int], list[float]]
+) -> LayerRow:
+    """A polynomial fixed by its degree: no hyper-parameters."""
+    return LayerRow(
+        message=message,
+        role=Role.NONLINEAR,
+        build=lambda layer: elementwise(lambda hp: polynomial_moments(coefficients(layer.degree))),
+        required=("degree",),
+        check=check_degree,
+    )
+
+
+MONOMIAL = _fixed_row(pb.Monomial, monomial_coefficients)
+HERMITE = _fixed_row(pb.Hermite, hermite_coefficients)

@@ -142,21 +142,63 @@ class ComputeValueAndGradResponse(_message.Message):
     hyper_parameter_grads: _containers.ScalarMap[str, float]
     def __init__(self, nngp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hyper_parameter_grads: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class ComputeKernelBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ComputeKernelRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ComputeKernelRequest, _Mapping]]] = ...) -> None: ...
+
+class ComputeKernelBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[ComputeKernelResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[ComputeKernelResponse, _Mapping]]] = ...) -> None: ...
+
 class StreamKernelHeader(_message.Message):
-    __slots__ = ("architecture_id", "get", "dtype", "x1_shape", "x2_shape", "tile_size")
+    __slots__ = ("architecture_id", "get", "dtype", "x1_shape", "x2_shape", "tile_size", "tiles", "plan_only")
     ARCHITECTURE_ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     X1_SHAPE_FIELD_NUMBER: _ClassVar[int]
     X2_SHAPE_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ONLY_FIELD_NUMBER: _ClassVar[int]
     architecture_id: str
     get: _containers.RepeatedScalarFieldContainer[KernelKind]
     dtype: _tensor_pb2.Dtype
     x1_shape: _containers.RepeatedScalarFieldContainer[int]
     x2_shape: _containers.RepeatedScalarFieldContainer[int]
     tile_size: int
-    def __init__(self, architecture_id: _Optional[str] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., x1_shape: _Optional[_Iterable[int]] = ..., x2_shape: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ...) -> None: ...
+    tiles: _containers.RepeatedCompositeFieldContainer[TileIndex]
+    plan_only: bool
+    def __init__(self, architecture_id: _Optional[str] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., x1_shape: _Optional[_Iterable[int]] = ..., x2_shape: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ..., tiles: _Optional[_Iterable[_Union[TileIndex, _Mapping]]] = ..., plan_only: bool = ...) -> None: ...
+
+class TileIndex(_message.Message):
+    __slots__ = ("row", "col")
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    COL_FIELD_NUMBER: _ClassVar[int]
+    row: int
+    col: int
+    def __init__(self, row: _Optional[int] = ..., col: _Optional[int] = ...) -> None: ...
+
+class StreamKernelPlan(_message.Message):
+    __slots__ = ("tile_size", "grid_rows", "grid_cols", "mirrored", "tiles", "kernel_shape", "tile_bytes")
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    GRID_COLS_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    tile_size: int
+    grid_rows: int
+    grid_cols: int
+    mirrored: bool
+    tiles: int
+    kernel_shape: _containers.RepeatedScalarFieldContainer[int]
+    tile_bytes: int
+    def __init__(self, tile_size: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., mirrored: bool = ..., tiles: _Optional[int] = ..., kernel_shape: _Optional[_Iterable[int]] = ..., tile_bytes: _Optional[int] = ...) -> None: ...
 
 class InputChunk(_message.Message):
     __slots__ = ("slot", "offset", "data")
@@ -189,7 +231,11 @@ class KernelTile(_message.Message):
     def __init__(self, kind: _Optional[_Union[KernelKind, str]] = ..., row_start: _Optional[int] = ..., col_start: _Optional[int] = ..., values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class StreamKernelResponse(_message.Message):
-    __slots__ = ("tile",)
+    __slots__ = ("tile", "plan", "tile_done")
     TILE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    TILE_DONE_FIELD_NUMBER: _ClassVar[int]
     tile: KernelTile
-    def __init__(self, tile: _Optional[_Union[KernelTile, _Mapping]] = ...) -> None: ...
+    plan: StreamKernelPlan
+    tile_done: TileIndex
+    def __init__(self, tile: _Optional[_Union[KernelTile, _Mapping]] = ..., plan: _Optional[_Union[StreamKernelPlan, _Mapping]] = ..., tile_done: _Optional[_Union[TileIndex, _Mapping]] = ...) -> None: ...

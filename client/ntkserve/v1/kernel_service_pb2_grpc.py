@@ -70,6 +70,11 @@ class KernelServiceStub(object):
                 request_serializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradRequest.SerializeToString,
                 response_deserializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradResponse.FromString,
                 _registered_method=True)
+        self.ComputeKernelBatch = channel.unary_unary(
+                '/ntkserve.v1.KernelService/ComputeKernelBatch',
+                request_serializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchRequest.SerializeToString,
+                response_deserializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchResponse.FromString,
+                _registered_method=True)
         self.StreamKernel = channel.stream_stream(
                 '/ntkserve.v1.KernelService/StreamKernel',
                 request_serializer=ntkserve_dot_v1_dot_kernel__service__pb2.StreamKernelRequest.SerializeToString,
@@ -129,8 +134,20 @@ class KernelServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeKernelBatch(self, request, context):
+        """Several independent ComputeKernel requests in one call; responses in the same
+        order. A bad item fails the whole call, and the error names it ("requests[3].x1").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamKernel(self, request_iterator, context):
-        """Large kernels in tiles: a header, then input chunks; tiles stream back.
+        """Large kernels in tiles. The client sends a StreamKernelHeader, then x1's (and x2's)
+        raw bytes as InputChunks of about 1 MiB, in order. The server answers with a
+        StreamKernelPlan, then, for each tile as it is computed, one or more KernelTile
+        messages (each well under 4 MiB) followed by a TileIndex in `tile_done`. The server
+        never holds the whole result; a cancelled or expired call stops within one tile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,6 +185,11 @@ def add_KernelServiceServicer_to_server(servicer, server):
                     servicer.ComputeValueAndGrad,
                     request_deserializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradRequest.FromString,
                     response_serializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradResponse.SerializeToString,
+            ),
+            'ComputeKernelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComputeKernelBatch,
+                    request_deserializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchRequest.FromString,
+                    response_serializer=ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchResponse.SerializeToString,
             ),
             'StreamKernel': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamKernel,
@@ -343,6 +365,33 @@ class KernelService(object):
             '/ntkserve.v1.KernelService/ComputeValueAndGrad',
             ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradRequest.SerializeToString,
             ntkserve_dot_v1_dot_kernel__service__pb2.ComputeValueAndGradResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeKernelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ntkserve.v1.KernelService/ComputeKernelBatch',
+            ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchRequest.SerializeToString,
+            ntkserve_dot_v1_dot_kernel__service__pb2.ComputeKernelBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,11 +66,24 @@ class KernelServiceStub:
     ComputeKernel's exactly.
     """
 
+    ComputeKernelBatch: grpc.UnaryUnaryMultiCallable[
+        ntkserve.v1.kernel_service_pb2.ComputeKernelBatchRequest,
+        ntkserve.v1.kernel_service_pb2.ComputeKernelBatchResponse,
+    ]
+    """Several independent ComputeKernel requests in one call; responses in the same
+    order. A bad item fails the whole call, and the error names it ("requests[3].x1").
+    """
+
     StreamKernel: grpc.StreamStreamMultiCallable[
         ntkserve.v1.kernel_service_pb2.StreamKernelRequest,
         ntkserve.v1.kernel_service_pb2.StreamKernelResponse,
     ]
-    """Large kernels in tiles: a header, then input chunks; tiles stream back."""
+    """Large kernels in tiles. The client sends a StreamKernelHeader, then x1's (and x2's)
+    raw bytes as InputChunks of about 1 MiB, in order. The server answers with a
+    StreamKernelPlan, then, for each tile as it is computed, one or more KernelTile
+    messages (each well under 4 MiB) followed by a TileIndex in `tile_done`. The server
+    never holds the whole result; a cancelled or expired call stops within one tile.
+    """
 
 class KernelServiceAsyncStub:
     """Kernels of infinitely wide networks (NNGP and NTK), served.
@@ -120,11 +133,24 @@ class KernelServiceAsyncStub:
     ComputeKernel's exactly.
     """
 
+    ComputeKernelBatch: grpc.aio.UnaryUnaryMultiCallable[
+        ntkserve.v1.kernel_service_pb2.ComputeKernelBatchRequest,
+        ntkserve.v1.kernel_service_pb2.ComputeKernelBatchResponse,
+    ]
+    """Several independent ComputeKernel requests in one call; responses in the same
+    order. A bad item fails the whole call, and the error names it ("requests[3].x1").
+    """
+
     StreamKernel: grpc.aio.StreamStreamMultiCallable[
         ntkserve.v1.kernel_service_pb2.StreamKernelRequest,
         ntkserve.v1.kernel_service_pb2.StreamKernelResponse,
     ]
-    """Large kernels in tiles: a header, then input chunks; tiles stream back."""
+    """Large kernels in tiles. The client sends a StreamKernelHeader, then x1's (and x2's)
+    raw bytes as InputChunks of about 1 MiB, in order. The server answers with a
+    StreamKernelPlan, then, for each tile as it is computed, one or more KernelTile
+    messages (each well under 4 MiB) followed by a TileIndex in `tile_done`. The server
+    never holds the whole result; a cancelled or expired call stops within one tile.
+    """
 
 class KernelServiceServicer(metaclass=abc.ABCMeta):
     """Kernels of infinitely wide networks (NNGP and NTK), served.
@@ -187,11 +213,26 @@ class KernelServiceServicer(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
+    def ComputeKernelBatch(
+        self,
+        request: ntkserve.v1.kernel_service_pb2.ComputeKernelBatchRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ntkserve.v1.kernel_service_pb2.ComputeKernelBatchResponse, collections.abc.Awaitable[ntkserve.v1.kernel_service_pb2.ComputeKernelBatchResponse]]:
+        """Several independent ComputeKernel requests in one call; responses in the same
+        order. A bad item fails the whole call, and the error names it ("requests[3].x1").
+        """
+
+    @abc.abstractmethod
     def StreamKernel(
         self,
         request_iterator: _MaybeAsyncIterator[ntkserve.v1.kernel_service_pb2.StreamKernelRequest],
         context: _ServicerContext,
     ) -> typing.Union[collections.abc.Iterator[ntkserve.v1.kernel_service_pb2.StreamKernelResponse], collections.abc.AsyncIterator[ntkserve.v1.kernel_service_pb2.StreamKernelResponse]]:
-        """Large kernels in tiles: a header, then input chunks; tiles stream back."""
+        """Large kernels in tiles. The client sends a StreamKernelHeader, then x1's (and x2's)
+        raw bytes as InputChunks of about 1 MiB, in order. The server answers with a
+        StreamKernelPlan, then, for each tile as it is computed, one or more KernelTile
+        messages (each well under 4 MiB) followed by a TileIndex in `tile_done`. The server
+        never holds the whole result; a cancelled or expired call stops within one tile.
+        """
 
 def add_KernelServiceServicer_to_server(servicer: KernelServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

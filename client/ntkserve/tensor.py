@@ -39,6 +39,15 @@ def dtype_code(dtype: np.dtype[Any]) -> int:
     )
 
 
+def wire_dtype(code: int, field: str = "dtype") -> np.dtype[Any]:
+    """The numpy dtype of a wire dtype code; TensorError for codes that are not supported."""
+    if code not in _WIRE_DTYPES:
+        known = ", ".join(f"{tensor_pb2.Dtype.Name(c)} ({n})" for c, n in _DTYPE_NAMES.items())
+        name = tensor_pb2.Dtype.Name(code) if code in tensor_pb2.Dtype.values() else str(code)
+        raise TensorError(field, f"unsupported dtype {name}; expected one of {known}")
+    return _WIRE_DTYPES[code]
+
+
 def encode(array: Any, field: str = "tensor") -> tensor_pb2.Tensor:
     """Encodes a float32/float64 array-like (numpy, jax, lists are not guessed) as a Tensor."""
     arr = np.asarray(array)
@@ -52,18 +61,10 @@ def encode(array: Any, field: str = "tensor") -> tensor_pb2.Tensor:
 
 def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray[Any, Any]:
     """Decodes a Tensor into a read-only numpy view of its bytes, validating everything first."""
-    if tensor.dtype not in _WIRE_DTYPES:
-        known = ", ".join(f"{tensor_pb2.Dtype.Name(c)} ({n})" for c, n in _DTYPE_NAMES.items())
-        name = (
-            tensor_pb2.Dtype.Name(tensor.dtype)
-            if tensor.dtype in tensor_pb2.Dtype.values()
-            else str(tensor.dtype)
-        )
-        raise TensorError(f"{field}.dtype", f"unsupported dtype {name}; expected one of {known}")
+    dtype = wire_dtype(tensor.dtype, f"{field}.dtype")
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"{field}.shape", f"dimensions must be >= 0, got {list(shape)}")
-    dtype = _WIRE_DTYPES[tensor.dtype]
     count = 1
     for d in shape:
         count *= d

@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown"
     )
+    serve.add_argument(
+        "--tile-memory-mb",
+        type=int,
+        default=None,
+        help="device memory one streamed tile may use (default: half the GPU's, or 1024 on CPU)",
+    )
+    serve.add_argument(
+        "--max-tile-size", type=int, default=2048, help="largest tile side chosen (default 2048)"
+    )
+    serve.add_argument(
+        "--max-stream-input-mb",
+        type=int,
+        default=4096,
+        help="largest x1 + x2 of one streamed call (default 4096 MiB)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 
@@ -62,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         workers=args.workers,
         grace_seconds=args.grace,
+        tile_memory_bytes=None if args.tile_memory_mb is None else args.tile_memory_mb << 20,
+        max_tile_size=args.max_tile_size,
+        max_stream_input_bytes=args.max_stream_input_mb << 20,
     )
     from ntkserve_server.server import serve  # jax loads only for `serve`
 

@@ -22,8 +22,21 @@ Array = np.ndarray[Any, Any]
 
 class InvalidRequest(ValueError):
     def __init__(self, field: str, problem: str) -> None:
-        self.violations = ((field, problem),)
+        self.violations: tuple[tuple[str, str], ...] = ((field, problem),)
         super().__init__(f"{field}: {problem}")
+
+    @classmethod
+    def within(cls, prefix: str, violations: Sequence[tuple[str, str]]) -> InvalidRequest:
+        """The same violations, their fields under `prefix` (e.g. "requests[3]")."""
+        moved = tuple((f"{prefix}.{field}", problem) for field, problem in violations)
+        error = cls(*moved[0])
+        error.violations = moved
+        error.args = ("; ".join(f"{f}: {p}" for f, p in moved),)
+        return error
+
+
+class OverLimit(Exception):
+    """A valid request over one of the server's configured limits (RESOURCE_EXHAUSTED)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,19 +67,74 @@ def _array(message: Any, field: str) -> Array | None:
     return array
 
 
-def _get(kinds: Any) -> tuple[str, ...]:
+def _get(kinds: Any, field: str = "get") -> tuple[str, ...]:
     if not kinds:
         return ("ntk",)
     names = []
     for i, kind in enumerate(kinds):
         if kind not in _KIND_NAMES:
             raise InvalidRequest(
-                f"get[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}"
+                f"{field}[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}"
             )
         if _KIND_NAMES[kind] in names:
-            raise InvalidRequest(f"get[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
+            raise InvalidRequest(f"{field}[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
         names.append(_KIND_NAMES[kind])
     return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamHeader:
+    architecture_id: str
+    get: tuple[str, ...]
+    dtype: np.dtype[Any]
+    x1_shape: tuple[int, ...]
+    x2_shape: tuple[int, ...] | None
+    tile_size: int
+    tiles: tuple[tuple[int, int], ...]
+    plan_only: bool
+
+    def input_bytes(self, slot: str) -> int:
+        shape = self.x1_shape if slot == "x1" else self.x2_shape
+        return 0 if shape is None else int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _shape(values: Sequence[int], field: str) -> tuple[int, ...]:
+    shape = tuple(int(v) for v in values)
+    if len(shape) < 2 or min(shape) < 1:
+        raise InvalidRequest(
+            field, f"expected (batch, *features) with every size >= 1, got {list(shape)}"
+        )
+    return shape
+
+
+def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> StreamHeader:
+    """The validated header of a StreamKernel call; OverLimit past `max_input_bytes`."""
+    try:
+        dtype = tensor.wire_dtype(header.dtype, "header.dtype")
+    except tensor.TensorError as e:
+        raise InvalidRequest(e.field, e.problem) from None
+    x1_shape = _shape(header.x1_shape, "header.x1_shape")
+    x2_shape = _shape(header.x2_shape, "header.x2_shape") if header.x2_shape else None
+    if header.tile_size < 0:
+        raise InvalidRequest("header.tile_size", f"must be >= 0 (0: auto), got {header.tile_size}")
+    parsed = StreamHeader(
+        architecture_id=require_id(header.architecture_id),
+        get=_get(header.get, "header.get"),
+        dtype=dtype,
+        x1_shape=x1_shape,
+        x2_shape=x2_shape,
+        tile_size=int(header.tile_size),
+        tiles=tuple((int(t.row), int(t.col)) for t in header.tiles),
+        plan_only=header.plan_only,
+    )
+    total = parsed.input_bytes("x1") + parsed.input_bytes("x2")
+    if total > max_input_bytes and not parsed.plan_only:
+        raise OverLimit(
+            f"the inputs hold {total} bytes, over this server's limit of {max_input_bytes} "
+            "bytes per streamed call; split the job (StreamKernelHeader.tiles) or raise "
+            "--max-stream-input-mb"
+        )
+    return parsed
 
 
 def kernel_inputs(request: ks.ComputeKernelRequest | ks.ComputeValueAndGradRequest) -> KernelInputs:

@@ -24,6 +24,7 @@ from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
+from ntkserve_server.tile_programs import TilePrograms
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
@@ -38,10 +39,24 @@ class ServerConfig:
     max_message_bytes: int = 256 * 1024 * 1024
     workers: int = 4
     grace_seconds: float = 30.0
+    # Device memory one streamed tile may use; None: half the device's memory where jax
+    # reports it (GPUs), else 1 GiB.
+    tile_memory_bytes: int | None = None
+    max_tile_size: int = 2048
+    max_stream_input_bytes: int = 4 << 30
+    max_tile_programs: int = 64
 
 
 def _devices() -> str:
-    return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices())
+    return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.local_devices())
+
+
+def _tile_budget(config: ServerConfig) -> int:
+    if config.tile_memory_bytes is not None:
+        return config.tile_memory_bytes
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return int(limit) // 2 if limit else 1 << 30
 
 
 async def serve(config: ServerConfig) -> None:
@@ -56,9 +71,18 @@ async def serve(config: ServerConfig) -> None:
             ("grpc.max_receive_message_length", config.max_message_bytes),
         ]
     )
-    kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(
-        KernelService(registry, ComputeEngine(), executor), server
+    programs = TilePrograms(
+        _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
     )
+    kernel_service = KernelService(
+        registry,
+        ComputeEngine(),
+        executor,
+        programs,
+        devices=jax.local_devices(),
+        max_stream_input_bytes=config.max_stream_input_bytes,
+    )
+    kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(kernel_service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -80,7 +104,12 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("devices: %s; registry: %s", devices, registry.path)
+    log.info(
+        "devices: %s; registry: %s; tile memory budget %d MiB",
+        devices,
+        registry.path,
+        programs.budget_bytes >> 20,
+    )
     # The one line that says where it listens (tests read it to learn the port).
     print(f"ntkserve listening on {config.host}:{port}", flush=True)
     sys.stdout.flush()

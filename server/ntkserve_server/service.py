@@ -8,10 +8,11 @@ INVALID_ARGUMENT carries a google.rpc.BadRequest with one field violation per pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -23,10 +24,11 @@ from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from ntkserve_server import requests
+from ntkserve_server import requests, streaming
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
 from ntkserve_server.registry import Record, Registry
+from ntkserve_server.tile_programs import TilePrograms, TileTooLarge
 
 log = logging.getLogger("ntkserve.rpc")
 _T = TypeVar("_T")
@@ -55,6 +57,69 @@ def _is_out_of_memory(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
 
 
+@dataclasses.dataclass(frozen=True)
+class _Status:
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def _status_for(error: Exception, name: str) -> _Status:
+    """The status for an exception: the one place engine and request errors become codes."""
+    if isinstance(error, (EngineError, requests.InvalidRequest)):
+        bad = _bad_request(error.violations, str(error))
+        return _Status(bad.code, bad.details, tuple(bad.trailing_metadata))
+    if isinstance(error, UnknownArchitecture):
+        return _Status(grpc.StatusCode.NOT_FOUND, str(error))
+    if isinstance(error, (requests.OverLimit, TileTooLarge)):
+        return _Status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    if _is_out_of_memory(error):
+        return _Status(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the device ran out of memory: {error}; send fewer rows or stream in smaller tiles",
+        )
+    log.error("%s failed", name, exc_info=error)
+    return _Status(
+        grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(error).__name__}: {error}"
+    )
+
+
+@dataclasses.dataclass
+class _CallLog:
+    """The per-call log line: method, status code, duration, bytes in and out."""
+
+    method: str
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    bytes_in: int = 0
+    bytes_out: int = 0
+    extra: str = ""
+
+    async def fail(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """Aborts the call with the status for `error` (raising AbortError); returns only for
+        a call that has already ended (cancelled, aborted), which the caller re-raises."""
+        if isinstance(error, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+        elif isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+            code = context.code()
+            self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        else:
+            status = _status_for(error, self.method)
+            self.code = status.code
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def write(self) -> None:
+        log.info(
+            "rpc method=%s code=%s ms=%.1f bytes_in=%d bytes_out=%d%s",
+            self.method,
+            self.code.name,
+            (time.perf_counter() - self.start) * 1e3,
+            self.bytes_in,
+            self.bytes_out,
+            self.extra,
+        )
+
+
 def rpc(
     method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]],
 ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
@@ -63,42 +128,16 @@ def rpc(
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
-        log.debug("rpc start method=%s", name)
-        code, out_bytes = grpc.StatusCode.OK, 0
+        call = _CallLog(name, bytes_in=request.ByteSize())
         try:
             response = await method(self, request, context)
-            out_bytes = response.ByteSize()
+            call.bytes_out = response.ByteSize()
             return response
-        except (EngineError, requests.InvalidRequest) as e:
-            code = grpc.StatusCode.INVALID_ARGUMENT
-            status = _bad_request(e.violations, str(e))
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except UnknownArchitecture as e:
-            code = grpc.StatusCode.NOT_FOUND
-            await context.abort(code, str(e))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+        except BaseException as e:
+            await call.fail(e, context)
             raise
-        except Exception as e:
-            if isinstance(e, grpc.aio.AbortError):
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            if _is_out_of_memory(e):
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                await context.abort(code, f"the device ran out of memory: {e}; send fewer rows")
-            log.exception("%s failed", name)
-            code = grpc.StatusCode.INTERNAL
-            await context.abort(code, f"internal error in {name}: {type(e).__name__}: {e}")
         finally:
-            log.info(
-                "rpc method=%s code=%s ms=%.1f bytes_in=%d bytes_out=%d",
-                name,
-                code.name,
-                (time.perf_counter() - start) * 1e3,
-                request.ByteSize(),
-                out_bytes,
-            )
+            call.write()
 
     return wrapper
 
@@ -116,10 +155,22 @@ def _encoded(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
 
 
 class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
-    def __init__(self, registry: Registry, engine: ComputeEngine, executor: Executor) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        engine: ComputeEngine,
+        executor: Executor,
+        programs: TilePrograms,
+        *,
+        devices: Sequence[Any],
+        max_stream_input_bytes: int,
+    ) -> None:
         self._registry = registry
         self._engine = engine
         self._executor = executor
+        self._programs = programs
+        self._devices = tuple(devices)
+        self._max_stream_input_bytes = max_stream_input_bytes
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -180,12 +231,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> ks.ComputeKernelResponse:
         inputs = await self._run(requests.kernel_inputs, request)  # NaN scans are O(bytes)
         compiled = await self._run(self._compiled, inputs.architecture_id)
-
-        def compute() -> ks.ComputeKernelResponse:
-            values = self._engine.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
-            return ks.ComputeKernelResponse(**_encoded(inputs.get, values))
-
-        return await self._run(compute)
+        return await self._kernel(compiled, inputs)
 
     @rpc
     async def ComputeValueAndGrad(
@@ -214,12 +260,62 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         return await self._run(compute)
 
-    # Declared now; tiled streaming of large kernels is its own piece of work.
-    async def StreamKernel(  # type: ignore[override]
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
-    ) -> None:
-        log.info("rpc method=StreamKernel code=UNIMPLEMENTED")
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "StreamKernel (tiled large kernels) is not implemented yet; use ComputeKernel",
-        )
+    @rpc
+    async def ComputeKernelBatch(
+        self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
+    ) -> ks.ComputeKernelBatchResponse:
+        items = []
+        for i, item in enumerate(request.requests):
+            try:
+                inputs = await self._run(requests.kernel_inputs, item)
+                compiled = await self._run(self._compiled, inputs.architecture_id)
+                kfn = compiled.kfn
+                kfn.check_inputs(
+                    inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape, inputs.x1.dtype
+                )
+            except (requests.InvalidRequest, EngineError) as e:
+                raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
+            items.append((inputs, compiled))
+        responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
+        return ks.ComputeKernelBatchResponse(responses=responses)
+
+    async def _kernel(
+        self, compiled: Compiled, inputs: requests.KernelInputs
+    ) -> ks.ComputeKernelResponse:
+        def compute() -> ks.ComputeKernelResponse:
+            values = self._engine.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
+            return ks.ComputeKernelResponse(**_encoded(inputs.get, values))
+
+        return await self._run(compute)
+
+    async def StreamKernel(
+        self,
+        request_iterator: AsyncIterator[ks.StreamKernelRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[ks.StreamKernelResponse]:
+        call = _CallLog("StreamKernel")
+        stats = streaming.StreamStats()
+
+        def expired() -> bool:
+            remaining = context.time_remaining()
+            return remaining is not None and remaining <= 0
+
+        try:
+            async for message in streaming.stream_kernel(
+                request_iterator,
+                self._compiled,
+                self._programs,
+                self._executor,
+                self._devices,
+                self._max_stream_input_bytes,
+                expired,
+                stats,
+            ):
+                yield message
+        except BaseException as e:
+            await call.fail(e, context)
+            raise
+        finally:
+            call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
+            call.extra = f" tiles={stats.tiles_done}/{stats.tiles_planned}"
+            call.write()

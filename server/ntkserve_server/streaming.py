@@ -1,0 +1,275 @@
+"""One StreamKernel call: plan the tiles, receive the inputs, compute tiles on every local
+device, stream them back in blocks.
+
+The server holds the inputs and at most a few tiles per device at a time, never the whole
+kernel: tiles wait in a queue of one slot per device, and gRPC's flow control holds the
+sender until the client has read. A cancelled or expired call stops every device worker
+before its next tile. Raises `requests.InvalidRequest`, `requests.OverLimit` and
+`TileTooLarge`; the servicer turns them into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+from ntkserve import tensor
+from ntkserve.v1 import kernel_service_pb2 as ks
+
+from ntkserve_server import requests
+from ntkserve_server.compute import Compiled
+from ntkserve_server.requests import InvalidRequest, StreamHeader
+from ntkserve_server.tile_programs import TilePrograms, TileShape
+from ntkserve_server.tiles import TileGrid, blocks, padded_rows
+
+log = logging.getLogger("ntkserve.stream")
+BLOCK_BYTES = 1 << 20  # each KernelTile message: about 1 MiB, well under gRPC's 4 MiB default
+_KIND_CODES = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
+Array = np.ndarray[Any, Any]
+
+
+@dataclasses.dataclass
+class StreamStats:
+    """What one call did, for its log line."""
+
+    tiles_done: int = 0
+    tiles_planned: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    compiled: Compiled
+    header: StreamHeader
+    grid: TileGrid
+    tiles: tuple[tuple[int, int], ...]
+    tile_bytes: int
+
+    def plan_message(self) -> ks.StreamKernelPlan:
+        kfn = self.compiled.kfn
+        return ks.StreamKernelPlan(
+            tile_size=self.grid.size,
+            grid_rows=self.grid.rows,
+            grid_cols=self.grid.cols,
+            mirrored=self.grid.symmetric,
+            tiles=len(self.tiles),
+            kernel_shape=kfn.kernel_shape(self.header.x1_shape, self.header.x2_shape),
+            tile_bytes=self.tile_bytes,
+        )
+
+    def shape(self, i: int, j: int) -> TileShape:
+        """The padded shape tile (i, j) is computed at (diagonal tiles of x2 = x1 apart)."""
+        g, h = self.grid, self.header
+        return TileShape(
+            rows=min(g.size, g.n1),
+            cols=min(g.size, g.n2),
+            features=h.x1_shape[1:],
+            dtype=h.dtype.name,
+            get=h.get,
+            diagonal=g.symmetric and i == j,
+        )
+
+
+def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms) -> Job:
+    """Checks the inputs against the architecture and picks the tile size (blocking)."""
+    kfn = compiled.kfn
+    kfn.check_inputs(header.x1_shape, header.x2_shape, header.dtype)
+    n1 = header.x1_shape[0]
+    n2 = n1 if header.x2_shape is None else header.x2_shape[0]
+    symmetric = header.x2_shape is None
+    size, tile_bytes = programs.choose_size(
+        kfn, n1, n2, header.x1_shape[1:], header.dtype.name, header.get, symmetric,
+        requested=header.tile_size,
+    )  # fmt: skip
+    grid = TileGrid(n1, n2, size, symmetric)
+    tiles = header.tiles or tuple(grid.all_tiles())
+    problem = grid.check(tiles)
+    if problem is not None:
+        raise InvalidRequest("header.tiles", problem)
+    return Job(compiled, header, grid, tuple(tiles), tile_bytes)
+
+
+class _Input:
+    """One input's bytes, filled by chunks that must arrive in order."""
+
+    def __init__(self, slot: str, nbytes: int) -> None:
+        self.slot = slot
+        self.data = bytearray(nbytes)
+        self.received = 0
+
+    def add(self, chunk: ks.InputChunk, field: str) -> None:
+        if chunk.offset != self.received:
+            raise InvalidRequest(
+                f"{field}.offset",
+                f"{self.slot} chunk at byte {chunk.offset}, expected {self.received} "
+                "(chunks must come in order)",
+            )
+        end = self.received + len(chunk.data)
+        if end > len(self.data):
+            raise InvalidRequest(
+                f"{field}.data",
+                f"{self.slot} would reach {end} bytes; its header shape holds {len(self.data)}",
+            )
+        self.data[self.received : end] = chunk.data
+        self.received = end
+
+
+async def receive_inputs(
+    header: StreamHeader, messages: AsyncIterator[ks.StreamKernelRequest], stats: StreamStats
+) -> tuple[Array, Array | None]:
+    """x1 and x2 from the chunks that follow the header, checked complete (not yet finite)."""
+    slots = {ks.INPUT_SLOT_X1: _Input("x1", header.input_bytes("x1"))}
+    if header.x2_shape is not None:
+        slots[ks.INPUT_SLOT_X2] = _Input("x2", header.input_bytes("x2"))
+    index = 0
+    async for message in messages:
+        index += 1
+        field = f"messages[{index}].chunk"
+        if message.WhichOneof("payload") != "chunk":
+            raise InvalidRequest(f"messages[{index}]", "only the first message is a header")
+        buffer = slots.get(message.chunk.slot)
+        if buffer is None:
+            problem = "is not x1 or x2" if header.x2_shape is not None else "is not x1 (no x2)"
+            raise InvalidRequest(f"{field}.slot", f"{message.chunk.slot} {problem}")
+        buffer.add(message.chunk, field)
+        stats.bytes_in += message.ByteSize()
+    for buffer in slots.values():
+        if buffer.received != len(buffer.data):
+            raise InvalidRequest(
+                buffer.slot,
+                f"got {buffer.received} of the {len(buffer.data)} bytes its shape needs "
+                "before the stream ended",
+            )
+    x1 = np.frombuffer(slots[ks.INPUT_SLOT_X1].data, header.dtype).reshape(header.x1_shape)
+    x2 = None
+    if header.x2_shape is not None:
+        x2 = np.frombuffer(slots[ks.INPUT_SLOT_X2].data, header.dtype).reshape(header.x2_shape)
+    return x1, x2
+
+
+def check_finite(x1: Array, x2: Array | None) -> None:
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and not np.isfinite(x).all():
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            raise InvalidRequest(name, f"holds {bad} NaN or Inf values; kernels need finite inputs")
+
+
+def compute_tile(
+    job: Job, programs: TilePrograms, device: Any, x1: Array, x2: Array | None, i: int, j: int
+) -> tuple[Array, ...]:
+    """Tile (i, j), cropped to the kernel's edge (blocking)."""
+    g, shape = job.grid, job.shape(i, j)
+    a = padded_rows(x1, g.rows_of(i), shape.rows)
+    b = None if shape.diagonal else padded_rows(x1 if x2 is None else x2, g.cols_of(j), shape.cols)
+    rows, cols = g.rows_of(i), g.cols_of(j)
+    values = programs.run(job.compiled.kfn, shape, device, a, b)
+    return tuple(v[: rows.stop - rows.start, : cols.stop - cols.start] for v in values)
+
+
+def tile_messages(
+    job: Job, i: int, j: int, values: Sequence[Array]
+) -> list[ks.StreamKernelResponse]:
+    """Tile (i, j) as KernelTile blocks of about BLOCK_BYTES, then its tile_done."""
+    out = []
+    row0, col0 = i * job.grid.size, j * job.grid.size
+    for name, v in zip(job.header.get, values, strict=True):
+        for r, c, block in blocks(v, BLOCK_BYTES):
+            tile = ks.KernelTile(
+                kind=_KIND_CODES[name],
+                row_start=row0 + r,
+                col_start=col0 + c,
+                values=tensor.encode(block, "values"),
+            )
+            out.append(ks.StreamKernelResponse(tile=tile))
+    out.append(ks.StreamKernelResponse(tile_done=ks.TileIndex(row=i, col=j)))
+    return out
+
+
+async def computed_tiles(
+    job: Job,
+    programs: TilePrograms,
+    executor: Executor,
+    devices: Sequence[Any],
+    x1: Array,
+    x2: Array | None,
+    expired: Callable[[], bool],
+) -> AsyncIterator[tuple[int, int, tuple[Array, ...]]]:
+    """Tiles as they finish, one worker per device pulling from a shared queue of tiles.
+    Leaving early (cancellation, an error) stops every worker before its next tile."""
+    loop = asyncio.get_running_loop()
+    pending = collections.deque(job.tiles)
+    done: asyncio.Queue[tuple[int, int, tuple[Array, ...]] | BaseException] = asyncio.Queue(
+        maxsize=len(devices)
+    )
+    stop = threading.Event()
+
+    async def worker(device: Any) -> None:
+        try:
+            while pending and not stop.is_set() and not expired():
+                i, j = pending.popleft()
+                run = functools.partial(compute_tile, job, programs, device, x1, x2, i, j)
+                values = await loop.run_in_executor(executor, run)
+                await done.put((i, j, values))
+        except Exception as e:  # handed to the consumer, which raises it
+            await done.put(e)
+
+    workers = [asyncio.create_task(worker(d)) for d in devices]
+    try:
+        for _ in range(len(job.tiles)):
+            if expired():
+                raise asyncio.CancelledError("deadline passed")
+            item = await done.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        for w in workers:
+            w.cancel()
+
+
+async def stream_kernel(
+    messages: AsyncIterator[ks.StreamKernelRequest],
+    compiled_for: Callable[[str], Compiled],
+    programs: TilePrograms,
+    executor: Executor,
+    devices: Sequence[Any],
+    max_input_bytes: int,
+    expired: Callable[[], bool],
+    stats: StreamStats,
+) -> AsyncIterator[ks.StreamKernelResponse]:
+    """The whole call: header, plan, inputs, tiles."""
+    loop = asyncio.get_running_loop()
+
+    async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        return await loop.run_in_executor(executor, functools.partial(fn, *args))
+
+    first = await anext(aiter(messages), None)
+    if first is None or first.WhichOneof("payload") != "header":
+        raise InvalidRequest("messages[0]", "the first message must be a StreamKernelHeader")
+    stats.bytes_in += first.ByteSize()
+    header = requests.stream_header(first.header, max_input_bytes)
+    compiled = await blocking(compiled_for, header.architecture_id)
+    job: Job = await blocking(plan, header, compiled, programs)
+    stats.tiles_planned = len(job.tiles)
+    plan_message = ks.StreamKernelResponse(plan=job.plan_message())
+    stats.bytes_out += plan_message.ByteSize()
+    yield plan_message
+    if header.plan_only:
+        return
+    x1, x2 = await receive_inputs(header, messages, stats)
+    await blocking(check_finite, x1, x2)
+    async for i, j, values in computed_tiles(job, programs, executor, devices, x1, x2, expired):
+        for message in await blocking(tile_messages, job, i, j, values):
+            stats.bytes_out += message.ByteSize()
+            yield message
+        stats.tiles_done += 1

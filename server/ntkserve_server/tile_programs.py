@@ -1,0 +1,216 @@
+"""Compiled tile programs, and the tile size that fits a device-memory budget.
+
+A tile program computes one (size x size) tile of a kernel on one device. Programs are
+compiled ahead of time per (topology, padded tile shape, feature shape, dtype, get,
+diagonal-or-not, device) and kept in a bounded LRU, so a sweep over hyper-parameters or
+over N compiles nothing new.
+
+Memory: a tile's working set grows with rows x cols x (positions kept per pair); pooling
+networks keep the covariance of every pair of positions, (H*W)^2 per pair (Novak et al.
+2019, "Bayesian deep convolutional networks with many channels are Gaussian processes",
+sec. 3), so a 32x32 image pair alone needs megabytes. Before compiling we trace the
+program at a candidate size and take `WORKING_SET_FACTOR` times its largest intermediate
+array as the estimate (XLA keeps a few such arrays alive at once; measured 3.6x for a
+pooling CNN and 6x for a ReLU MLP on XLA-CPU), then check XLA's own memory analysis of
+the compiled program and halve the tile while it exceeds the budget.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from ntkserve_server.kernels import KernelFn
+
+WORKING_SET_FACTOR = 6
+Array = np.ndarray[Any, Any]
+
+
+class TileTooLarge(Exception):
+    """No tile size fits the memory budget (or the one asked for does not)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TileShape:
+    rows: int
+    cols: int
+    features: tuple[int, ...]
+    dtype: str
+    get: tuple[str, ...]
+    diagonal: bool  # x2 = x1 within the tile: computed as a symmetric kernel
+
+
+def _outvar_bytes(jaxpr: Any) -> int:
+    """The largest array any equation of `jaxpr` (or of a jaxpr nested in it) produces."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "shape"):
+                largest = max(largest, int(np.prod(aval.shape)) * aval.dtype.itemsize)
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            largest = max(largest, _outvar_bytes(sub))
+    return largest
+
+
+def _placeholders(shape: TileShape) -> tuple[Any, Any]:
+    dtype = np.dtype(shape.dtype)
+    x1 = jax.ShapeDtypeStruct((shape.rows, *shape.features), dtype)  # type: ignore[no-untyped-call]
+    x2 = (
+        None if shape.diagonal else jax.ShapeDtypeStruct((shape.cols, *shape.features), dtype)  # type: ignore[no-untyped-call]
+    )
+    return x1, x2
+
+
+def _io_bytes(shape: TileShape, kernel_entries_per_pair: int) -> int:
+    item = np.dtype(shape.dtype).itemsize
+    features = int(np.prod(shape.features))
+    inputs = (shape.rows + (0 if shape.diagonal else shape.cols)) * features * item
+    return inputs + shape.rows * shape.cols * kernel_entries_per_pair * len(shape.get) * item
+
+
+def estimate_bytes(kfn: KernelFn, shape: TileShape) -> int:
+    """The estimated device memory one tile of this shape needs (tracing only, no compile)."""
+    x1, x2 = _placeholders(shape)
+    closed = jax.make_jaxpr(kfn.apply, static_argnums=(3,))(kfn.params, x1, x2, shape.get)
+    per_pair = int(np.prod(kfn.kernel_shape((1, *shape.features), None)[2:], dtype=np.int64))
+    return WORKING_SET_FACTOR * _outvar_bytes(closed.jaxpr) + _io_bytes(shape, per_pair)
+
+
+def _compiled_bytes(program: Any) -> int | None:
+    analysis = program.memory_analysis()
+    if analysis is None:
+        return None
+    return int(
+        analysis.temp_size_in_bytes
+        + analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+    )
+
+
+class TilePrograms:
+    """Compiled tile programs (bounded LRU) and tile-size choice for a memory budget."""
+
+    def __init__(self, budget_bytes: int, max_tile: int = 2048, max_programs: int = 64) -> None:
+        self.budget_bytes = budget_bytes
+        self.max_tile = max_tile
+        self.compilations = 0
+        self._max_programs = max_programs
+        self._programs: collections.OrderedDict[tuple[Any, ...], tuple[Any, int | None]] = (
+            collections.OrderedDict()
+        )
+        self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    # -- tile size -----------------------------------------------------------------------
+
+    def choose_size(
+        self,
+        kfn: KernelFn,
+        n1: int,
+        n2: int,
+        features: tuple[int, ...],
+        dtype: str,
+        get: tuple[str, ...],
+        symmetric: bool,
+        requested: int = 0,
+    ) -> tuple[int, int]:
+        """(tile size, estimated bytes per tile): `requested` if it fits, else (0) the
+        largest power of two up to `max_tile` that fits. Raises TileTooLarge."""
+        key = (kfn.topology_id, n1, n2, features, dtype, get, symmetric, requested)
+        with self._lock:
+            if key in self._sizes:
+                return self._sizes[key]
+
+        def need(size: int) -> int:
+            shape = TileShape(min(size, n1), min(size, n2), features, dtype, get, symmetric)
+            return estimate_bytes(kfn, shape)
+
+        if requested:
+            needed = need(requested)
+            if needed > self.budget_bytes:
+                fits = self._largest_fitting(need, min(requested, self.max_tile))
+                hint = f"tile_size {fits} would fit" if fits else "no tile size fits"
+                raise TileTooLarge(
+                    f"a {requested} x {requested} tile of this network needs about "
+                    f"{needed / 2**20:.0f} MiB of device memory, over the server's budget of "
+                    f"{self.budget_bytes / 2**20:.0f} MiB; {hint}"
+                )
+            found = (requested, needed)
+        else:
+            size = self._largest_fitting(need, min(self.max_tile, _ceil_pow2(max(n1, n2))))
+            if size == 0:
+                raise TileTooLarge(
+                    f"even one pair of inputs of this network needs about "
+                    f"{need(1) / 2**20:.0f} MiB of device memory (it keeps "
+                    f"{int(np.prod(kfn.kernel_shape((1, *features), None)[2:]))} entries per "
+                    f"pair), over the server's budget of {self.budget_bytes / 2**20:.0f} MiB"
+                )
+            found = (min(size, max(n1, n2)), need(size))
+        with self._lock:
+            self._sizes[key] = found
+        return found
+
+    def _largest_fitting(self, need: Callable[[int], int], top: int) -> int:
+        """The largest power of two <= top with need(size) <= budget (0 if none), by bisection
+        over the exponents (need grows with size)."""
+        lo, hi = -1, max(0, top.bit_length() - 1)
+        if need(1 << hi) <= self.budget_bytes:
+            return 1 << hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if need(1 << mid) <= self.budget_bytes:
+                lo = mid
+            else:
+                hi = mid
+        return 0 if lo < 0 else 1 << lo
+
+    # -- programs ------------------------------------------------------------------------
+
+    def program(self, kfn: KernelFn, shape: TileShape, device: Any) -> Any:
+        """The compiled program for this tile shape on `device` (compiled once, LRU)."""
+        key = (kfn.topology_id, shape, device.id)
+        with self._lock:
+            found = self._programs.get(key)
+            if found is not None:
+                self._programs.move_to_end(key)
+                return found[0]
+        sharding = jax.sharding.SingleDeviceSharding(device)
+        fn = jax.jit(
+            lambda p, a, b: kfn.apply(p, a, b, shape.get),
+            in_shardings=sharding,
+            out_shardings=sharding,
+        )
+        x1, x2 = _placeholders(shape)
+        program = fn.lower(kfn.params, x1, x2).compile()
+        with self._lock:
+            self.compilations += 1
+            self._programs[key] = (program, _compiled_bytes(program))
+            while len(self._programs) > self._max_programs:
+                self._programs.popitem(last=False)
+        return program
+
+    def compiled_bytes(self, kfn: KernelFn, shape: TileShape, device: Any) -> int | None:
+        """XLA's own figure for the program's memory (None where the backend has none)."""
+        self.program(kfn, shape, device)
+        with self._lock:
+            found = self._programs.get((kfn.topology_id, shape, device.id))
+        return None if found is None else found[1]
+
+    def run(
+        self, kfn: KernelFn, shape: TileShape, device: Any, x1: Array, x2: Array | None
+    ) -> tuple[Array, ...]:
+        """One tile's kernels as numpy arrays (blocks until computed)."""
+        program = self.program(kfn, shape, device)
+        out = program(kfn.params, x1, x2)
+        return tuple(np.asarray(k) for k in out)
+
+
+def _ceil_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())

@@ -58,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
         default=4096,
         help="largest x1 + x2 of one streamed call (default 4096 MiB)",
     )
+    serve.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=2.0,
+        help="longest wait to merge concurrent small ComputeKernel calls (default 2; 0: off)",
+    )
+    serve.add_argument(
+        "--batch-max-entries",
+        type=int,
+        default=65536,
+        help="only kernels with at most this many entries are batched (default 65536)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 
@@ -80,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         tile_memory_bytes=None if args.tile_memory_mb is None else args.tile_memory_mb << 20,
         max_tile_size=args.max_tile_size,
         max_stream_input_bytes=args.max_stream_input_mb << 20,
+        batch_window_seconds=args.batch_window_ms * 1e-3,
+        batch_max_entries=args.batch_max_entries,
     )
     from ntkserve_server.server import serve  # jax loads only for `serve`
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
 
+from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
@@ -45,6 +46,9 @@ class ServerConfig:
     max_tile_size: int = 2048
     max_stream_input_bytes: int = 4 << 30
     max_tile_programs: int = 64
+    # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
+    batch_window_seconds: float = 0.002
+    batch_max_entries: int = 65536
 
 
 def _devices() -> str:
@@ -79,6 +83,11 @@ async def serve(config: ServerConfig) -> None:
         ComputeEngine(),
         executor,
         programs,
+        DynamicBatcher(
+            executor,
+            window_seconds=config.batch_window_seconds,
+            max_entries=config.batch_max_entries,
+        ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,
     )

@@ -25,6 +25,7 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
 from ntkserve_server import requests, streaming
+from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
 from ntkserve_server.registry import Record, Registry
@@ -95,10 +96,13 @@ class _CallLog:
     bytes_out: int = 0
     extra: str = ""
 
+    def __post_init__(self) -> None:
+        log.debug("rpc start method=%s", self.method)
+
     async def fail(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
         """Aborts the call with the status for `error` (raising AbortError); returns only for
         a call that has already ended (cancelled, aborted), which the caller re-raises."""
-        if isinstance(error, asyncio.CancelledError):
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the caller left
             self.code = grpc.StatusCode.CANCELLED
         elif isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
             code = context.code()
@@ -161,6 +165,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         engine: ComputeEngine,
         executor: Executor,
         programs: TilePrograms,
+        batcher: DynamicBatcher,
         *,
         devices: Sequence[Any],
         max_stream_input_bytes: int,
@@ -169,6 +174,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._engine = engine
         self._executor = executor
         self._programs = programs
+        self._batcher = batcher
         self._devices = tuple(devices)
         self._max_stream_input_bytes = max_stream_input_bytes
 
@@ -269,8 +275,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             try:
                 inputs = await self._run(requests.kernel_inputs, item)
                 compiled = await self._run(self._compiled, inputs.architecture_id)
-                kfn = compiled.kfn
-                kfn.check_inputs(
+                compiled.kfn.check_inputs(
                     inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape, inputs.x1.dtype
                 )
             except (requests.InvalidRequest, EngineError) as e:
@@ -282,11 +287,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def _kernel(
         self, compiled: Compiled, inputs: requests.KernelInputs
     ) -> ks.ComputeKernelResponse:
-        def compute() -> ks.ComputeKernelResponse:
-            values = self._engine.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
+        """Through the dynamic batcher: concurrent small calls share one device call."""
+        values = await self._batcher.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
+
+        def encode() -> ks.ComputeKernelResponse:
             return ks.ComputeKernelResponse(**_encoded(inputs.get, values))
 
-        return await self._run(compute)
+        return await self._run(encode)
 
     async def StreamKernel(
         self,
@@ -317,5 +324,6 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise
         finally:
             call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
-            call.extra = f" tiles={stats.tiles_done}/{stats.tiles_planned}"
+            computed = ",".join(f"{d}:{n}" for d, n in sorted(stats.computed.items()))
+            call.extra = f" tiles={stats.tiles_done}/{stats.tiles_planned} computed={computed}"
             call.write()

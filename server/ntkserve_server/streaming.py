@@ -40,8 +40,9 @@ Array = np.ndarray[Any, Any]
 class StreamStats:
     """What one call did, for its log line."""
 
-    tiles_done: int = 0
+    tiles_done: int = 0  # sent
     tiles_planned: int = 0
+    computed: dict[str, int] = dataclasses.field(default_factory=dict)  # tiles per device
     bytes_in: int = 0
     bytes_out: int = 0
 
@@ -64,6 +65,8 @@ class Job:
             tiles=len(self.tiles),
             kernel_shape=kfn.kernel_shape(self.header.x1_shape, self.header.x2_shape),
             tile_bytes=self.tile_bytes,
+            position_pairs=kfn.full_spatial
+            and len(kfn.kernel_shape(self.header.x1_shape, None)) > 2,
         )
 
     def shape(self, i: int, j: int) -> TileShape:
@@ -79,7 +82,7 @@ class Job:
         )
 
 
-def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms) -> Job:
+def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, device: Any) -> Job:
     """Checks the inputs against the architecture and picks the tile size (blocking)."""
     kfn = compiled.kfn
     kfn.check_inputs(header.x1_shape, header.x2_shape, header.dtype)
@@ -88,7 +91,7 @@ def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms) -> Jo
     symmetric = header.x2_shape is None
     size, tile_bytes = programs.choose_size(
         kfn, n1, n2, header.x1_shape[1:], header.dtype.name, header.get, symmetric,
-        requested=header.tile_size,
+        requested=header.tile_size, device=device,
     )  # fmt: skip
     grid = TileGrid(n1, n2, size, symmetric)
     tiles = header.tiles or tuple(grid.all_tiles())
@@ -202,6 +205,7 @@ async def computed_tiles(
     x1: Array,
     x2: Array | None,
     expired: Callable[[], bool],
+    stats: StreamStats,
 ) -> AsyncIterator[tuple[int, int, tuple[Array, ...]]]:
     """Tiles as they finish, one worker per device pulling from a shared queue of tiles.
     Leaving early (cancellation, an error) stops every worker before its next tile."""
@@ -218,6 +222,8 @@ async def computed_tiles(
                 i, j = pending.popleft()
                 run = functools.partial(compute_tile, job, programs, device, x1, x2, i, j)
                 values = await loop.run_in_executor(executor, run)
+                name = f"{device.platform}:{device.id}"
+                stats.computed[name] = stats.computed.get(name, 0) + 1
                 await done.put((i, j, values))
         except Exception as e:  # handed to the consumer, which raises it
             await done.put(e)
@@ -259,7 +265,7 @@ async def stream_kernel(
     stats.bytes_in += first.ByteSize()
     header = requests.stream_header(first.header, max_input_bytes)
     compiled = await blocking(compiled_for, header.architecture_id)
-    job: Job = await blocking(plan, header, compiled, programs)
+    job: Job = await blocking(plan, header, compiled, programs, devices[0])
     stats.tiles_planned = len(job.tiles)
     plan_message = ks.StreamKernelResponse(plan=job.plan_message())
     stats.bytes_out += plan_message.ByteSize()
@@ -268,7 +274,9 @@ async def stream_kernel(
         return
     x1, x2 = await receive_inputs(header, messages, stats)
     await blocking(check_finite, x1, x2)
-    async for i, j, values in computed_tiles(job, programs, executor, devices, x1, x2, expired):
+    async for i, j, values in computed_tiles(
+        job, programs, executor, devices, x1, x2, expired, stats
+    ):
         for message in await blocking(tile_messages, job, i, j, values):
             stats.bytes_out += message.ByteSize()
             yield message

@@ -120,9 +120,12 @@ class TilePrograms:
         get: tuple[str, ...],
         symmetric: bool,
         requested: int = 0,
+        device: Any = None,
     ) -> tuple[int, int]:
-        """(tile size, estimated bytes per tile): `requested` if it fits, else (0) the
-        largest power of two up to `max_tile` that fits. Raises TileTooLarge."""
+        """(tile size, bytes per tile): `requested` if it fits, else (0) the largest power of
+        two up to `max_tile` that fits. The estimate picks the size; with a `device`, the
+        program is then compiled there and XLA's figure has the last word (the tile halves
+        while it is over). Raises TileTooLarge."""
         key = (kfn.topology_id, n1, n2, features, dtype, get, symmetric, requested)
         with self._lock:
             if key in self._sizes:
@@ -153,9 +156,43 @@ class TilePrograms:
                     f"pair), over the server's budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
             found = (min(size, max(n1, n2)), need(size))
+        if device is not None:
+            found = self._confirmed(
+                kfn, found, n1, n2, features, dtype, get, symmetric, device, shrink=not requested
+            )
         with self._lock:
             self._sizes[key] = found
         return found
+
+    def _confirmed(
+        self,
+        kfn: KernelFn,
+        found: tuple[int, int],
+        n1: int,
+        n2: int,
+        features: tuple[int, ...],
+        dtype: str,
+        get: tuple[str, ...],
+        symmetric: bool,
+        device: Any,
+        shrink: bool,
+    ) -> tuple[int, int]:
+        size, estimate = found
+        while True:
+            single = size >= max(n1, n2)
+            shape = TileShape(
+                min(size, n1), min(size, n2), features, dtype, get, symmetric and single
+            )
+            actual = self.compiled_bytes(kfn, shape, device)
+            if actual is None or actual <= self.budget_bytes:
+                return size, estimate if actual is None else actual
+            if size == 1 or not shrink:
+                raise TileTooLarge(
+                    f"a {size} x {size} tile of this network needs {actual / 2**20:.0f} MiB "
+                    f"of device memory (XLA's figure), over the server's budget of "
+                    f"{self.budget_bytes / 2**20:.0f} MiB"
+                )
+            size = _ceil_pow2(size) // 2
 
     def _largest_fitting(self, need: Callable[[int], int], top: int) -> int:
         """The largest power of two <= top with need(size) <= budget (0 if none), by bisection

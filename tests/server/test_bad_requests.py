@@ -166,10 +166,17 @@ def test_unknown_ids_are_not_found(stub: Any) -> None:
         _expect(call, request, grpc.StatusCode.NOT_FOUND, "0" * 32)
 
 
-def test_stream_kernel_is_declared_but_unimplemented(stub: Any) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        list(stub.StreamKernel(iter([ks.StreamKernelRequest()]), timeout=30))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+def test_a_bad_batch_item_is_named_by_its_index(stub: Any, arch_id: str) -> None:
+    good = ks.ComputeKernelRequest(architecture_id=arch_id, x1=_x())
+    bad = ks.ComputeKernelRequest(architecture_id=arch_id, x1=_x((3,)))
+    request = ks.ComputeKernelBatchRequest(requests=[good, good, bad])
+    _expect(
+        stub.ComputeKernelBatch, request, grpc.StatusCode.INVALID_ARGUMENT, "requests[2].x1.shape"
+    )
+    unknown = ks.ComputeKernelBatchRequest(
+        requests=[good, ks.ComputeKernelRequest(architecture_id="nope", x1=_x())]
+    )
+    _expect(stub.ComputeKernelBatch, unknown, grpc.StatusCode.NOT_FOUND, "")
 
 
 def test_server_and_registry_survive_bad_requests(stub: Any, arch_id: str) -> None:

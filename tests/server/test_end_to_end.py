@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import jax
 import numpy as np
 import pytest
-from ntkserve import Client, errors, stax
+from ntkserve import Client, errors, stax, tensor
+from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
 from ntkserve_server.kernels import kernel_fn
 
 from tests.conftest import ServerProcess
@@ -226,3 +229,43 @@ def test_architectures_differing_only_in_hyper_parameters_share_one_compilation(
     # b_std absent is another network (no bias), so another program.
     no_bias = engine.compiled(kernel_fn(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))))
     assert no_bias.forward is not first
+
+
+def test_concurrent_small_calls_are_batched_and_equal_lone_calls(
+    client: Client, server: ServerProcess
+) -> None:
+    rng = np.random.default_rng(7)
+    xs = [(rng.standard_normal((5, 10)), rng.standard_normal((3, 10))) for _ in range(24)]
+    alone = [client.kernel(ARCH, a, b, get=("nngp", "ntk")) for a, b in xs]
+    with ThreadPoolExecutor(24) as pool:
+        together = list(pool.map(lambda ab: client.kernel(ARCH, *ab, get=("nngp", "ntk")), xs))
+    for one, other in zip(alone, together, strict=True):
+        for k1, k2 in zip(one, other, strict=True):
+            np.testing.assert_allclose(k2, k1, rtol=1e-13, atol=0)
+
+
+def test_compute_kernel_batch_answers_each_request_in_order(
+    client: Client, server: ServerProcess
+) -> None:
+    rng = np.random.default_rng(8)
+    aid = client.register(ARCH)
+    items = [
+        (rng.standard_normal((n, 10)), None if n % 2 else rng.standard_normal((2, 10)))
+        for n in (3, 4, 3, 6, 4)
+    ]
+    request = kernel_service_pb2.ComputeKernelBatchRequest(
+        requests=[
+            kernel_service_pb2.ComputeKernelRequest(
+                architecture_id=aid,
+                x1=tensor.encode(a),
+                x2=None if b is None else tensor.encode(b),
+                get=[kernel_service_pb2.KERNEL_KIND_NTK],
+            )
+            for a, b in items
+        ]
+    )
+    with grpc.insecure_channel(server.target) as channel:
+        response = kernel_service_pb2_grpc.KernelServiceStub(channel).ComputeKernelBatch(request)
+    assert len(response.responses) == len(items)
+    for (a, b), answer in zip(items, response.responses, strict=True):
+        np.testing.assert_allclose(tensor.decode(answer.ntk), client.kernel(aid, a, b), rtol=1e-13)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -73,7 +74,8 @@ def test_sigterm_drains_in_flight_calls(start_server: Any) -> None:
     thread = threading.Thread(target=long_call)
     thread.start()
     deadline = time.monotonic() + 60
-    while "rpc start method=ComputeKernel" not in proc.log_text() and time.monotonic() < deadline:
+    started = re.compile(r"rpc start method=(ComputeKernel|StreamKernel)")  # unary or streamed
+    while not started.search(proc.log_text()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.terminate() == 0
     thread.join(60)
@@ -83,4 +85,6 @@ def test_sigterm_drains_in_flight_calls(start_server: Any) -> None:
     )
     assert results["k"][0].shape == (1500, 1500)
     log = proc.log_text()
-    assert log.index("shutting down") < log.index("rpc method=ComputeKernel code=OK")
+    match = started.search(log)
+    assert match is not None
+    assert log.index("shutting down") < log.index(f"rpc method={match.group(1)} code=OK")

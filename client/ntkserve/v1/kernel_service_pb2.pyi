@@ -183,7 +183,7 @@ class TileIndex(_message.Message):
     def __init__(self, row: _Optional[int] = ..., col: _Optional[int] = ...) -> None: ...
 
 class StreamKernelPlan(_message.Message):
-    __slots__ = ("tile_size", "grid_rows", "grid_cols", "mirrored", "tiles", "kernel_shape", "tile_bytes")
+    __slots__ = ("tile_size", "grid_rows", "grid_cols", "mirrored", "tiles", "kernel_shape", "tile_bytes", "position_pairs")
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     GRID_ROWS_FIELD_NUMBER: _ClassVar[int]
     GRID_COLS_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,7 @@ class StreamKernelPlan(_message.Message):
     TILES_FIELD_NUMBER: _ClassVar[int]
     KERNEL_SHAPE_FIELD_NUMBER: _ClassVar[int]
     TILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POSITION_PAIRS_FIELD_NUMBER: _ClassVar[int]
     tile_size: int
     grid_rows: int
     grid_cols: int
@@ -198,7 +199,8 @@ class StreamKernelPlan(_message.Message):
     tiles: int
     kernel_shape: _containers.RepeatedScalarFieldContainer[int]
     tile_bytes: int
-    def __init__(self, tile_size: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., mirrored: bool = ..., tiles: _Optional[int] = ..., kernel_shape: _Optional[_Iterable[int]] = ..., tile_bytes: _Optional[int] = ...) -> None: ...
+    position_pairs: bool
+    def __init__(self, tile_size: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., mirrored: bool = ..., tiles: _Optional[int] = ..., kernel_shape: _Optional[_Iterable[int]] = ..., tile_bytes: _Optional[int] = ..., position_pairs: bool = ...) -> None: ...
 
 class InputChunk(_message.Message):
     __slots__ = ("slot", "offset", "data")

@@ -325,5 +325,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         finally:
             call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
             computed = ",".join(f"{d}:{n}" for d, n in sorted(stats.computed.items()))
-            call.extra = f" tiles={stats.tiles_done}/{stats.tiles_planned} computed={computed}"
+            call.extra = (
+                f" tiles={stats.tiles_done}/{stats.tiles_planned} computed={computed}"
+                f" tile_programs_compiled={self._programs.compilations}"
+            )
             call.write()

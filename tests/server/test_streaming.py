@@ -345,3 +345,20 @@ def test_cancelled_and_expired_streams_stop_within_a_tile(
     line = _stream_log(server, after)
     sent, planned, computed = _tiles(line)
     assert computed <= sent + 2 * 2 + 2 and computed < planned, line
+
+
+def test_any_n_reuses_the_tile_programs(client: Client, stub: Any, server: ServerProcess) -> None:
+    aid = client.register(MLP)
+    rng = np.random.default_rng(5)
+    compiled = []
+    for n in (37, 45, 29):  # ragged edges, padded to the one 8 x 8 tile shape
+        x, y = rng.standard_normal((n, 8)), rng.standard_normal((n + 3, 8))
+        after = len(server.log_text().splitlines())
+        _, streamed, _, _ = _assemble(
+            stub.StreamKernel(_messages(aid, x, y, get=("ntk",), tile_size=8)), ("ntk",)
+        )
+        assert _relative(streamed["ntk"], client.kernel(aid, x, y)) <= 1e-12
+        m = re.search(r"tile_programs_compiled=(\d+)", _stream_log(server, after))
+        assert m
+        compiled.append(int(m.group(1)))
+    assert compiled[0] == compiled[1] == compiled[2], compiled

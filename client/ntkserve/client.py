@@ -8,22 +8,29 @@ Imports no jax.
 from __future__ import annotations
 
 import dataclasses
-import threading
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 
-from ntkserve import errors, tensor
+from ntkserve import replicas, streaming, tensor
+from ntkserve.assembly import output_paths
+from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
 from ntkserve.spec import Architecture
-from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc
+from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
+from ntkserve.v1 import architecture_pb2, kernel_service_pb2
 
-ArchLike = str | Architecture | architecture_pb2.Architecture
 Get = str | Sequence[str]
 _R = TypeVar("_R")
-
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "STREAM_THRESHOLD_BYTES",
+    "ArchLike",
+    "ArchitectureInfo",
+    "Client",
+    "Get",
+]
 _KINDS = {"nngp": kernel_service_pb2.KERNEL_KIND_NNGP, "ntk": kernel_service_pb2.KERNEL_KIND_NTK}
 
 
@@ -47,6 +54,15 @@ def _kinds(get: Get) -> tuple[list[str], bool]:
     return names, isinstance(get, str)
 
 
+def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
+    """Whether the inputs or the kernels are too large for one unary call."""
+    n1 = int(x1.shape[0]) if x1.ndim else 1
+    n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
+    request = int(x1.nbytes) + (0 if x2 is None else int(x2.nbytes))
+    response = n1 * n2 * kinds * int(x1.dtype.itemsize)
+    return max(request, response) > STREAM_THRESHOLD_BYTES
+
+
 def _info(record: kernel_service_pb2.ArchitectureRecord) -> ArchitectureInfo:
     return ArchitectureInfo(
         id=record.architecture_id,
@@ -56,42 +72,46 @@ def _info(record: kernel_service_pb2.ArchitectureRecord) -> ArchitectureInfo:
 
 
 class Client:
-    """A connection to an ntkserve server.
+    """A connection to one ntkserve server, or to several replicas of it.
 
     Args:
-      target: "host:port" of the server.
+      target: "host:port" of the server; or a sequence of them (replicas): one channel each,
+        and a streamed kernel is spread over all of them (see `kernel`). A single target with
+        a gRPC resolver scheme ("dns:///ntkserve:50051", "ipv4:10.0.0.1:50051,10.0.0.2:50051")
+        is balanced round robin, call by call, so a streamed kernel is spread over its
+        backends too (a Kubernetes headless Service). Everything other than streamed kernels
+        goes to the first target.
       token: a bearer token sent as `authorization` metadata with every call.
-      root_certificates: PEM bytes; when given, the channel uses TLS.
-      timeout: default deadline in seconds for each call (None: no deadline).
+      root_certificates: PEM bytes; when given, the channels use TLS.
+      timeout: default deadline in seconds for each call, and for a streamed kernel as a
+        whole (None: no deadline).
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         token: str | None = None,
         root_certificates: bytes | None = None,
         timeout: float | None = None,
     ) -> None:
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._endpoints = [
+            Endpoint(t, metadata=metadata, timeout=timeout, root_certificates=root_certificates)
+            for t in normalize_targets(target)
         ]
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
-        self._stub = kernel_service_pb2_grpc.KernelServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._timeout = timeout
-        self._ids: dict[bytes, str] = {}
-        self._ids_lock = threading.Lock()
+        self._first = self._endpoints[0]
+        self._stub = self._first.stub
+        # Called with (target, row, col) after each tile of a streamed kernel (tests use it).
+        self._on_tile_done: TileHook | None = None
+        # How the last streamed kernel went: tile size, tiles, which target did how many.
+        self.last_stream: StreamReport | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._channel.close()
+        for endpoint in self._endpoints:
+            endpoint.close()
 
     def __enter__(self) -> Client:
         return self
@@ -102,41 +122,21 @@ class Client:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, method: Callable[..., _R], request: Any) -> _R:
-        try:
-            return method(request, timeout=self._timeout, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from e
-
-    def _register_proto(self, arch: architecture_pb2.Architecture) -> str:
-        key = arch.SerializeToString(deterministic=True)
-        request = kernel_service_pb2.RegisterArchitectureRequest(architecture=arch)
-        response: kernel_service_pb2.RegisterArchitectureResponse = self._call(
-            self._stub.RegisterArchitecture, request
-        )
-        with self._ids_lock:
-            self._ids[key] = response.architecture_id
-        return response.architecture_id
+        return self._first.call(method, request)
 
     def _with_id(self, arch: ArchLike, call: Callable[[str], _R]) -> _R:
-        """Runs call(id); a spec is registered on first use and again if the server lost it."""
-        if isinstance(arch, str):
-            return call(arch)
-        proto = arch.to_proto() if isinstance(arch, Architecture) else arch
-        with self._ids_lock:
-            known = self._ids.get(proto.SerializeToString(deterministic=True))
-        if known is None:
-            return call(self._register_proto(proto))
-        try:
-            return call(known)
-        except errors.NotFoundError:
-            return call(self._register_proto(proto))
+        """Runs call(id) on the first target; a spec is registered on first use and again if
+        the server lost it."""
+        return self._first.with_id(arch, call)
 
     # -- registry ----------------------------------------------------------------------------
 
     def register(self, arch: Architecture | architecture_pb2.Architecture) -> str:
-        """Registers a network and returns its id (the same id for the same network)."""
-        proto = arch.to_proto() if isinstance(arch, Architecture) else arch
-        return self._register_proto(proto)
+        """Registers a network and returns its id (the same id for the same network).
+
+        On the first target (on each of its backends, for a resolver target); a streamed
+        kernel registers a spec on every replica it uses by itself."""
+        return self._first.register_everywhere(proto_of(arch))
 
     def get_architecture(self, architecture_id: str) -> ArchitectureInfo:
         request = kernel_service_pb2.GetArchitectureRequest(architecture_id=architecture_id)
@@ -151,19 +151,73 @@ class Client:
     def delete_architecture(self, architecture_id: str) -> None:
         request = kernel_service_pb2.DeleteArchitectureRequest(architecture_id=architecture_id)
         self._call(self._stub.DeleteArchitecture, request)
-        with self._ids_lock:
-            self._ids = {k: v for k, v in self._ids.items() if v != architecture_id}
+        for endpoint in self._endpoints:
+            endpoint.forget(architecture_id)
 
     # -- kernels -----------------------------------------------------------------------------
 
+    def _stream(
+        self,
+        arch: ArchLike,
+        x1: np.ndarray[Any, Any],
+        x2: np.ndarray[Any, Any] | None,
+        names: list[str],
+        single: bool,
+        tile: int | None,
+        out: str | os.PathLike[str] | None,
+        progress: bool | None,
+    ) -> list[np.ndarray[Any, Any]]:
+        job = streaming.prepare(x1, x2, names, tile)
+        paths = None if out is None else output_paths(out, names, single)
+        if len(self._endpoints) > 1 or self._first.resolver:
+            kernels, report = replicas.stream_spread(
+                self._endpoints, arch, job, paths, progress, self._on_tile_done
+            )
+        else:
+            kernels, report = streaming.stream_one(
+                self._first, arch, job, paths, progress, self._on_tile_done
+            )
+        self.last_stream = report
+        return kernels
+
     def kernel(
-        self, arch: ArchLike, x1: Any, x2: Any = None, get: Get = "ntk"
+        self,
+        arch: ArchLike,
+        x1: Any,
+        x2: Any = None,
+        get: Get = "ntk",
+        *,
+        tile: int | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool | None = None,
     ) -> np.ndarray[Any, Any] | tuple[np.ndarray[Any, Any], ...]:
         """The kernel(s) between x1 and x2 (x2=None: x2 = x1), in the inputs' dtype.
 
         `get` is "nngp", "ntk", or a tuple of them; a tuple returns a tuple in that order.
+
+        Large kernels are streamed in tiles (StreamKernel): when `tile` or `out` is given, or
+        when the inputs or the kernels exceed `STREAM_THRESHOLD_BYTES` (32 MiB). The result
+        is the same as one ComputeKernel call's.
+
+        Args:
+          tile: rows and columns per tile (None: the server chooses for its device memory).
+          out: a path: the kernel is written to this .npy file as it arrives and returned as
+            a `numpy.memmap` (flushed), so it may be larger than memory. With a tuple `get`,
+            one file per kernel, its name before the suffix ("k.npy": "k.nngp.npy",
+            "k.ntk.npy").
+          progress: a progress bar on stderr (tiles done, rate, time left); None shows it
+            when stderr is a terminal and there is more than one tile.
+
+        With several targets (or a resolver target) a streamed kernel is spread over the
+        replicas, tiles from a replica that fails are recomputed by the others, and a spec
+        is registered on each replica used.
         """
         names, single = _kinds(get)
+        x1 = np.asarray(x1)
+        x2 = None if x2 is None else np.asarray(x2)
+        if tile is not None or out is not None or _large(x1, x2, len(names)):
+            kernels = self._stream(arch, x1, x2, names, single, tile, out, progress)
+            return kernels[0] if single else tuple(kernels)
         t1 = tensor.encode(x1, "x1")
         t2 = None if x2 is None else tensor.encode(x2, "x2")
 
@@ -177,8 +231,45 @@ class Client:
             return response
 
         response = self._with_id(arch, compute)
-        out = tuple(tensor.decode(getattr(response, n), n) for n in names)
-        return out[0] if single else out
+        values = tuple(tensor.decode(getattr(response, n), n) for n in names)
+        return values[0] if single else values
+
+    def kernel_batch(
+        self, arch: ArchLike, inputs: Sequence[tuple[Any, Any]], get: Get = "ntk"
+    ) -> list[Any]:
+        """Several small kernels of one architecture in one call (ComputeKernelBatch):
+        `inputs` is a sequence of (x1, x2 or None); returns one result per pair, each shaped
+        as `kernel` would return it."""
+        names, single = _kinds(get)
+        kinds = [_KINDS[n] for n in names]
+        encoded = [
+            (
+                tensor.encode(a, f"inputs[{i}][0]"),
+                None if b is None else tensor.encode(b, f"inputs[{i}][1]"),
+            )
+            for i, (a, b) in enumerate(inputs)
+        ]
+
+        def compute(architecture_id: str) -> kernel_service_pb2.ComputeKernelBatchResponse:
+            request = kernel_service_pb2.ComputeKernelBatchRequest(
+                requests=[
+                    kernel_service_pb2.ComputeKernelRequest(
+                        architecture_id=architecture_id, x1=t1, x2=t2, get=kinds
+                    )
+                    for t1, t2 in encoded
+                ]
+            )
+            response: kernel_service_pb2.ComputeKernelBatchResponse = self._call(
+                self._stub.ComputeKernelBatch, request
+            )
+            return response
+
+        response = self._with_id(arch, compute)
+        out = []
+        for item in response.responses:
+            values = tuple(tensor.decode(getattr(item, n), n) for n in names)
+            out.append(values[0] if single else values)
+        return out
 
     def value_and_grad(
         self,

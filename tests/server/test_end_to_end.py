@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import jax
 import numpy as np
 import pytest
-from ntkserve import Client, errors, stax, tensor
-from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
+from ntkserve import Client, errors, stax
 from ntkserve_server.kernels import kernel_fn
 
 from tests.conftest import ServerProcess
@@ -244,28 +242,14 @@ def test_concurrent_small_calls_are_batched_and_equal_lone_calls(
             np.testing.assert_allclose(k2, k1, rtol=1e-13, atol=0)
 
 
-def test_compute_kernel_batch_answers_each_request_in_order(
-    client: Client, server: ServerProcess
-) -> None:
+def test_compute_kernel_batch_answers_each_request_in_order(client: Client) -> None:
     rng = np.random.default_rng(8)
-    aid = client.register(ARCH)
     items = [
         (rng.standard_normal((n, 10)), None if n % 2 else rng.standard_normal((2, 10)))
         for n in (3, 4, 3, 6, 4)
     ]
-    request = kernel_service_pb2.ComputeKernelBatchRequest(
-        requests=[
-            kernel_service_pb2.ComputeKernelRequest(
-                architecture_id=aid,
-                x1=tensor.encode(a),
-                x2=None if b is None else tensor.encode(b),
-                get=[kernel_service_pb2.KERNEL_KIND_NTK],
-            )
-            for a, b in items
-        ]
-    )
-    with grpc.insecure_channel(server.target) as channel:
-        response = kernel_service_pb2_grpc.KernelServiceStub(channel).ComputeKernelBatch(request)
-    assert len(response.responses) == len(items)
-    for (a, b), answer in zip(items, response.responses, strict=True):
-        np.testing.assert_allclose(tensor.decode(answer.ntk), client.kernel(aid, a, b), rtol=1e-13)
+    answers = client.kernel_batch(ARCH, items, get=("nngp", "ntk"))
+    assert len(answers) == len(items)
+    for (a, b), answer in zip(items, answers, strict=True):
+        for got, want in zip(answer, client.kernel(ARCH, a, b, get=("nngp", "ntk")), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)

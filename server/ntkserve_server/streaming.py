@@ -27,7 +27,7 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve_server import requests
 from ntkserve_server.compute import Compiled
 from ntkserve_server.requests import InvalidRequest, StreamHeader
-from ntkserve_server.tile_programs import TilePrograms, TileShape
+from ntkserve_server.tile_programs import TiledKernel, TilePrograms, TileShape
 from ntkserve_server.tiles import TileGrid, blocks, padded_rows
 
 log = logging.getLogger("ntkserve.stream")
@@ -51,6 +51,7 @@ class StreamStats:
 class Job:
     compiled: Compiled
     header: StreamHeader
+    kernel: TiledKernel
     grid: TileGrid
     tiles: tuple[tuple[int, int], ...]
     tile_bytes: int
@@ -71,15 +72,7 @@ class Job:
 
     def shape(self, i: int, j: int) -> TileShape:
         """The padded shape tile (i, j) is computed at (diagonal tiles of x2 = x1 apart)."""
-        g, h = self.grid, self.header
-        return TileShape(
-            rows=min(g.size, g.n1),
-            cols=min(g.size, g.n2),
-            features=h.x1_shape[1:],
-            dtype=h.dtype.name,
-            get=h.get,
-            diagonal=g.symmetric and i == j,
-        )
+        return self.kernel.shape(self.grid.size, self.grid.symmetric and i == j)
 
 
 def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, device: Any) -> Job:
@@ -87,18 +80,21 @@ def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, devic
     kfn = compiled.kfn
     kfn.check_inputs(header.x1_shape, header.x2_shape, header.dtype)
     n1 = header.x1_shape[0]
-    n2 = n1 if header.x2_shape is None else header.x2_shape[0]
-    symmetric = header.x2_shape is None
-    size, tile_bytes = programs.choose_size(
-        kfn, n1, n2, header.x1_shape[1:], header.dtype.name, header.get, symmetric,
-        requested=header.tile_size, device=device,
-    )  # fmt: skip
-    grid = TileGrid(n1, n2, size, symmetric)
+    kernel = TiledKernel(
+        n1=n1,
+        n2=n1 if header.x2_shape is None else header.x2_shape[0],
+        features=header.x1_shape[1:],
+        dtype=header.dtype.name,
+        get=header.get,
+        symmetric=header.x2_shape is None,
+    )
+    size, tile_bytes = programs.choose_size(kfn, kernel, header.tile_size, device)
+    grid = TileGrid(kernel.n1, kernel.n2, size, kernel.symmetric)
     tiles = header.tiles or tuple(grid.all_tiles())
     problem = grid.check(tiles)
     if problem is not None:
         raise InvalidRequest("header.tiles", problem)
-    return Job(compiled, header, grid, tuple(tiles), tile_bytes)
+    return Job(compiled, header, kernel, grid, tuple(tiles), tile_bytes)
 
 
 class _Input:

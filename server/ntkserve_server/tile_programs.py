@@ -46,6 +46,24 @@ class TileShape:
     diagonal: bool  # x2 = x1 within the tile: computed as a symmetric kernel
 
 
+@dataclasses.dataclass(frozen=True)
+class TiledKernel:
+    """What a streamed kernel is, as far as tiling goes."""
+
+    n1: int
+    n2: int
+    features: tuple[int, ...]
+    dtype: str
+    get: tuple[str, ...]
+    symmetric: bool  # x2 = x1
+
+    def shape(self, size: int, diagonal: bool) -> TileShape:
+        """The padded shape of a tile of this side (a diagonal one: x2 = x1 within it)."""
+        return TileShape(
+            min(size, self.n1), min(size, self.n2), self.features, self.dtype, self.get, diagonal
+        )
+
+
 def _outvar_bytes(jaxpr: Any) -> int:
     """The largest array any equation of `jaxpr` (or of a jaxpr nested in it) produces."""
     largest = 0
@@ -111,29 +129,19 @@ class TilePrograms:
     # -- tile size -----------------------------------------------------------------------
 
     def choose_size(
-        self,
-        kfn: KernelFn,
-        n1: int,
-        n2: int,
-        features: tuple[int, ...],
-        dtype: str,
-        get: tuple[str, ...],
-        symmetric: bool,
-        requested: int = 0,
-        device: Any = None,
+        self, kfn: KernelFn, kernel: TiledKernel, requested: int = 0, device: Any = None
     ) -> tuple[int, int]:
         """(tile size, bytes per tile): `requested` if it fits, else (0) the largest power of
         two up to `max_tile` that fits. The estimate picks the size; with a `device`, the
         program is then compiled there and XLA's figure has the last word (the tile halves
         while it is over). Raises TileTooLarge."""
-        key = (kfn.topology_id, n1, n2, features, dtype, get, symmetric, requested)
+        key = (kfn.topology_id, kernel, requested, device is None)
         with self._lock:
             if key in self._sizes:
                 return self._sizes[key]
 
         def need(size: int) -> int:
-            shape = TileShape(min(size, n1), min(size, n2), features, dtype, get, symmetric)
-            return estimate_bytes(kfn, shape)
+            return estimate_bytes(kfn, kernel.shape(size, kernel.symmetric))
 
         if requested:
             needed = need(requested)
@@ -147,19 +155,18 @@ class TilePrograms:
                 )
             found = (requested, needed)
         else:
-            size = self._largest_fitting(need, min(self.max_tile, _ceil_pow2(max(n1, n2))))
+            largest = max(kernel.n1, kernel.n2)
+            size = self._largest_fitting(need, min(self.max_tile, _ceil_pow2(largest)))
             if size == 0:
+                per_pair = int(np.prod(kfn.kernel_shape((1, *kernel.features), None)[2:]))
                 raise TileTooLarge(
                     f"even one pair of inputs of this network needs about "
-                    f"{need(1) / 2**20:.0f} MiB of device memory (it keeps "
-                    f"{int(np.prod(kfn.kernel_shape((1, *features), None)[2:]))} entries per "
-                    f"pair), over the server's budget of {self.budget_bytes / 2**20:.0f} MiB"
+                    f"{need(1) / 2**20:.0f} MiB of device memory (it keeps {per_pair} entries "
+                    f"per pair), over the server's budget of {self.budget_bytes / 2**20:.0f} MiB"
                 )
-            found = (min(size, max(n1, n2)), need(size))
+            found = (min(size, largest), need(size))
         if device is not None:
-            found = self._confirmed(
-                kfn, found, n1, n2, features, dtype, get, symmetric, device, shrink=not requested
-            )
+            found = self._confirmed(kfn, kernel, found, device, shrink=not requested)
         with self._lock:
             self._sizes[key] = found
         return found
@@ -167,23 +174,17 @@ class TilePrograms:
     def _confirmed(
         self,
         kfn: KernelFn,
+        kernel: TiledKernel,
         found: tuple[int, int],
-        n1: int,
-        n2: int,
-        features: tuple[int, ...],
-        dtype: str,
-        get: tuple[str, ...],
-        symmetric: bool,
         device: Any,
         shrink: bool,
     ) -> tuple[int, int]:
         size, estimate = found
         while True:
-            single = size >= max(n1, n2)
-            shape = TileShape(
-                min(size, n1), min(size, n2), features, dtype, get, symmetric and single
+            single = size >= max(kernel.n1, kernel.n2)
+            actual = self.compiled_bytes(
+                kfn, kernel.shape(size, kernel.symmetric and single), device
             )
-            actual = self.compiled_bytes(kfn, shape, device)
             if actual is None or actual <= self.budget_bytes:
                 return size, estimate if actual is None else actual
             if size == 1 or not shrink:

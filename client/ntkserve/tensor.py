@@ -50,13 +50,24 @@ def wire_dtype(code: int, field: str = "dtype") -> np.dtype[Any]:
 
 def encode(array: Any, field: str = "tensor") -> tensor_pb2.Tensor:
     """Encodes a float32/float64 array-like (numpy, jax, lists are not guessed) as a Tensor."""
+    out = tensor_pb2.Tensor()
+    encode_into(out, array, field)
+    return out
+
+
+def encode_into(out: tensor_pb2.Tensor, array: Any, field: str = "tensor") -> int:
+    """Encodes `array` into the Tensor field `out` of a message being built, in place (no
+    copy of the bytes through a temporary message); returns the number of data bytes."""
     arr = np.asarray(array)
     try:
         code = dtype_code(arr.dtype)
     except TypeError as e:
         raise TensorError(field, str(e)) from None
     wire = np.ascontiguousarray(arr, dtype=_WIRE_DTYPES[code])
-    return tensor_pb2.Tensor(dtype=code, shape=wire.shape, data=wire.tobytes())  # type: ignore[arg-type]
+    out.dtype = code  # type: ignore[assignment]
+    out.shape[:] = wire.shape
+    out.data = wire.tobytes()
+    return wire.nbytes
 
 
 def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray[Any, Any]:

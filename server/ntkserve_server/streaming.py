@@ -38,7 +38,7 @@ Array = np.ndarray[Any, Any]
 
 @dataclasses.dataclass
 class StreamStats:
-    """What one call did, for its log line."""
+    """What one call did, for its log line (bytes: the header, the plan and tensor data)."""
 
     tiles_done: int = 0  # sent
     tiles_planned: int = 0
@@ -140,7 +140,7 @@ async def receive_inputs(
             problem = "is not x1 or x2" if header.x2_shape is not None else "is not x1 (no x2)"
             raise InvalidRequest(f"{field}.slot", f"{message.chunk.slot} {problem}")
         buffer.add(message.chunk, field)
-        stats.bytes_in += message.ByteSize()
+        stats.bytes_in += len(message.chunk.data)
     for buffer in slots.values():
         if buffer.received != len(buffer.data):
             raise InvalidRequest(
@@ -175,20 +175,21 @@ def compute_tile(
 
 
 def tile_messages(
-    job: Job, i: int, j: int, values: Sequence[Array]
+    job: Job, i: int, j: int, values: Sequence[Array], stats: StreamStats
 ) -> list[ks.StreamKernelResponse]:
-    """Tile (i, j) as KernelTile blocks of about BLOCK_BYTES, then its tile_done."""
+    """Tile (i, j) as KernelTile blocks of about BLOCK_BYTES, then its tile_done. Messages are
+    built in place (a nested constructor would copy each block's bytes once more)."""
     out = []
     row0, col0 = i * job.grid.size, j * job.grid.size
     for name, v in zip(job.header.get, values, strict=True):
         for r, c, block in blocks(v, BLOCK_BYTES):
-            tile = ks.KernelTile(
-                kind=_KIND_CODES[name],
-                row_start=row0 + r,
-                col_start=col0 + c,
-                values=tensor.encode(block, "values"),
-            )
-            out.append(ks.StreamKernelResponse(tile=tile))
+            message = ks.StreamKernelResponse()
+            tile = message.tile
+            tile.kind = _KIND_CODES[name]
+            tile.row_start = row0 + r
+            tile.col_start = col0 + c
+            stats.bytes_out += tensor.encode_into(tile.values, block, "values")
+            out.append(message)
     out.append(ks.StreamKernelResponse(tile_done=ks.TileIndex(row=i, col=j)))
     return out
 
@@ -273,7 +274,6 @@ async def stream_kernel(
     async for i, j, values in computed_tiles(
         job, programs, executor, devices, x1, x2, expired, stats
     ):
-        for message in await blocking(tile_messages, job, i, j, values):
-            stats.bytes_out += message.ByteSize()
+        for message in await blocking(tile_messages, job, i, j, values, stats):
             yield message
         stats.tiles_done += 1

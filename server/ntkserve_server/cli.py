@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         default=65536,
         help="only kernels with at most this many entries are batched (default 65536)",
     )
+    serve.add_argument(
+        "--max-compiled",
+        type=int,
+        default=64,
+        help="network topologies whose compiled programs stay in memory (default 64, LRU)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 
@@ -94,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         max_stream_input_bytes=args.max_stream_input_mb << 20,
         batch_window_seconds=args.batch_window_ms * 1e-3,
         batch_max_entries=args.batch_max_entries,
+        max_topologies=args.max_compiled,
+        max_tile_programs=args.max_compiled,
     )
+    # A shared GPU hosts other jobs too: allocate device memory as needed, not 75% up front
+    # (set XLA_PYTHON_CLIENT_PREALLOCATE=true to get jax's default back).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from ntkserve_server.server import serve  # jax loads only for `serve`
 
     asyncio.run(serve(config))

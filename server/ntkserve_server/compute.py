@@ -9,6 +9,7 @@ Blocking: call from a worker thread.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -56,10 +57,18 @@ def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
 
 class ComputeEngine:
     """Jitted programs per topology (so a sweep over W_std compiles once), and the
-    architectures that use them, by id."""
+    architectures that use them, by id.
 
-    def __init__(self) -> None:
-        self._programs: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+    Bounded: at most `max_topologies` topologies keep their programs (and the compiled
+    executables jax caches inside them); the least recently used one is dropped with the
+    architectures that use it, which are rebuilt from the registry on their next call.
+    """
+
+    def __init__(self, max_topologies: int = 64) -> None:
+        self.max_topologies = max_topologies
+        self._programs: collections.OrderedDict[
+            str, tuple[Callable[..., Any], Callable[..., Any]]
+        ] = collections.OrderedDict()
         self._compiled: dict[str, Compiled] = {}
         self._lock = threading.Lock()
 
@@ -72,13 +81,29 @@ class ComputeEngine:
                 if programs is None:
                     programs = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
                     self._programs[kfn.topology_id] = programs
+                    self._evict()
                 found = Compiled(kfn, *programs)
                 self._compiled[kfn.id] = found
+            self._programs.move_to_end(kfn.topology_id)
             return found
+
+    def _evict(self) -> None:
+        while len(self._programs) > self.max_topologies:
+            topology, _ = self._programs.popitem(last=False)
+            self._compiled = {
+                i: c for i, c in self._compiled.items() if c.kfn.topology_id != topology
+            }
+
+    def topologies(self) -> int:
+        with self._lock:
+            return len(self._programs)
 
     def lookup(self, architecture_id: str) -> Compiled | None:
         with self._lock:
-            return self._compiled.get(architecture_id)
+            found = self._compiled.get(architecture_id)
+            if found is not None:
+                self._programs.move_to_end(found.kfn.topology_id)
+            return found
 
     def forget(self, architecture_id: str) -> None:
         with self._lock:

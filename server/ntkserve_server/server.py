@@ -46,6 +46,8 @@ class ServerConfig:
     max_tile_size: int = 2048
     max_stream_input_bytes: int = 4 << 30
     max_tile_programs: int = 64
+    # Topologies whose compiled programs stay in memory (least recently used dropped).
+    max_topologies: int = 64
     # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
     batch_window_seconds: float = 0.002
     batch_max_entries: int = 65536
@@ -53,6 +55,15 @@ class ServerConfig:
 
 def _devices() -> str:
     return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.local_devices())
+
+
+def _persistent_compilation_cache(path: Path) -> None:
+    """jax's on-disk cache of compiled programs, in the data dir: a restarted server loads
+    what it compiled before instead of compiling it again (every program, however quick)."""
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # type: ignore[no-untyped-call]
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)  # type: ignore[no-untyped-call]
 
 
 def _tile_budget(config: ServerConfig) -> int:
@@ -66,6 +77,7 @@ def _tile_budget(config: ServerConfig) -> int:
 async def serve(config: ServerConfig) -> None:
     """Runs until SIGTERM/SIGINT, then drains and returns."""
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]  # float64 requests stay float64 end to end
+    _persistent_compilation_cache(config.data_dir / "jax-cache")
     devices = _devices()  # initialises the backend before we say SERVING
     registry = Registry(config.data_dir / "registry.sqlite3")
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
@@ -80,7 +92,7 @@ async def serve(config: ServerConfig) -> None:
     )
     kernel_service = KernelService(
         registry,
-        ComputeEngine(),
+        ComputeEngine(config.max_topologies),
         executor,
         programs,
         DynamicBatcher(

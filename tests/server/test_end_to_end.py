@@ -229,6 +229,29 @@ def test_architectures_differing_only_in_hyper_parameters_share_one_compilation(
     assert no_bias.forward is not first
 
 
+def test_the_compiled_programs_are_bounded_least_recently_used_first() -> None:
+    from ntkserve_server.compute import ComputeEngine
+
+    engine = ComputeEngine(max_topologies=2)
+    x = np.random.RandomState(3).randn(4, 3)
+    nets = [stax.serial(stax.Dense(8), act(), stax.Dense(1)) for act in (stax.Relu, stax.Erf)]
+    nets.append(stax.serial(stax.Dense(8), stax.Gelu(), stax.Dense(1)))
+    first, second, third = (kernel_fn(n) for n in nets)
+    engine.compiled(first)
+    engine.compiled(second)
+    assert engine.lookup(first.id) is not None  # now the most recently used
+    engine.compiled(third)
+    assert engine.topologies() == 2
+    assert engine.lookup(second.id) is None  # dropped: the least recently used
+    assert engine.lookup(first.id) is not None and engine.lookup(third.id) is not None
+    again = engine.compiled(kernel_fn(nets[1]))  # rebuilt on its next use, same values
+    fresh = ComputeEngine()
+    np.testing.assert_array_equal(
+        engine.kernel(again, x, None, ("ntk",))[0],
+        fresh.kernel(fresh.compiled(kernel_fn(nets[1])), x, None, ("ntk",))[0],
+    )
+
+
 def test_concurrent_small_calls_are_batched_and_equal_lone_calls(
     client: Client, server: ServerProcess
 ) -> None:

@@ -23,10 +23,15 @@ def test_registration_survives_restart(start_server: Any) -> None:
         arch_id = c.register(ARCH)
         before = c.kernel(arch_id, x)
     assert first.terminate() == 0
+    cache = first.data_dir / "jax-cache"
+    compiled_before = {f.name for f in cache.iterdir()}
+    assert compiled_before, "jax's persistent compilation cache lives in the data dir"
     second = start_server(first.data_dir)
     with Client(second.target, timeout=60) as c:
         assert [i.id for i in c.list_architectures()] == [arch_id]
         np.testing.assert_array_equal(c.kernel(arch_id, x), before)
+    # The restarted server loaded its program from the cache: nothing new was compiled.
+    assert {f.name for f in cache.iterdir()} == compiled_before
 
 
 def test_registration_survives_sigkill(start_server: Any) -> None:

@@ -81,8 +81,13 @@ class Client:
         is balanced round robin, call by call, so a streamed kernel is spread over its
         backends too (a Kubernetes headless Service). Everything other than streamed kernels
         goes to the first target.
-      token: a bearer token sent as `authorization` metadata with every call.
-      root_certificates: PEM bytes; when given, the channels use TLS.
+      token: a bearer token sent as `authorization` metadata with every call (a server
+        started with --auth-tokens answers UNAUTHENTICATED without one).
+      root_certificates: PEM bytes of the CA that signed the server's certificate; when
+        given, the channels use TLS.
+      client_certificate, client_key: PEM bytes of this client's certificate (chain) and
+        its private key, for a server that requires them (--tls-client-ca, mutual TLS);
+        they turn TLS on too (with the system's CAs if root_certificates is None).
       timeout: default deadline in seconds for each call, and for a streamed kernel as a
         whole (None: no deadline).
     """
@@ -93,11 +98,20 @@ class Client:
         *,
         token: str | None = None,
         root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
         timeout: float | None = None,
     ) -> None:
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._endpoints = [
-            Endpoint(t, metadata=metadata, timeout=timeout, root_certificates=root_certificates)
+            Endpoint(
+                t,
+                metadata=metadata,
+                timeout=timeout,
+                root_certificates=root_certificates,
+                client_certificate=client_certificate,
+                client_key=client_key,
+            )
             for t in normalize_targets(target)
         ]
         self._first = self._endpoints[0]

@@ -70,6 +70,8 @@ class Endpoint:
         metadata: tuple[tuple[str, str], ...],
         timeout: float | None,
         root_certificates: bytes | None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
         self.target = target
         self.resolver = is_resolver_target(target)
@@ -80,8 +82,14 @@ class Endpoint:
         ]
         if self.resolver:
             options.append(("grpc.lb_policy_name", "round_robin"))
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together: pass both or neither")
+        if root_certificates is not None or client_certificate is not None:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=client_key,
+                certificate_chain=client_certificate,
+            )
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ntkserve_server.server import ServerConfig
+from ntkserve_server.transport import Security, SecurityError
 
 
 def _default_data_dir() -> Path:
@@ -76,6 +77,27 @@ def _parser() -> argparse.ArgumentParser:
         default=64,
         help="network topologies whose compiled programs stay in memory (default 64, LRU)",
     )
+    serve.add_argument(
+        "--auth-tokens",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="require 'authorization: Bearer TOKEN'; FILE has one 'TOKEN TENANT' per line",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without --auth-tokens (anyone may call)",
+    )
+    serve.add_argument("--tls-cert", type=Path, default=None, metavar="PEM", help="serve TLS")
+    serve.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="its key")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 
@@ -88,6 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "no TPU" noise
     data_dir = args.data_dir or Path(os.environ.get("NTKSERVE_DATA_DIR") or _default_data_dir())
+    try:  # refuse bad security flags before jax initialises a device
+        security = Security.load(
+            auth_tokens=args.auth_tokens,
+            insecure=args.insecure,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+        )
+        security.check_host(args.host)
+    except SecurityError as e:
+        raise SystemExit(f"ntkserve: {e}") from e
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -102,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_max_entries=args.batch_max_entries,
         max_topologies=args.max_compiled,
         max_tile_programs=args.max_compiled,
+        security=security,
     )
     # A shared GPU hosts other jobs too: allocate device memory as needed, not 75% up front
     # (set XLA_PYTHON_CLIENT_PREALLOCATE=true to get jax's default back).

@@ -26,6 +26,7 @@ from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
+from ntkserve_server.transport import Security
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
@@ -51,6 +52,8 @@ class ServerConfig:
     # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
     batch_window_seconds: float = 0.002
     batch_max_entries: int = 65536
+    # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
+    security: Security = dataclasses.field(default_factory=Security)
 
 
 def _devices() -> str:
@@ -82,10 +85,11 @@ async def serve(config: ServerConfig) -> None:
     registry = Registry(config.data_dir / "registry.sqlite3")
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
     server = grpc.aio.server(
+        interceptors=config.security.interceptors(),
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
-        ]
+        ],
     )
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
@@ -114,7 +118,7 @@ async def serve(config: ServerConfig) -> None:
         ),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    port = config.security.bind(server, config.host, config.port)
     if port == 0:
         raise SystemExit(f"cannot listen on {config.host}:{config.port}")
     await server.start()
@@ -131,6 +135,7 @@ async def serve(config: ServerConfig) -> None:
         registry.path,
         programs.budget_bytes >> 20,
     )
+    config.security.log_summary(config.host)
     # The one line that says where it listens (tests read it to learn the port).
     print(f"ntkserve listening on {config.host}:{port}", flush=True)
     sys.stdout.flush()

@@ -173,6 +173,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         devices: Sequence[Any],
         max_stream_input_bytes: int,
     ) -> None:
+        # Per-tenant registries plug in here: key each lookup and insert by
+        # auth.current_tenant() (read on the event loop, before handing work to a thread).
         self._registry = registry
         self._engine = engine
         self._executor = executor

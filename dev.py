@@ -120,7 +120,9 @@ def main(argv: list[str]) -> int:
         return _run(uv, env, "ntkserve", "serve", *rest)
     if task == "test":
         _buf()
-        return _run(uv, env, "pytest", *rest)
+        # Two workers, whole files each (a file's module fixtures and its order stay
+        # together): the suite is mostly compilation, one core's work at a time.
+        return _run(uv, env, "pytest", "-n", "2", "--dist", "loadfile", *rest)
     if task == "gen":
         return _run(uv, env, "python", "-m", "tools.genproto")
     return (

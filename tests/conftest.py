@@ -65,6 +65,16 @@ class ServerProcess:
     def log_text(self) -> str:
         return "".join(self.stderr_lines)
 
+    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+        """Whether `text` shows up in the log within `timeout` seconds (stderr is read by a
+        thread, so a line written just now may not be in `log_text()` yet)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def terminate(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

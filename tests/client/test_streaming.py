@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -294,6 +295,7 @@ def test_a_job_spread_over_replicas_equals_one_server(trio: list[ServerProcess])
     assert report_sym is not None and report_sym.tiles == 12 * 13 // 2
     for r in (report, report_sym):
         assert sum(lane.tiles_done for lane in r.lanes) == r.tiles and r.requeued_tiles == 0
+    assert all(s.wait_for_log("method=StreamKernel code=OK") for s in trio)
     assert all(_tiles_computed(s) > 0 for s in trio)
     for s in trio:  # the spec was registered on every replica, under one id
         with Client(s.target) as c:
@@ -313,7 +315,10 @@ def test_round_robin_resolver_target(trio: list[ServerProcess]) -> None:
         report = c.last_stream
     assert_close(got, want)
     assert report is not None and len(report.lanes) == 2
-    assert all(_tiles_computed(s) > b for s, b in zip(trio[1:], before, strict=True))
+    deadline = time.monotonic() + 30  # log lines follow the last message; wait for them
+    while not all(_tiles_computed(s) > b for s, b in zip(trio[1:], before, strict=True)):
+        assert time.monotonic() < deadline, [_tiles_computed(s) for s in trio[1:]]
+        time.sleep(0.05)
 
 
 def test_non_transient_errors_fail_a_spread_job(trio: list[ServerProcess]) -> None:

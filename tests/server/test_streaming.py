@@ -198,6 +198,7 @@ def test_auto_tile_blocks_and_both_devices(
     )
     assert largest < (1 << 20) + 4096, "a message over ~1 MiB"
     assert _relative(streamed["ntk"], client.kernel(aid, x)) <= 1e-12
+    assert server.wait_for_log("tiles=3/3")  # the log line follows the last message
     line = [
         ln for ln in server.log_text().splitlines() if "StreamKernel" in ln and "tiles=3/3" in ln
     ][-1]

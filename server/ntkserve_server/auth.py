@@ -48,8 +48,8 @@ def current_tenant() -> str | None:
 
     grpc.aio runs the interceptor and the handler of one call in the same context, so this
     holds for the whole handler (on the event loop; work sent to a thread pool with
-    run_in_executor does not carry it: read it before). Per-tenant registries plug in here:
-    the servicer will pass current_tenant() to the registry with every lookup and insert.
+    run_in_executor does not carry it: read it before). The servicer reads it in each
+    handler and keys every registry lookup, insert and delete by it.
     """
     return _TENANT.get()
 

@@ -24,11 +24,11 @@ from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from ntkserve_server import requests, streaming
+from ntkserve_server import auth, requests, streaming
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
-from ntkserve_server.registry import Record, Registry
+from ntkserve_server.registry import DEFAULT_TENANT, Record, Registry
 from ntkserve_server.tile_programs import TilePrograms, TileTooLarge
 
 log = logging.getLogger("ntkserve.rpc")
@@ -39,7 +39,18 @@ _T = TypeVar("_T")
 
 
 class UnknownArchitecture(LookupError):
-    pass
+    """No such id *for the caller*: also what another tenant's id gets. NOT_FOUND, never
+    PERMISSION_DENIED, so that a tenant cannot probe which ids other tenants registered
+    (an id is a hash of the network: a denial would tell that someone uses that network)."""
+
+    def __init__(self, architecture_id: str, hint: str = "") -> None:
+        super().__init__(f"no architecture with id {architecture_id!r}{hint}")
+
+
+def _tenant() -> str:
+    """The caller's tenant. Read it on the event loop, in the handler: run_in_executor does
+    not carry context variables into the worker thread, so pass it down from here."""
+    return auth.current_tenant() or DEFAULT_TENANT
 
 
 def _bad_request(violations: Sequence[tuple[str, str]], message: str) -> grpc.Status:
@@ -173,8 +184,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         devices: Sequence[Any],
         max_stream_input_bytes: int,
     ) -> None:
-        # Per-tenant registries plug in here: key each lookup and insert by
-        # auth.current_tenant() (read on the event loop, before handing work to a thread).
+        # Every registry call is keyed by the caller's tenant (`_tenant()`), and every id is
+        # checked against the tenant's registrations before the engine's compiled cache,
+        # which is shared by id across tenants (same id, same network), is used.
         self._registry = registry
         self._engine = engine
         self._executor = executor
@@ -187,16 +199,35 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    def _compiled(self, architecture_id: str) -> Compiled:
+    def _compiled(self, tenant: str, architecture_id: str) -> Compiled:
+        """The tenant's architecture, compiled (blocking: a worker thread)."""
+        if not self._registry.holds(tenant, architecture_id):
+            raise UnknownArchitecture(architecture_id, "; register it first")
         found = self._engine.lookup(architecture_id)
         if found is not None:
             return found
-        record = self._registry.get(architecture_id)
-        if record is None:
-            raise UnknownArchitecture(
-                f"no architecture with id {architecture_id!r}; register it first"
-            )
+        record = self._registry.get(tenant, architecture_id)
+        if record is None:  # deleted since `holds`
+            raise UnknownArchitecture(architecture_id, "; register it first")
         return self._engine.compiled(KernelFn(record.architecture))
+
+    async def _resolve(self, tenant: str, architecture_id: str) -> Compiled:
+        """`_compiled`, without a thread hop when the tenant is known to hold the id and it
+        is compiled already (the common case of small calls)."""
+        if self._registry.known(tenant, architecture_id):
+            found = self._engine.lookup(architecture_id)
+            if found is not None:
+                return found
+        return await self._run(self._compiled, tenant, architecture_id)
+
+    def _delete(self, tenant: str, architecture_id: str) -> bool:
+        """Deletes the tenant's registration; the compiled architecture is dropped only when
+        no other tenant holds it (blocking)."""
+        if not self._registry.delete(tenant, architecture_id):
+            return False
+        if not self._registry.anyone_holds(architecture_id):
+            self._engine.forget(architecture_id)
+        return True
 
     @rpc
     async def RegisterArchitecture(
@@ -204,8 +235,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> ks.RegisterArchitectureResponse:
         if not request.HasField("architecture"):
             raise requests.InvalidRequest("architecture", "is required")
+        tenant = _tenant()
         kfn = await self._run(KernelFn, request.architecture)
-        created, _ = await self._run(self._registry.put, kfn.id, kfn.architecture)
+        created, _ = await self._run(self._registry.put, tenant, kfn.id, kfn.architecture)
         self._engine.compiled(kfn)
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
 
@@ -214,16 +246,16 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.GetArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        record = await self._run(self._registry.get, architecture_id)
+        record = await self._run(self._registry.get, _tenant(), architecture_id)
         if record is None:
-            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}")
+            raise UnknownArchitecture(architecture_id)
         return ks.GetArchitectureResponse(record=_record_message(record))
 
     @rpc
     async def ListArchitectures(
         self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> ks.ListArchitecturesResponse:
-        records = await self._run(self._registry.list)
+        records = await self._run(self._registry.list, _tenant())
         return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
 
     @rpc
@@ -231,30 +263,29 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.DeleteArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        if not await self._run(self._registry.delete, architecture_id):
-            raise UnknownArchitecture(f"no architecture with id {architecture_id!r}")
-        self._engine.forget(architecture_id)
+        if not await self._run(self._delete, _tenant(), architecture_id):
+            raise UnknownArchitecture(architecture_id)
         return ks.DeleteArchitectureResponse()
 
     @rpc
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
+        tenant = _tenant()
         if len(request.x1.data) + len(request.x2.data) <= INLINE_BYTES:
             inputs = requests.kernel_inputs(request)
         else:
             inputs = await self._run(requests.kernel_inputs, request)  # NaN scans are O(bytes)
-        compiled = self._engine.lookup(inputs.architecture_id)
-        if compiled is None:  # first use since start: the registry, on a worker thread
-            compiled = await self._run(self._compiled, inputs.architecture_id)
+        compiled = await self._resolve(tenant, inputs.architecture_id)
         return await self._kernel(compiled, inputs)
 
     @rpc
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
+        tenant = _tenant()
         inputs = await self._run(requests.kernel_inputs, request)
-        compiled = await self._run(self._compiled, inputs.architecture_id)
+        compiled = await self._resolve(tenant, inputs.architecture_id)
         shape = compiled.kfn.kernel_shape(
             inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
         )
@@ -280,11 +311,12 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeKernelBatch(
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
+        tenant = _tenant()
         items = []
         for i, item in enumerate(request.requests):
             try:
                 inputs = await self._run(requests.kernel_inputs, item)
-                compiled = await self._run(self._compiled, inputs.architecture_id)
+                compiled = await self._resolve(tenant, inputs.architecture_id)
                 compiled.kfn.check_inputs(
                     inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape, inputs.x1.dtype
                 )
@@ -313,6 +345,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ks.StreamKernelResponse]:
         call = _CallLog("StreamKernel")
+        tenant = _tenant()  # here, on the event loop: the stream's workers are threads
         stats = streaming.StreamStats()
 
         def expired() -> bool:
@@ -322,7 +355,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         try:
             async for message in streaming.stream_kernel(
                 request_iterator,
-                self._compiled,
+                functools.partial(self._compiled, tenant),
                 self._programs,
                 self._executor,
                 self._devices,

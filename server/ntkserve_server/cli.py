@@ -78,6 +78,37 @@ def _parser() -> argparse.ArgumentParser:
         help="network topologies whose compiled programs stay in memory (default 64, LRU)",
     )
     serve.add_argument(
+        "--max-tensor-elements",
+        type=int,
+        default=1 << 28,
+        help="most elements of one request tensor (default 2**28)",
+    )
+    serve.add_argument(
+        "--max-unary-kernel-entries",
+        type=int,
+        default=1 << 26,
+        help="most entries of a kernel returned by a unary call; bigger ones must stream "
+        "(default 2**26)",
+    )
+    serve.add_argument(
+        "--max-concurrent-jobs",
+        type=int,
+        default=None,
+        help="compute calls running at once; more wait in a queue (default 8 * --workers)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        help="compute calls waiting; more are refused, with a retry delay (default 64)",
+    )
+    serve.add_argument(
+        "--max-jobs-per-tenant",
+        type=int,
+        default=0,
+        help="compute calls one tenant may have running or waiting (default 0: no limit)",
+    )
+    serve.add_argument(
         "--auth-tokens",
         type=Path,
         default=None,
@@ -133,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         max_stream_input_bytes=args.max_stream_input_mb << 20,
         batch_window_seconds=args.batch_window_ms * 1e-3,
         batch_max_entries=args.batch_max_entries,
+        max_tensor_elements=args.max_tensor_elements,
+        max_unary_kernel_entries=args.max_unary_kernel_entries,
+        max_concurrent_jobs=args.max_concurrent_jobs,
+        max_queue=args.max_queue,
+        max_jobs_per_tenant=args.max_jobs_per_tenant,
         max_topologies=args.max_compiled,
         max_tile_programs=args.max_compiled,
         security=security,

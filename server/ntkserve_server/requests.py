@@ -8,6 +8,7 @@ agreement, `get`, cotangent shapes. Shape against the architecture is the engine
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,40 @@ class InvalidRequest(ValueError):
 
 class OverLimit(Exception):
     """A valid request over one of the server's configured limits (RESOURCE_EXHAUSTED)."""
+
+
+def check_elements(message: Any, fields: Sequence[str], max_elements: int) -> None:
+    """OverLimit for a tensor field with more than `max_elements` elements (0: no limit),
+    from its declared shape, before anything is decoded or allocated (Python ints: an int64
+    shape's product could overflow)."""
+    for field in fields:
+        if not max_elements or not message.HasField(field):
+            continue
+        shape = [int(s) for s in getattr(message, field).shape]
+        elements = math.prod(max(s, 0) for s in shape)
+        if elements > max_elements:
+            raise OverLimit(
+                f"{field}: shape {shape} holds {elements} elements, over this server's limit of "
+                f"{max_elements} per tensor (--max-tensor-elements); send fewer rows per call, "
+                "or stream the kernel with StreamKernel"
+            )
+
+
+def check_entries(
+    shape: Sequence[int], get: Sequence[str], max_entries: int, what: str = "the kernel"
+) -> int:
+    """The entries a unary call would return (N1 * N2 * positions * kernels); OverLimit past
+    `max_entries` (0: no limit)."""
+    entries = math.prod(int(s) for s in shape) * len(get)
+    shown = f" (shape {list(shape)} x {len(get)} kernels)" if len(shape) > 1 else ""
+    if max_entries and entries > max_entries:
+        raise OverLimit(
+            f"{what} would hold {entries} entries{shown}, "
+            f"over this server's limit of {max_entries} for one unary call "
+            "(--max-unary-kernel-entries); use StreamKernel (the client's Client.kernel "
+            "streams on its own, with tile= and out=), or send fewer rows per call"
+        )
+    return entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +172,11 @@ def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> Stream
     return parsed
 
 
-def kernel_inputs(request: ks.ComputeKernelRequest | ks.ComputeValueAndGradRequest) -> KernelInputs:
+def kernel_inputs(
+    request: ks.ComputeKernelRequest | ks.ComputeValueAndGradRequest, max_elements: int = 0
+) -> KernelInputs:
     architecture_id = require_id(request.architecture_id)
+    check_elements(request, ("x1", "x2"), max_elements)
     x1 = _array(request, "x1")
     if x1 is None:
         raise InvalidRequest("x1", "is required")
@@ -149,9 +187,13 @@ def kernel_inputs(request: ks.ComputeKernelRequest | ks.ComputeValueAndGradReque
 
 
 def cotangents(
-    request: ks.ComputeValueAndGradRequest, inputs: KernelInputs, shape: tuple[int, ...]
+    request: ks.ComputeValueAndGradRequest,
+    inputs: KernelInputs,
+    shape: tuple[int, ...],
+    max_elements: int = 0,
 ) -> tuple[Array, ...]:
     """C for each requested kernel: the request's, or all ones; shaped like the kernel."""
+    check_elements(request, ("nngp_cotangent", "ntk_cotangent"), max_elements)
     out = []
     for name in inputs.get:
         field = f"{name}_cotangent"

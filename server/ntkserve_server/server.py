@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
 
+from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.registry import Registry
@@ -52,6 +53,15 @@ class ServerConfig:
     # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
     batch_window_seconds: float = 0.002
     batch_max_entries: int = 65536
+    # Limits (RESOURCE_EXHAUSTED past them): elements of one request tensor; entries of one
+    # unary kernel (bigger ones stream); compute calls running at once (None: 8 * workers,
+    # so dynamic batching still merges many small calls), waiting beyond those, and running
+    # or waiting per tenant (0: no limit).
+    max_tensor_elements: int = 1 << 28
+    max_unary_kernel_entries: int = 1 << 26
+    max_concurrent_jobs: int | None = None
+    max_queue: int = 64
+    max_jobs_per_tenant: int = 0
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
 
@@ -106,6 +116,13 @@ async def serve(config: ServerConfig) -> None:
         ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,
+        admission=Admission(
+            config.max_concurrent_jobs or 8 * config.workers,
+            config.max_queue,
+            config.max_jobs_per_tenant,
+        ),
+        max_tensor_elements=config.max_tensor_elements,
+        max_unary_kernel_entries=config.max_unary_kernel_entries,
     )
     kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(kernel_service, server)
     health_servicer = health.aio.HealthServicer()

@@ -17,14 +17,12 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from ntkserve_server import auth, requests, streaming
+from ntkserve_server import auth, requests, statuses, streaming
+from ntkserve_server.admission import Admission, Busy
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
@@ -53,48 +51,28 @@ def _tenant() -> str:
     return auth.current_tenant() or DEFAULT_TENANT
 
 
-def _bad_request(violations: Sequence[tuple[str, str]], message: str) -> grpc.Status:
-    detail = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-            for f, d in violations
-        ]
-    )
-    packed = any_pb2.Any()
-    packed.Pack(detail)
-    return rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[packed])
-    )
-
-
 def _is_out_of_memory(error: Exception) -> bool:
     text = str(error)
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
 
 
-@dataclasses.dataclass(frozen=True)
-class _Status:
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
-
-
-def _status_for(error: Exception, name: str) -> _Status:
+def _status_for(error: Exception, name: str) -> statuses.Status:
     """The status for an exception: the one place engine and request errors become codes."""
     if isinstance(error, (EngineError, requests.InvalidRequest)):
-        bad = _bad_request(error.violations, str(error))
-        return _Status(bad.code, bad.details, tuple(bad.trailing_metadata))
+        return statuses.bad_request(error.violations, str(error))
+    if isinstance(error, Busy):
+        return statuses.retry(str(error), error.retry_seconds)
     if isinstance(error, UnknownArchitecture):
-        return _Status(grpc.StatusCode.NOT_FOUND, str(error))
+        return statuses.Status(grpc.StatusCode.NOT_FOUND, str(error))
     if isinstance(error, (requests.OverLimit, TileTooLarge)):
-        return _Status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        return statuses.Status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     if _is_out_of_memory(error):
-        return _Status(
+        return statuses.Status(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"the device ran out of memory: {error}; send fewer rows or stream in smaller tiles",
         )
     log.error("%s failed", name, exc_info=error)
-    return _Status(
+    return statuses.Status(
         grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(error).__name__}: {error}"
     )
 
@@ -160,6 +138,19 @@ def rpc(
     return wrapper
 
 
+def admitted(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Runs a unary compute RPC in one of the admission control's slots (Busy if none)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with self._admission.slot(_tenant()):
+            return await method(self, request, context)
+
+    return wrapper
+
+
 def _record_message(record: Record) -> ks.ArchitectureRecord:
     return ks.ArchitectureRecord(
         architecture_id=record.id,
@@ -183,6 +174,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         *,
         devices: Sequence[Any],
         max_stream_input_bytes: int,
+        admission: Admission,
+        max_tensor_elements: int = 0,
+        max_unary_kernel_entries: int = 0,
     ) -> None:
         # Every registry call is keyed by the caller's tenant (`_tenant()`), and every id is
         # checked against the tenant's registrations before the engine's compiled cache,
@@ -194,6 +188,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._batcher = batcher
         self._devices = tuple(devices)
         self._max_stream_input_bytes = max_stream_input_bytes
+        self._admission = admission
+        self._max_elements = max_tensor_elements
+        self._max_entries = max_unary_kernel_entries
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -268,28 +265,34 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         return ks.DeleteArchitectureResponse()
 
     @rpc
+    @admitted
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
         tenant = _tenant()
         if len(request.x1.data) + len(request.x2.data) <= INLINE_BYTES:
-            inputs = requests.kernel_inputs(request)
-        else:
-            inputs = await self._run(requests.kernel_inputs, request)  # NaN scans are O(bytes)
+            inputs = requests.kernel_inputs(request, self._max_elements)
+        else:  # NaN scans are O(bytes)
+            inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
+        self._entries(compiled, inputs)
         return await self._kernel(compiled, inputs)
 
     @rpc
+    @admitted
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
         tenant = _tenant()
-        inputs = await self._run(requests.kernel_inputs, request)
+        inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
         shape = compiled.kfn.kernel_shape(
             inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
         )
-        cotangents = await self._run(requests.cotangents, request, inputs, shape)
+        requests.check_entries(shape, inputs.get, self._max_entries)
+        cotangents = await self._run(
+            requests.cotangents, request, inputs, shape, self._max_elements
+        )
         hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
 
         def compute() -> ks.ComputeValueAndGradResponse:
@@ -308,13 +311,15 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         return await self._run(compute)
 
     @rpc
+    @admitted
     async def ComputeKernelBatch(
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
         tenant = _tenant()
-        items = []
+        items, entries = [], 0
         for i, item in enumerate(request.requests):
             try:
+                requests.check_elements(item, ("x1", "x2"), self._max_elements)
                 inputs = await self._run(requests.kernel_inputs, item)
                 compiled = await self._resolve(tenant, inputs.architecture_id)
                 compiled.kfn.check_inputs(
@@ -322,9 +327,21 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 )
             except (requests.InvalidRequest, EngineError) as e:
                 raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
+            except requests.OverLimit as e:
+                raise requests.OverLimit(f"requests[{i}].{e}") from e
+            entries += self._entries(compiled, inputs, f"requests[{i}]'s kernel")
             items.append((inputs, compiled))
+        requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
         responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
+
+    def _entries(
+        self, compiled: Compiled, inputs: requests.KernelInputs, what: str = "the kernel"
+    ) -> int:
+        shape = compiled.kfn.kernel_shape(
+            inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
+        )
+        return requests.check_entries(shape, inputs.get, self._max_entries, what)
 
     async def _kernel(
         self, compiled: Compiled, inputs: requests.KernelInputs
@@ -353,17 +370,18 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return remaining is not None and remaining <= 0
 
         try:
-            async for message in streaming.stream_kernel(
-                request_iterator,
-                functools.partial(self._compiled, tenant),
-                self._programs,
-                self._executor,
-                self._devices,
-                self._max_stream_input_bytes,
-                expired,
-                stats,
-            ):
-                yield message
+            async with self._admission.slot(tenant):
+                async for message in streaming.stream_kernel(
+                    request_iterator,
+                    functools.partial(self._compiled, tenant),
+                    self._programs,
+                    self._executor,
+                    self._devices,
+                    self._max_stream_input_bytes,
+                    expired,
+                    stats,
+                ):
+                    yield message
         except BaseException as e:
             await call.fail(e, context)
             raise

@@ -45,6 +45,12 @@ class UnknownArchitecture(LookupError):
         super().__init__(f"no architecture with id {architecture_id!r}{hint}")
 
 
+def _kernel_shape(compiled: Compiled, inputs: requests.KernelInputs) -> tuple[int, ...]:
+    return compiled.kfn.kernel_shape(
+        inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
+    )
+
+
 def _tenant() -> str:
     """The caller's tenant. Read it on the event loop, in the handler: run_in_executor does
     not carry context variables into the worker thread, so pass it down from here."""
@@ -286,9 +292,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         tenant = _tenant()
         inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
-        shape = compiled.kfn.kernel_shape(
-            inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
-        )
+        shape = _kernel_shape(compiled, inputs)
         requests.check_entries(shape, inputs.get, self._max_entries)
         cotangents = await self._run(
             requests.cotangents, request, inputs, shape, self._max_elements
@@ -338,10 +342,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     def _entries(
         self, compiled: Compiled, inputs: requests.KernelInputs, what: str = "the kernel"
     ) -> int:
-        shape = compiled.kfn.kernel_shape(
-            inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
+        return requests.check_entries(
+            _kernel_shape(compiled, inputs), inputs.get, self._max_entries, what
         )
-        return requests.check_entries(shape, inputs.get, self._max_entries, what)
 
     async def _kernel(
         self, compiled: Compiled, inputs: requests.KernelInputs

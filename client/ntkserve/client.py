@@ -7,6 +7,7 @@ Imports no jax.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ntkserve import replicas, streaming, tensor
+from ntkserve import endpoints, replicas, streaming, tensor
 from ntkserve.assembly import output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
 from ntkserve.spec import Architecture
@@ -132,6 +133,13 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @staticmethod
+    def request_id(value: str) -> contextlib.AbstractContextManager[None]:
+        """`with client.request_id("job-42"): ...` sends x-request-id "job-42" with every
+        call inside the block, so the server's log lines and errors carry it. Without one
+        the server makes an id per call; errors carry it as `error.request_id` either way."""
+        return endpoints.request_id(value)
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -12,8 +12,11 @@ successive calls can land on different backends (a Kubernetes headless Service).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +34,29 @@ RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 # Concurrent calls a streamed job keeps open on a resolver target whose backend count the
 # client cannot see (dns): enough to keep a handful of replicas busy.
 RESOLVER_LANES = 4
+
+
+REQUEST_ID_KEY = errors.REQUEST_ID_KEY
+# What the server accepts as an id (it goes into its log lines verbatim).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ntkserve_request_id", default=None
+)
+
+
+@contextlib.contextmanager
+def request_id(value: str) -> Iterator[None]:
+    """Sends `value` as the x-request-id of every call made inside the block (in this
+    thread or context), so the server logs them under it and its errors echo it."""
+    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
+        raise ValueError(
+            f"request_id: expected 1 to 128 letters, digits or . _ : / + = -, got {value!r}"
+        )
+    token = _REQUEST_ID.set(value)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
 
 
 def is_resolver_target(target: str) -> bool:
@@ -94,13 +120,19 @@ class Endpoint:
         else:
             self.channel = grpc.insecure_channel(target, options=options)
         self.stub = kernel_service_pb2_grpc.KernelServiceStub(self.channel)
-        self.metadata = metadata
+        self._metadata = metadata
         self.timeout = timeout
         self._ids: dict[bytes, str] = {}
         self._ids_lock = threading.Lock()
 
     def close(self) -> None:
         self.channel.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call made now: auth, and the request id of a `request_id` block."""
+        current = _REQUEST_ID.get()
+        return self._metadata if current is None else (*self._metadata, (REQUEST_ID_KEY, current))
 
     def call(self, method: Callable[..., _R], request: Any, timeout: float | None = None) -> _R:
         """A unary call with this endpoint's deadline and metadata; typed errors."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import threading
 import time
@@ -170,8 +171,11 @@ class Spread:
         self._bar = TileProgress(len(tiles), self._progress)
         with self._bar:
             threads = [
-                threading.Thread(
-                    target=self._lane, args=lane, name=f"ntkserve-lane-{k}", daemon=True
+                threading.Thread(  # in the caller's context: its request id, if any
+                    target=contextvars.copy_context().run,
+                    args=(self._lane, *lane),
+                    name=f"ntkserve-lane-{k}",
+                    daemon=True,
                 )
                 for k, lane in enumerate(lanes)
             ]

@@ -28,6 +28,16 @@ from pathlib import Path
 
 from ntkserve.v1 import architecture_pb2 as pb
 
+
+class UnknownArchitecture(LookupError):
+    """No such id *for the caller*: also what another tenant's id gets. NOT_FOUND, never
+    PERMISSION_DENIED, so that a tenant cannot probe which ids other tenants registered
+    (an id is a hash of the network: a denial would tell that someone uses that network)."""
+
+    def __init__(self, architecture_id: str, hint: str = "") -> None:
+        super().__init__(f"no architecture with id {architecture_id!r}{hint}")
+
+
 DEFAULT_TENANT = ""  # the tenant of every call to a server without --auth-tokens
 SCHEMA_VERSION = 2
 _TABLE = """

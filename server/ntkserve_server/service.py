@@ -1,18 +1,14 @@
-"""The KernelService servicer: the one place engine errors become gRPC status codes.
+"""The KernelService servicer: each RPC decodes and validates its request and runs jax work
+on the worker pool (never on the event loop).
 
-Each RPC decodes and validates its request, runs jax work on the worker pool (never on the
-event loop), and logs one line: method, status code, duration, bytes in and out.
-INVALID_ARGUMENT carries a google.rpc.BadRequest with one field violation per problem.
+Request ids, status codes, log lines and call metrics are the call boundary's (`calls`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -21,140 +17,25 @@ from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from ntkserve_server import auth, requests, statuses, streaming
-from ntkserve_server.admission import Admission, Busy
+from ntkserve_server import requests, streaming
+from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
+from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
 from ntkserve_server.compute import Compiled, ComputeEngine
 from ntkserve_server.kernels import EngineError, KernelFn
-from ntkserve_server.registry import DEFAULT_TENANT, Record, Registry
-from ntkserve_server.tile_programs import TilePrograms, TileTooLarge
+from ntkserve_server.registry import Record, Registry, UnknownArchitecture
+from ntkserve_server.tile_programs import TilePrograms
 
-log = logging.getLogger("ntkserve.rpc")
 # Requests and responses this small are decoded and encoded on the event loop: for them a
 # hop to a worker thread costs more than the work (measured: ~0.4 ms of a ~1 ms small call).
 INLINE_BYTES = 1 << 16
 _T = TypeVar("_T")
 
 
-class UnknownArchitecture(LookupError):
-    """No such id *for the caller*: also what another tenant's id gets. NOT_FOUND, never
-    PERMISSION_DENIED, so that a tenant cannot probe which ids other tenants registered
-    (an id is a hash of the network: a denial would tell that someone uses that network)."""
-
-    def __init__(self, architecture_id: str, hint: str = "") -> None:
-        super().__init__(f"no architecture with id {architecture_id!r}{hint}")
-
-
 def _kernel_shape(compiled: Compiled, inputs: requests.KernelInputs) -> tuple[int, ...]:
     return compiled.kfn.kernel_shape(
         inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
     )
-
-
-def _tenant() -> str:
-    """The caller's tenant. Read it on the event loop, in the handler: run_in_executor does
-    not carry context variables into the worker thread, so pass it down from here."""
-    return auth.current_tenant() or DEFAULT_TENANT
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    text = str(error)
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
-
-
-def _status_for(error: Exception, name: str) -> statuses.Status:
-    """The status for an exception: the one place engine and request errors become codes."""
-    if isinstance(error, (EngineError, requests.InvalidRequest)):
-        return statuses.bad_request(error.violations, str(error))
-    if isinstance(error, Busy):
-        return statuses.retry(str(error), error.retry_seconds)
-    if isinstance(error, UnknownArchitecture):
-        return statuses.Status(grpc.StatusCode.NOT_FOUND, str(error))
-    if isinstance(error, (requests.OverLimit, TileTooLarge)):
-        return statuses.Status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-    if _is_out_of_memory(error):
-        return statuses.Status(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the device ran out of memory: {error}; send fewer rows or stream in smaller tiles",
-        )
-    log.error("%s failed", name, exc_info=error)
-    return statuses.Status(
-        grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(error).__name__}: {error}"
-    )
-
-
-@dataclasses.dataclass
-class _CallLog:
-    """The per-call log line: method, status code, duration, bytes in and out."""
-
-    method: str
-    start: float = dataclasses.field(default_factory=time.perf_counter)
-    code: grpc.StatusCode = grpc.StatusCode.OK
-    bytes_in: int = 0
-    bytes_out: int = 0
-    extra: str = ""
-
-    def __post_init__(self) -> None:
-        log.debug("rpc start method=%s", self.method)
-
-    async def fail(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
-        """Aborts the call with the status for `error` (raising AbortError); returns only for
-        a call that has already ended (cancelled, aborted), which the caller re-raises."""
-        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the caller left
-            self.code = grpc.StatusCode.CANCELLED
-        elif isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
-            code = context.code()
-            self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-        else:
-            status = _status_for(error, self.method)
-            self.code = status.code
-            await context.abort(status.code, status.details, status.trailing_metadata)
-
-    def write(self) -> None:
-        log.info(
-            "rpc method=%s code=%s ms=%.1f bytes_in=%d bytes_out=%d%s",
-            self.method,
-            self.code.name,
-            (time.perf_counter() - self.start) * 1e3,
-            self.bytes_in,
-            self.bytes_out,
-            self.extra,
-        )
-
-
-def rpc(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Error translation and the per-call log line for one unary RPC."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _CallLog(name, bytes_in=request.ByteSize())
-        try:
-            response = await method(self, request, context)
-            call.bytes_out = response.ByteSize()
-            return response
-        except BaseException as e:
-            await call.fail(e, context)
-            raise
-        finally:
-            call.write()
-
-    return wrapper
-
-
-def admitted(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Runs a unary compute RPC in one of the admission control's slots (Busy if none)."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with self._admission.slot(_tenant()):
-            return await method(self, request, context)
-
-    return wrapper
 
 
 def _record_message(record: Record) -> ks.ArchitectureRecord:
@@ -183,8 +64,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         admission: Admission,
         max_tensor_elements: int = 0,
         max_unary_kernel_entries: int = 0,
+        observer: CallObserver | None = None,
     ) -> None:
-        # Every registry call is keyed by the caller's tenant (`_tenant()`), and every id is
+        # Every registry call is keyed by the caller's tenant (`caller_tenant()`), and every id is
         # checked against the tenant's registrations before the engine's compiled cache,
         # which is shared by id across tenants (same id, same network), is used.
         self._registry = registry
@@ -197,6 +79,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._admission = admission
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
+        self.observer = observer  # told of every call's end (`calls.rpc`)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -238,7 +121,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> ks.RegisterArchitectureResponse:
         if not request.HasField("architecture"):
             raise requests.InvalidRequest("architecture", "is required")
-        tenant = _tenant()
+        tenant = caller_tenant()
         kfn = await self._run(KernelFn, request.architecture)
         created, _ = await self._run(self._registry.put, tenant, kfn.id, kfn.architecture)
         self._engine.compiled(kfn)
@@ -249,7 +132,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.GetArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        record = await self._run(self._registry.get, _tenant(), architecture_id)
+        record = await self._run(self._registry.get, caller_tenant(), architecture_id)
         if record is None:
             raise UnknownArchitecture(architecture_id)
         return ks.GetArchitectureResponse(record=_record_message(record))
@@ -258,7 +141,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ListArchitectures(
         self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> ks.ListArchitecturesResponse:
-        records = await self._run(self._registry.list, _tenant())
+        records = await self._run(self._registry.list, caller_tenant())
         return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
 
     @rpc
@@ -266,7 +149,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.DeleteArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        if not await self._run(self._delete, _tenant(), architecture_id):
+        if not await self._run(self._delete, caller_tenant(), architecture_id):
             raise UnknownArchitecture(architecture_id)
         return ks.DeleteArchitectureResponse()
 
@@ -275,7 +158,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
-        tenant = _tenant()
+        tenant = caller_tenant()
         if len(request.x1.data) + len(request.x2.data) <= INLINE_BYTES:
             inputs = requests.kernel_inputs(request, self._max_elements)
         else:  # NaN scans are O(bytes)
@@ -289,7 +172,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
-        tenant = _tenant()
+        tenant = caller_tenant()
         inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
         shape = _kernel_shape(compiled, inputs)
@@ -319,7 +202,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeKernelBatch(
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
-        tenant = _tenant()
+        tenant = caller_tenant()
         items, entries = [], 0
         for i, item in enumerate(request.requests):
             try:
@@ -364,8 +247,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         request_iterator: AsyncIterator[ks.StreamKernelRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ks.StreamKernelResponse]:
-        call = _CallLog("StreamKernel")
-        tenant = _tenant()  # here, on the event loop: the stream's workers are threads
+        call = CallLog("StreamKernel", context, self.observer)
+        caller = caller_tenant()  # here, on the event loop: the stream's workers are threads
         stats = streaming.StreamStats()
 
         def expired() -> bool:
@@ -373,10 +256,11 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return remaining is not None and remaining <= 0
 
         try:
-            async with self._admission.slot(tenant):
+            call.begin()
+            async with self._admission.slot(caller):
                 async for message in streaming.stream_kernel(
                     request_iterator,
-                    functools.partial(self._compiled, tenant),
+                    functools.partial(self._compiled, caller),
                     self._programs,
                     self._executor,
                     self._devices,
@@ -386,13 +270,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 ):
                     yield message
         except BaseException as e:
-            await call.fail(e, context)
+            await call.fail(e)
             raise
         finally:
             call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
             computed = ",".join(f"{d}:{n}" for d, n in sorted(stats.computed.items()))
-            call.extra = (
-                f" tiles={stats.tiles_done}/{stats.tiles_planned} computed={computed}"
-                f" tile_programs_compiled={self._programs.compilations}"
-            )
+            call.extra = {
+                "tiles": f"{stats.tiles_done}/{stats.tiles_planned}",
+                "computed": computed,
+                "tile_programs_compiled": self._programs.compilations,
+            }
             call.write()

@@ -1,6 +1,6 @@
 """gRPC statuses with google.rpc details (BadRequest, RetryInfo) packed in their trailers.
 
-Only builds them: which error gets which status is decided in `service._status_for`.
+Only builds them: which error gets which status is decided in `calls.status_for`.
 """
 
 from __future__ import annotations

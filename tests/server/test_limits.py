@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from ntkserve import Client, stax, tensor
+from ntkserve import Client, errors, stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.admission import Admission, Busy
@@ -132,7 +132,9 @@ class _HeldStream:
         self.release.set()
 
 
-def test_a_burst_past_the_queue_is_refused_with_retry_info(stub: Any, arch_id: str) -> None:
+def test_a_burst_past_the_queue_is_refused_with_retry_info(
+    limited: ServerProcess, stub: Any, arch_id: str
+) -> None:
     held = _HeldStream(stub)  # the one running slot
     time.sleep(0.5)
     try:
@@ -151,6 +153,10 @@ def test_a_burst_past_the_queue_is_refused_with_retry_info(stub: Any, arch_id: s
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "--max-queue" in error.details()
                 assert _retry_seconds(error) == 1.0
+            with Client(limited.target, timeout=30) as client:  # the client reads RetryInfo
+                with pytest.raises(errors.ResourceExhaustedError) as raised:
+                    client.kernel(arch_id, _x(8))
+                assert raised.value.retry_delay == 1.0
             held.cancel()  # its slot passes to the queued call, which now runs
             (queued,) = [f for f in futures if f not in refused]
             assert queued.result(timeout=30).HasField("ntk")

@@ -8,14 +8,19 @@ registered answers, so ids cannot be probed. The registry migration runs without
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from ntkserve import Client, errors, stax
 from ntkserve.endpoints import proto_of
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.registry import DEFAULT_TENANT, SCHEMA_VERSION, Registry
 
 from tests.conftest import ServerProcess
@@ -35,7 +40,7 @@ def tenants_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     data = tmp_path_factory.mktemp("tenants-data")
     tokens = data / "tokens.txt"
     tokens.write_text(f"{ALICE} alice\n{BOB} bob\n")
-    proc = ServerProcess(data / "server", "--auth-tokens", str(tokens))
+    proc = ServerProcess(data / "server", "--auth-tokens", str(tokens), "--max-jobs-per-tenant=1")
     yield proc
     proc.terminate()
 
@@ -86,10 +91,52 @@ def test_another_tenants_id_is_not_found(alice: Client, bob: Client) -> None:
         for architecture_id in (private_id, unknown_id):
             with pytest.raises(errors.NotFoundError) as raised:
                 call(architecture_id)
-            messages.append(raised.value.message.replace(architecture_id, "ID"))
+            error = raised.value
+            assert error.request_id and error.request_id in error.message
+            messages.append(
+                error.message.replace(architecture_id, "ID").replace(error.request_id, "RID")
+            )
         assert messages[0] == messages[1], name
     assert private_id in _ids(alice)  # bob's delete did not touch it
     np.testing.assert_array_equal(alice.kernel(private_id, X), expected)
+
+
+def test_one_tenant_at_its_job_limit_leaves_the_other_served(
+    tenants_server: ServerProcess, alice: Client, bob: Client
+) -> None:
+    """--max-jobs-per-tenant 1: alice's second compute call is refused with a retry delay
+    while her first (a stream that holds its slot) runs; bob is not held up by her."""
+    architecture_id = alice.register(_net(1.6))
+    assert bob.register(_net(1.6)) == architecture_id
+    release = threading.Event()
+
+    def held() -> Iterator[ks.StreamKernelRequest]:
+        release.wait(30)
+        return
+        yield
+
+    with grpc.insecure_channel(tenants_server.target) as channel:
+        stub = kernel_service_pb2_grpc.KernelServiceStub(channel)
+        stream = stub.StreamKernel(
+            held(), timeout=30, metadata=(("authorization", f"Bearer {ALICE}"),)
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # until the stream holds alice's slot
+                try:
+                    alice.kernel(architecture_id, X)
+                except errors.ResourceExhaustedError as e:
+                    refused = e
+                    break
+                assert time.monotonic() < deadline, "alice was never at her limit"
+                time.sleep(0.05)
+            assert "--max-jobs-per-tenant 1" in refused.message
+            assert refused.retry_delay == 1.0
+            assert bob.kernel(architecture_id, X).shape == (6, 6)
+        finally:
+            stream.cancel()
+            release.set()
+    assert alice.kernel(architecture_id, X).shape == (6, 6)  # her slot was given back
 
 
 def test_deleting_a_shared_network_leaves_it_to_the_other(alice: Client, bob: Client) -> None:

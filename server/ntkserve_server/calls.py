@@ -1,0 +1,190 @@
+"""The call boundary of KernelService: request ids, status codes, the log line, call metrics.
+
+Every RPC gets a request id: the client's `x-request-id` metadata when it sends one, else
+one made here. The id is in the call's log line, in the message of every error, and in the
+call's trailing metadata (`x-request-id`), so a user holding an error and an operator
+reading the log can find the same call.
+
+Engine and request errors become gRPC statuses here and nowhere else (`status_for`), for
+unary and streaming calls alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+
+from ntkserve_server import auth, requests, statuses
+from ntkserve_server.admission import Busy
+from ntkserve_server.kernels import EngineError
+from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
+from ntkserve_server.tile_programs import TileTooLarge
+
+log = logging.getLogger("ntkserve.rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+# Printable, no spaces or quotes: ids go into log lines verbatim, so they must not be able to
+# forge a field or a line.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class CallObserver(Protocol):
+    """What watches calls end (the Prometheus metrics)."""
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None: ...
+
+
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id, or a fresh one. A malformed id is INVALID_ARGUMENT (the
+    call runs under a fresh id, so that its error and log line still have one)."""
+    sent = [v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY]
+    if not sent:
+        return uuid.uuid4().hex[:16]
+    value = sent[-1]
+    if isinstance(value, str) and REQUEST_ID.fullmatch(value):
+        return value
+    raise requests.InvalidRequest(
+        f"metadata {REQUEST_ID_KEY}",
+        "must be 1 to 128 characters of letters, digits and . _ : / + = -",
+    )
+
+
+def caller_tenant() -> str:
+    """The caller's tenant. Read it on the event loop, in the handler: run_in_executor does
+    not carry context variables into the worker thread, so pass it down from there."""
+    return auth.current_tenant() or DEFAULT_TENANT
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
+
+
+def status_for(error: Exception, name: str, request_id: str = "") -> statuses.Status:
+    """The status for an exception: the one place engine and request errors become codes.
+    The message ends with the request id, when there is one."""
+    suffix = f" (request id {request_id})" if request_id else ""
+    if isinstance(error, (EngineError, requests.InvalidRequest)):
+        return statuses.bad_request(error.violations, f"{error}{suffix}")
+    if isinstance(error, Busy):
+        return statuses.retry(f"{error}{suffix}", error.retry_seconds)
+    if isinstance(error, UnknownArchitecture):
+        return statuses.Status(grpc.StatusCode.NOT_FOUND, f"{error}{suffix}")
+    if isinstance(error, (requests.OverLimit, TileTooLarge)):
+        return statuses.Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{error}{suffix}")
+    if _is_out_of_memory(error):
+        return statuses.Status(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the device ran out of memory: {error}; send fewer rows or stream in smaller "
+            f"tiles{suffix}",
+        )
+    log.error("%s failed (request id %s)", name, request_id, exc_info=error)
+    return statuses.Status(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {name}: {type(error).__name__}: {error}{suffix}",
+    )
+
+
+@dataclasses.dataclass
+class CallLog:
+    """One call: its request id, and at its end the log line (method, status code, duration,
+    bytes in and out) and the observer's record."""
+
+    method: str
+    context: grpc.aio.ServicerContext
+    observer: CallObserver | None = None
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    bytes_in: int = 0
+    bytes_out: int = 0
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    request_id: str = ""
+
+    def begin(self) -> None:
+        """Reads the request id (raising InvalidRequest for a malformed one) and echoes it in
+        the trailing metadata of whatever ends the call."""
+        try:
+            self.request_id = request_id(self.context)
+        finally:
+            if not self.request_id:
+                self.request_id = uuid.uuid4().hex[:16]
+            self.context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        log.debug("rpc start method=%s request_id=%s", self.method, self.request_id)
+
+    async def fail(self, error: BaseException) -> None:
+        """Aborts the call with the status for `error` (raising AbortError); returns only for
+        a call that has already ended (cancelled, aborted), which the caller re-raises."""
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the caller left
+            self.code = grpc.StatusCode.CANCELLED
+        elif isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+            code = self.context.code()
+            self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        else:
+            status = status_for(error, self.method, self.request_id)
+            self.code = status.code
+            await self.context.abort(
+                status.code,
+                status.details,
+                (*status.trailing_metadata, (REQUEST_ID_KEY, self.request_id)),
+            )
+
+    def write(self) -> None:
+        seconds = time.perf_counter() - self.start
+        fields = {
+            "method": self.method,
+            "code": self.code.name,
+            "request_id": self.request_id,
+            "ms": round(seconds * 1e3, 1),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            **self.extra,
+        }
+        log.info(
+            "rpc %s", " ".join(f"{k}={v}" for k, v in fields.items()), extra={"fields": fields}
+        )
+        if self.observer is not None:
+            self.observer.observe_call(self.method, self.code.name, seconds)
+
+
+def rpc(method: Handler) -> Handler:
+    """The call boundary of one unary RPC: request id, error translation, log line, metrics.
+    The servicer's `observer` attribute, when set, is told of every call's end."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = CallLog(name, context, self.observer, bytes_in=request.ByteSize())
+        try:
+            call.begin()
+            response = await method(self, request, context)
+            call.bytes_out = response.ByteSize()
+            return response
+        except BaseException as e:
+            await call.fail(e)
+            raise
+        finally:
+            call.write()
+
+    return wrapper
+
+
+def admitted(method: Handler) -> Handler:
+    """Runs a unary compute RPC in one of the servicer's admission slots (Busy if none)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with self._admission.slot(caller_tenant()):
+            return await method(self, request, context)
+
+    return wrapper

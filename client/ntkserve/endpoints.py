@@ -44,14 +44,18 @@ _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def request_id(value: str) -> Iterator[None]:
+def request_id(value: str) -> contextlib.AbstractContextManager[None]:
     """Sends `value` as the x-request-id of every call made inside the block (in this
     thread or context), so the server logs them under it and its errors echo it."""
     if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
         raise ValueError(
             f"request_id: expected 1 to 128 letters, digits or . _ : / + = -, got {value!r}"
         )
+    return _request_id_block(value)
+
+
+@contextlib.contextmanager
+def _request_id_block(value: str) -> Iterator[None]:
     token = _REQUEST_ID.set(value)
     try:
         yield

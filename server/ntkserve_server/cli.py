@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from pathlib import Path
 
+from ntkserve_server import logs
 from ntkserve_server.server import ServerConfig
 from ntkserve_server.transport import Security, SecurityError
 
@@ -129,17 +129,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="require client certificates signed by this CA (mutual TLS)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; 0 picks one)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text: key=value lines (default); json: one JSON object per line",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "no TPU" noise
+    logs.configure(args.log_level, args.log_format)
     data_dir = args.data_dir or Path(os.environ.get("NTKSERVE_DATA_DIR") or _default_data_dir())
     try:  # refuse bad security flags before jax initialises a device
         security = Security.load(
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         max_topologies=args.max_compiled,
         max_tile_programs=args.max_compiled,
         security=security,
+        metrics_port=args.metrics_port,
     )
     # A shared GPU hosts other jobs too: allocate device memory as needed, not 75% up front
     # (set XLA_PYTHON_CLIENT_PREALLOCATE=true to get jax's default back).

@@ -71,6 +71,9 @@ class ComputeEngine:
         ] = collections.OrderedDict()
         self._compiled: dict[str, Compiled] = {}
         self._lock = threading.Lock()
+        # Lookups of a topology's programs: found, or made anew (what the metrics report).
+        self.hits = 0
+        self.misses = 0
 
     def compiled(self, kfn: KernelFn) -> Compiled:
         """kfn's architecture with its topology's programs, made once per topology."""
@@ -79,11 +82,16 @@ class ComputeEngine:
             if found is None:
                 programs = self._programs.get(kfn.topology_id)
                 if programs is None:
+                    self.misses += 1
                     programs = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
                     self._programs[kfn.topology_id] = programs
                     self._evict()
+                else:
+                    self.hits += 1
                 found = Compiled(kfn, *programs)
                 self._compiled[kfn.id] = found
+            else:
+                self.hits += 1
             self._programs.move_to_end(kfn.topology_id)
             return found
 
@@ -102,6 +110,7 @@ class ComputeEngine:
         with self._lock:
             found = self._compiled.get(architecture_id)
             if found is not None:
+                self.hits += 1
                 self._programs.move_to_end(found.kfn.topology_id)
             return found
 

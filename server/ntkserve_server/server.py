@@ -24,6 +24,7 @@ from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.metrics import Metrics
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
@@ -64,6 +65,8 @@ class ServerConfig:
     max_jobs_per_tenant: int = 0
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
+    # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).
+    metrics_port: int | None = None
 
 
 def _devices() -> str:
@@ -104,9 +107,20 @@ async def serve(config: ServerConfig) -> None:
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
     )
+    engine = ComputeEngine(config.max_topologies)
+    admission = Admission(
+        config.max_concurrent_jobs or 8 * config.workers,
+        config.max_queue,
+        config.max_jobs_per_tenant,
+    )
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = Metrics()
+        metrics.listen_to_jax()
+        metrics.watch(engine, programs, admission, jax.local_devices())
     kernel_service = KernelService(
         registry,
-        ComputeEngine(config.max_topologies),
+        engine,
         executor,
         programs,
         DynamicBatcher(
@@ -116,13 +130,10 @@ async def serve(config: ServerConfig) -> None:
         ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,
-        admission=Admission(
-            config.max_concurrent_jobs or 8 * config.workers,
-            config.max_queue,
-            config.max_jobs_per_tenant,
-        ),
+        admission=admission,
         max_tensor_elements=config.max_tensor_elements,
         max_unary_kernel_entries=config.max_unary_kernel_entries,
+        observer=metrics,
     )
     kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(kernel_service, server)
     health_servicer = health.aio.HealthServicer()
@@ -153,6 +164,9 @@ async def serve(config: ServerConfig) -> None:
         programs.budget_bytes >> 20,
     )
     config.security.log_summary(config.host)
+    if metrics is not None:
+        metrics_port = metrics.serve(config.host, config.metrics_port or 0)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
     # The one line that says where it listens (tests read it to learn the port).
     print(f"ntkserve listening on {config.host}:{port}", flush=True)
     sys.stdout.flush()

@@ -118,7 +118,9 @@ class TilePrograms:
     def __init__(self, budget_bytes: int, max_tile: int = 2048, max_programs: int = 64) -> None:
         self.budget_bytes = budget_bytes
         self.max_tile = max_tile
-        self.compilations = 0
+        self.compilations = 0  # programs compiled (cache misses)
+        self.hits = 0  # programs found compiled
+        self.tiles_computed: collections.Counter[int] = collections.Counter()  # by device id
         self._max_programs = max_programs
         self._programs: collections.OrderedDict[tuple[Any, ...], tuple[Any, int | None]] = (
             collections.OrderedDict()
@@ -218,6 +220,7 @@ class TilePrograms:
         with self._lock:
             found = self._programs.get(key)
             if found is not None:
+                self.hits += 1
                 self._programs.move_to_end(key)
                 return found[0]
         sharding = jax.sharding.SingleDeviceSharding(device)
@@ -247,8 +250,10 @@ class TilePrograms:
     ) -> tuple[Array, ...]:
         """One tile's kernels as numpy arrays (blocks until computed)."""
         program = self.program(kfn, shape, device)
-        out = program(kfn.params, x1, x2)
-        return tuple(np.asarray(k) for k in out)
+        out = tuple(np.asarray(k) for k in program(kfn.params, x1, x2))
+        with self._lock:
+            self.tiles_computed[device.id] += 1
+        return out
 
 
 # A tile's fixed cost (dispatch, messages, the client's bookkeeping) in kernel entries: about

@@ -1,0 +1,175 @@
+"""What operators see: request ids in log lines, errors and trailers; Prometheus metrics.
+
+One real server process with `--metrics-port 0 --log-format json`; the tests scrape its
+/metrics over HTTP and read its JSON log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from ntkserve import Client, errors, stax
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import kernel_service_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ServerProcess
+
+NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
+X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("observed-data"), "--metrics-port=0", "--log-format=json"
+    )
+    yield proc
+    proc.terminate()
+
+
+@pytest.fixture(scope="module")
+def client(observed: ServerProcess) -> Iterator[Client]:
+    with Client(observed.target, timeout=60) as c:
+        yield c
+
+
+def _log_entries(server: ServerProcess) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in server.log_text().splitlines() if x.startswith("{")]
+
+
+def _call_entry(server: ServerProcess, request_id: str) -> dict[str, Any]:
+    """The call line logged under `request_id` (waits for the stderr reader)."""
+    assert server.wait_for_log(f'"request_id": "{request_id}"')
+    (entry,) = [e for e in _log_entries(server) if e.get("request_id") == request_id]
+    return entry
+
+
+def _scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    assert server.wait_for_log("metrics on http://")
+    host, port = METRICS_LINE.search(server.log_text()).groups()  # type: ignore[union-attr]
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_request_id_sent_is_logged_and_echoed(observed: ServerProcess, client: Client) -> None:
+    with client.request_id("job-42.a"):
+        k = client.kernel(NET, X)
+        with pytest.raises(errors.NotFoundError) as raised:
+            client.kernel("0" * 64, X)
+    assert k.shape == (5, 5)
+    error = raised.value
+    assert error.request_id == "job-42.a" and "(request id job-42.a)" in error.message
+    assert observed.wait_for_log('"code": "NOT_FOUND"')
+    entries = [e for e in _log_entries(observed) if e.get("request_id") == "job-42.a"]
+    codes = {(e["method"], e["code"]) for e in entries}
+    assert ("ComputeKernel", "OK") in codes and ("ComputeKernel", "NOT_FOUND") in codes
+    assert all(e["level"] == "INFO" and e["ms"] >= 0 for e in entries)
+
+
+def test_without_one_the_server_makes_one(observed: ServerProcess, client: Client) -> None:
+    with pytest.raises(errors.InvalidArgumentError) as raised:
+        client.kernel(NET, np.full((2, 3), np.nan))
+    error = raised.value
+    assert error.request_id and re.fullmatch(r"[0-9a-f]{16}", error.request_id)
+    assert error.request_id in error.message
+    assert [f for f, _ in error.field_violations] == ["x1"]
+    entry = _call_entry(observed, error.request_id)
+    assert (entry["method"], entry["code"]) == ("ComputeKernel", "INVALID_ARGUMENT")
+
+
+def test_a_streamed_call_carries_its_request_id(observed: ServerProcess, client: Client) -> None:
+    with client.request_id("stream-7"):
+        k = client.kernel(NET, X, tile=2, progress=False)
+    assert k.shape == (5, 5)
+    entry = _call_entry(observed, "stream-7")
+    assert (entry["method"], entry["code"], entry["tiles"]) == ("StreamKernel", "OK", "6/6")
+
+
+def test_a_malformed_request_id_is_refused(observed: ServerProcess) -> None:
+    with pytest.raises(ValueError, match="request_id"):
+        Client.request_id("two words")
+    with grpc.insecure_channel(observed.target) as channel:
+        stub = kernel_service_pb2_grpc.KernelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ListArchitectures(
+                ks.ListArchitecturesRequest(),
+                metadata=(("x-request-id", "a code=OK forged=1"),),
+                timeout=30,
+            )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "metadata x-request-id" in raised.value.details()
+    assert "forged" not in raised.value.details()
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_calls_compilations_and_tiles(
+    observed: ServerProcess, client: Client
+) -> None:
+    net = stax.serial(stax.Dense(4), stax.Erf(), stax.Dense(1))  # a topology new to the server
+    before = _scrape(observed)
+    client.kernel(net, X)
+    client.kernel(net, X)
+    with pytest.raises(errors.NotFoundError):
+        client.kernel("1" * 64, X)
+    client.kernel(net, X, tile=2, progress=False)  # 3 x 3 tiles, 6 of them computed
+    after = _scrape(observed)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("ntkserve_calls_total", method="ComputeKernel", code="OK") == 2
+    assert grew("ntkserve_calls_total", method="ComputeKernel", code="NOT_FOUND") == 1
+    assert grew("ntkserve_calls_total", method="StreamKernel", code="OK") == 1
+    assert grew("ntkserve_call_seconds_count", method="ComputeKernel") == 3
+    assert grew("ntkserve_compile_cache_misses_total", cache="topology") == 1
+    assert grew("ntkserve_compile_cache_hits_total", cache="topology") >= 2
+    assert grew("ntkserve_xla_compile_seconds_count") >= 1
+    assert grew("ntkserve_xla_compile_seconds_sum") > 0
+    assert grew("ntkserve_tiles_computed_total", device="0") == 6
+    assert _value(after, "ntkserve_jobs_running") == 0
+    assert _value(after, "ntkserve_queue_depth") == 0
+
+
+def test_metrics_show_a_running_job(observed: ServerProcess, client: Client) -> None:
+    """A stream that holds its slot is a running job until it ends."""
+    release = threading.Event()
+
+    def held() -> Iterator[ks.StreamKernelRequest]:
+        release.wait(30)
+        return
+        yield
+
+    with grpc.insecure_channel(observed.target) as channel:
+        stub = kernel_service_pb2_grpc.KernelServiceStub(channel)
+        call = stub.StreamKernel(held(), timeout=30)
+        try:
+            deadline = time.monotonic() + 10
+            while _value(_scrape(observed), "ntkserve_jobs_running") != 1:
+                assert time.monotonic() < deadline, "the held stream never showed as running"
+                time.sleep(0.05)
+        finally:
+            call.cancel()
+            release.set()
+    deadline = time.monotonic() + 10
+    while _value(_scrape(observed), "ntkserve_jobs_running") != 0:
+        assert time.monotonic() < deadline, "the cancelled stream still shows as running"
+        time.sleep(0.05)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from ntkserve_server import auth, requests, statuses
+from ntkserve_server import auth, requests, statuses, wire
 from ntkserve_server.admission import Busy
 from ntkserve_server.kernels import EngineError
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
@@ -167,6 +167,7 @@ def rpc(method: Handler) -> Handler:
         call = CallLog(name, context, self.observer, bytes_in=request.ByteSize())
         try:
             call.begin()
+            wire.check_decoded(request)
             response = await method(self, request, context)
             call.bytes_out = response.ByteSize()
             return response

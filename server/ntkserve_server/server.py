@@ -19,8 +19,9 @@ import grpc
 import jax
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from ntkserve.v1 import kernel_service_pb2, kernel_service_pb2_grpc
+from ntkserve.v1 import kernel_service_pb2
 
+from ntkserve_server import wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
@@ -135,7 +136,7 @@ async def serve(config: ServerConfig) -> None:
         max_unary_kernel_entries=config.max_unary_kernel_entries,
         observer=metrics,
     )
-    kernel_service_pb2_grpc.add_KernelServiceServicer_to_server(kernel_service, server)
+    wire.add_to_server(kernel_service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -17,7 +17,7 @@ from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from ntkserve_server import requests, streaming
+from ntkserve_server import requests, streaming, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
@@ -259,7 +259,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             call.begin()
             async with self._admission.slot(caller):
                 async for message in streaming.stream_kernel(
-                    request_iterator,
+                    wire.decoded(request_iterator),
                     functools.partial(self._compiled, caller),
                     self._programs,
                     self._executor,

@@ -20,7 +20,7 @@ from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels.errors import ArchitectureError
 from ntkserve_server.kernels.rows import Violations
 from ntkserve_server.kernels.table import COMBINATORS, LAYERS
-from ntkserve_server.kernels.tree import check_tree
+from ntkserve_server.kernels.tree import MAX_BRANCHES, MAX_LAYERS, MAX_REPEAT, check_tree
 
 
 def _unknown(message: Message, path: str, violations: Violations) -> None:
@@ -61,6 +61,10 @@ def _combinator(kind: str, message: Any, here: str, violations: Violations) -> A
     if kind == "parallel":
         if not message.branches:
             violations.append((f"{here}.branches", "is empty: parallel needs branches"))
+        elif len(message.branches) > MAX_BRANCHES:
+            violations.append(
+                (f"{here}.branches", f"at most {MAX_BRANCHES}, got {len(message.branches)}")
+            )
         del out.branches[:]
         for i, branch in enumerate(message.branches):
             seq = list(_flatten([branch], f"{here}.branches[{i}]", violations))
@@ -69,13 +73,23 @@ def _combinator(kind: str, message: Any, here: str, violations: Violations) -> A
     elif kind == "repeat":
         if not message.HasField("layer"):
             violations.append((f"{here}.layer", "is required"))
-        if message.n < 1:
-            violations.append((f"{here}.n", "is required and must be >= 1"))
+        if not 1 <= message.n <= MAX_REPEAT:
+            violations.append(
+                (
+                    f"{here}.n",
+                    f"is required and must be between 1 and {MAX_REPEAT}, got {message.n}",
+                )
+            )
         seq = list(_flatten([message.layer], f"{here}.layer", violations))
         if seq:
             out.layer.CopyFrom(_single(seq))
-    elif kind == "fan_out" and message.num < 1:
-        violations.append((f"{here}.num", "is required and must be >= 1"))
+    elif kind == "fan_out" and not 1 <= message.num <= MAX_BRANCHES:
+        violations.append(
+            (
+                f"{here}.num",
+                f"is required and must be between 1 and {MAX_BRANCHES}, got {message.num}",
+            )
+        )
     elif kind == "fan_in_concat":
         if not message.HasField("axis"):
             out.axis = -1
@@ -119,6 +133,11 @@ def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[s
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
     """The canonical form; raises ArchitectureError listing every violation."""
+    count = sum(1 for _ in _every_layer(architecture.layers))
+    if count > MAX_LAYERS:
+        raise ArchitectureError(
+            [("architecture.layers", f"at most {MAX_LAYERS} layers in all, got {count}")]
+        )
     violations: Violations = []
     _unknown(architecture, "architecture", violations)
     layers = list(_flatten(architecture.layers, "architecture.layers", violations))

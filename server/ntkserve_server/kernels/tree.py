@@ -24,6 +24,13 @@ from ntkserve_server.kernels.windows import ShapeProblem
 State = Any  # Kernel | tuple[Kernel, ...]
 Shapes = Any  # Spatial | tuple[Spatial, ...]
 
+# Bounds that keep one registration from taking the server's memory or time (a FanOut of
+# 2**32 branches, a million layers traced one by one); far beyond any network in the
+# literature. Checked by `canonical.canonicalize`.
+MAX_BRANCHES = 256
+MAX_REPEAT = 10_000
+MAX_LAYERS = 10_000
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:
@@ -200,7 +207,8 @@ def _walk(layer: pb.Layer, path: str, state: Abstract, v: Violations) -> Abstrac
         if isinstance(state, tuple):
             v.append((here, "needs one input, but there are branches: join them first"))
             return state
-        return (bool(state),) * int(message.num)
+        # Past the bound, canonicalize reports it: the walk goes on without allocating them all.
+        return (bool(state),) * min(int(message.num), MAX_BRANCHES)
     if kind in ("parallel", "fan_in_sum", "fan_in_prod", "fan_in_concat"):
         if not isinstance(state, tuple):
             v.append((here, "needs branches as input: put FanOut before it"))

@@ -24,6 +24,13 @@ def out_size(size: int, window: int, stride: int, padding: int) -> int:
         if window > size:
             raise ShapeProblem(f"a VALID window of {window} does not fit {size} positions")
         return (size - window) // stride + 1
+    if window > 2 * size + 1:
+        # Taps past 2 * size + 1 only ever see padding; such a window would only make the
+        # padded arrays (and the memory they take) as large as the client asks.
+        raise ShapeProblem(
+            f"a window of {window} over {size} positions reaches past every position from "
+            f"every output (at most {2 * size + 1} here)"
+        )
     return math.ceil(size / stride)
 
 

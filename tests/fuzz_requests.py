@@ -1,0 +1,225 @@
+"""Fuzz target over KernelService requests: raw bytes, and valid requests with fields mutated.
+
+The property, for every input: the server answers with a status a client can act on (OK,
+INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED), never INTERNAL or UNKNOWN, and it stays
+up. `tests/server/test_fuzz.py` drives these targets with hypothesis in CI; to fuzz for
+longer, against a server of your own:
+
+    python -m tests.fuzz_requests HOST:PORT [--seconds 600]
+
+which feeds `RequestFuzzer.raw` with hypothesis' `fuzz_one_input` (atheris or any byte
+fuzzer can call the same function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor
+from hypothesis import strategies as st
+from ntkserve import stax, tensor
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import kernel_service_pb2_grpc
+
+SERVICE = ks.DESCRIPTOR.services_by_name["KernelService"]
+ACCEPTABLE = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
+FD = descriptor.FieldDescriptor
+_INTS = {FD.TYPE_INT32, FD.TYPE_INT64, FD.TYPE_SINT32, FD.TYPE_SINT64, FD.TYPE_SFIXED32}
+_INTS |= {FD.TYPE_SFIXED64, FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64}
+_INT32S = {FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32, FD.TYPE_UINT32, FD.TYPE_FIXED32}
+
+
+class ServerFailed(AssertionError):
+    """The server answered a status no input may produce, or stopped answering."""
+
+
+def _scalar(field: descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
+    """Values of a scalar field's type, biased to edges: NaN, negatives, huge, empty."""
+    kind = field.type
+    if kind == FD.TYPE_DOUBLE:
+        return st.floats(allow_nan=True, allow_infinity=True)
+    if kind == FD.TYPE_FLOAT:
+        return st.floats(allow_nan=True, allow_infinity=True, width=32)
+    if kind in _INTS:
+        unsigned = kind in {FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64}
+        bits = 32 if kind in _INT32S else 64
+        low = 0 if unsigned else -(1 << (bits - 1))
+        high = (1 << (bits if unsigned else bits - 1)) - 1
+        small = st.integers(max(low, -3), min(high, 70))
+        return st.one_of(small, st.integers(low, high))
+    if kind == FD.TYPE_BOOL:
+        return st.booleans()
+    if kind == FD.TYPE_STRING:
+        return st.text(max_size=24)
+    if kind == FD.TYPE_BYTES:
+        return st.binary(max_size=96)
+    if kind == FD.TYPE_ENUM:
+        return st.integers(-2, 12)  # proto3 enums are open: unknown numbers arrive too
+    raise NotImplementedError(f"field {field.full_name} of type {kind}")
+
+
+def mutate(draw: st.DrawFn, message: Any, depth: int = 0) -> None:
+    """Sets one to three randomly chosen fields of `message` (recursively) to random values."""
+    fields = list(message.DESCRIPTOR.fields)
+    if not fields:  # Relu {}: nothing to set (its presence is its content)
+        return
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from(fields))
+        repeated = field.is_repeated
+        if field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            if depth >= 4:
+                continue
+            if repeated:
+                items = getattr(message, field.name)
+                if len(items) and draw(st.booleans()):
+                    mutate(draw, items[draw(st.integers(0, len(items) - 1))], depth + 1)
+                else:
+                    mutate(draw, items.add(), depth + 1)
+            else:
+                mutate(draw, getattr(message, field.name), depth + 1)
+        elif repeated:
+            values = getattr(message, field.name)
+            del values[:]
+            values.extend(draw(st.lists(_scalar(field), max_size=5)))
+        else:
+            setattr(message, field.name, draw(_scalar(field)))
+
+
+class RequestFuzzer:
+    """Sends fuzzed requests to one server and checks each answer."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = kernel_service_pb2_grpc.KernelServiceStub(self.channel)
+        request = ks.RegisterArchitectureRequest(architecture=NET.to_proto())
+        self.architecture_id = self.stub.RegisterArchitecture(request, timeout=60).architecture_id
+        self.seeds = self._seeds()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _seeds(self) -> dict[str, list[Any]]:
+        """A valid request per method (a valid message sequence for the stream)."""
+        x = np.random.default_rng(0).standard_normal((3, 4))
+        x1, x2 = tensor.encode(x, "x1"), tensor.encode(x[:2], "x2")
+        kernel = ks.ComputeKernelRequest(architecture_id=self.architecture_id, x1=x1, x2=x2)
+        header = ks.StreamKernelHeader(
+            architecture_id=self.architecture_id,
+            dtype=x1.dtype,
+            x1_shape=x.shape,
+            tile_size=2,
+        )
+        victim = self.stub.RegisterArchitecture(
+            ks.RegisterArchitectureRequest(architecture=stax.serial(stax.Dense(2)).to_proto()),
+            timeout=60,
+        ).architecture_id
+        chunk = ks.InputChunk(slot=ks.INPUT_SLOT_X1, offset=0, data=x.tobytes())
+        return {
+            "RegisterArchitecture": [ks.RegisterArchitectureRequest(architecture=NET.to_proto())],
+            "GetArchitecture": [ks.GetArchitectureRequest(architecture_id=self.architecture_id)],
+            "ListArchitectures": [ks.ListArchitecturesRequest()],
+            # Another network's id: a fuzzed delete must not take the one the others use.
+            "DeleteArchitecture": [ks.DeleteArchitectureRequest(architecture_id=victim)],
+            "ComputeKernel": [kernel],
+            "ComputeValueAndGrad": [
+                ks.ComputeValueAndGradRequest(
+                    architecture_id=self.architecture_id,
+                    x1=x1,
+                    ntk_cotangent=tensor.encode(np.ones((3, 3)), "ntk_cotangent"),
+                )
+            ],
+            "ComputeKernelBatch": [ks.ComputeKernelBatchRequest(requests=[kernel, kernel])],
+            "StreamKernel": [
+                ks.StreamKernelRequest(header=header),
+                ks.StreamKernelRequest(chunk=chunk),
+            ],
+        }
+
+    def send_raw(self, method: str, messages: Sequence[bytes]) -> grpc.StatusCode:
+        """Sends request bytes as they are; the status code the server answered."""
+        path = f"/{SERVICE.full_name}/{method}"
+        try:
+            if SERVICE.methods_by_name[method].client_streaming:
+                call = self.channel.stream_stream(path)(iter(messages), timeout=60)
+                for _ in call:
+                    pass
+            else:
+                self.channel.unary_unary(path)(messages[0] if messages else b"", timeout=60)
+        except grpc.RpcError as e:
+            code = e.code()  # type: ignore[attr-defined]
+            if code not in ACCEPTABLE:
+                raise ServerFailed(f"{method}: {code}: {e.details()}") from e  # type: ignore[attr-defined]
+            return code  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    def raw(self, data: bytes) -> None:
+        """The byte-level target: the first byte picks the method, the rest is the request
+        (split at 0xff 0xfe into the messages of a stream)."""
+        if not data:
+            return
+        method = SERVICE.methods[data[0] % len(SERVICE.methods)].name
+        self.send_raw(method, data[1:].split(b"\xff\xfe"))
+
+    def mutated(self, method: str, draw: st.DrawFn) -> grpc.StatusCode:
+        """The structured target: the method's valid request with random fields mutated (for
+        the stream, one message mutated, or one dropped or repeated)."""
+        messages = [type(m).FromString(m.SerializeToString()) for m in self.seeds[method]]
+        index = draw(st.integers(0, len(messages) - 1))
+        action = draw(
+            st.sampled_from(["mutate", "drop", "repeat"])
+            if len(messages) > 1
+            else st.just("mutate")
+        )
+        if action == "mutate":
+            mutate(draw, messages[index])
+        elif action == "drop":
+            del messages[index]
+        else:
+            messages.insert(index, messages[index])
+        return self.send_raw(method, [m.SerializeToString() for m in messages])
+
+    def check_alive(self) -> None:
+        """The server still computes a valid kernel."""
+        response = self.stub.ComputeKernel(self.seeds["ComputeKernel"][0], timeout=60)
+        if not response.HasField("ntk"):
+            raise ServerFailed("a valid ComputeKernel came back without its kernel")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("target", help="HOST:PORT of a running ntkserve server")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    fuzzer = RequestFuzzer(args.target)
+    from hypothesis import given, settings
+
+    @settings(database=None, deadline=None)
+    @given(st.binary(max_size=512))
+    def target(data: bytes) -> None:
+        fuzzer.raw(data)
+
+    fuzz_one_input: Any = target.hypothesis.fuzz_one_input  # type: ignore[attr-defined]
+    rng = np.random.default_rng()
+    end, runs = time.monotonic() + args.seconds, 0
+    while time.monotonic() < end:
+        fuzz_one_input(rng.bytes(int(rng.integers(1, 600))))
+        runs += 1
+    fuzzer.check_alive()
+    print(f"{runs} inputs, no unacceptable status; the server still computes")
+
+
+if __name__ == "__main__":
+    main()

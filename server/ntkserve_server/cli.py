@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-compiled",
         type=int,
         default=64,
-        help="network topologies whose compiled programs stay in memory (default 64, LRU)",
+        help="entries of each compiled-program cache (topologies, tile programs, batched "
+        "programs) kept in memory (default 64, least recently used dropped)",
     )
     serve.add_argument(
         "--max-tensor-elements",

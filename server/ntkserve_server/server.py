@@ -128,6 +128,7 @@ async def serve(config: ServerConfig) -> None:
             executor,
             window_seconds=config.batch_window_seconds,
             max_entries=config.batch_max_entries,
+            max_programs=config.max_tile_programs,
         ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,

@@ -7,13 +7,14 @@ sweep over them reuses one compilation and gradients with respect to them are av
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
+from jax import Array, lax
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.canonical import architecture_id, canonicalize, topology_id
@@ -130,13 +131,30 @@ class KernelFn:
 
 
 def _symmetrized(a: Array, d: int, full: bool) -> Array:
-    """(K + K^T) / 2 for x2 = x1: pooling sums the two positions of a pair in a fixed order,
-    which leaves K and K^T a rounding apart; users expect a symmetric matrix, exactly."""
+    """K made exactly symmetric for x2 = x1: pooling sums the two positions of a pair in a
+    fixed order, which leaves K and K^T a rounding apart, and users expect a symmetric matrix.
+
+    The upper triangle is mirrored by a select, not averaged: under jit XLA contracts the
+    multiply before an average into an FMA (fma(a_ij, s, round(a_ji * s))), so (K + K^T) / 2
+    came out a rounding from symmetric. With positions (full spatial covariance), the order
+    is on (sample, position) pairs, so the diagonal blocks K[i, i] come out symmetric too.
+    """
     if d == 0 or not full:
         swap = (1, 0, *range(2, a.ndim))
+        rows = lax.broadcasted_iota(jnp.int32, a.shape[:2], 0)
+        cols = lax.broadcasted_iota(jnp.int32, a.shape[:2], 1)
+        keep = (rows <= cols).reshape(a.shape[:2] + (1,) * (a.ndim - 2))
     else:
         swap = (1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
-    return (a + jnp.transpose(a, swap)) * 0.5
+        n, positions = a.shape[0], math.prod(a.shape[2 : 2 + d])
+        flat = (n, n, positions, positions)
+        sample_1 = lax.broadcasted_iota(jnp.int32, flat, 0)
+        sample_2 = lax.broadcasted_iota(jnp.int32, flat, 1)
+        position_1 = lax.broadcasted_iota(jnp.int32, flat, 2)
+        position_2 = lax.broadcasted_iota(jnp.int32, flat, 3)
+        first = (sample_1 < sample_2) | ((sample_1 == sample_2) & (position_1 <= position_2))
+        keep = first.reshape(a.shape)
+    return jnp.where(keep, a, jnp.transpose(a, swap))
 
 
 def _dtype(x: Any) -> np.dtype[Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -34,6 +34,16 @@ ACCEPTABLE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
+CNN = stax.serial(
+    stax.Conv(4, (2, 2), padding="SAME"),
+    stax.Relu(),
+    stax.AvgPool((2, 2), strides=(1, 1)),
+    stax.FanOut(2),
+    stax.parallel(stax.Conv(4, (3, 3), padding="SAME"), stax.Identity()),
+    stax.FanInConcat(),
+    stax.Flatten(),
+    stax.Dense(1),
+)
 FD = descriptor.FieldDescriptor
 _INTS = {FD.TYPE_INT32, FD.TYPE_INT64, FD.TYPE_SINT32, FD.TYPE_SINT64, FD.TYPE_SFIXED32}
 _INTS |= {FD.TYPE_SFIXED64, FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64}
@@ -47,17 +57,18 @@ class ServerFailed(AssertionError):
 def _scalar(field: descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
     """Values of a scalar field's type, biased to edges: NaN, negatives, huge, empty."""
     kind = field.type
-    if kind == FD.TYPE_DOUBLE:
-        return st.floats(allow_nan=True, allow_infinity=True)
-    if kind == FD.TYPE_FLOAT:
-        return st.floats(allow_nan=True, allow_infinity=True, width=32)
+    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+        width = 64 if kind == FD.TYPE_DOUBLE else 32
+        plausible = st.floats(-0.5, 3.0, width=width)
+        return st.one_of(plausible, st.floats(allow_nan=True, allow_infinity=True, width=width))
     if kind in _INTS:
         unsigned = kind in {FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64}
         bits = 32 if kind in _INT32S else 64
         low = 0 if unsigned else -(1 << (bits - 1))
         high = (1 << (bits if unsigned else bits - 1)) - 1
+        tiny = st.integers(max(low, -1), min(high, 5))
         small = st.integers(max(low, -3), min(high, 70))
-        return st.one_of(small, st.integers(low, high))
+        return st.one_of(tiny, small, st.integers(low, high))
     if kind == FD.TYPE_BOOL:
         return st.booleans()
     if kind == FD.TYPE_STRING:
@@ -96,6 +107,19 @@ def mutate(draw: st.DrawFn, message: Any, depth: int = 0) -> None:
             values.extend(draw(st.lists(_scalar(field), max_size=5)))
         else:
             setattr(message, field.name, draw(_scalar(field)))
+
+
+def _layers(layers: Any) -> Iterator[Any]:
+    """Every Layer message of an architecture, nested ones included."""
+    for layer in layers:
+        yield layer
+        kind = layer.WhichOneof("layer")
+        if kind == "serial":
+            yield from _layers(layer.serial.layers)
+        elif kind == "parallel":
+            yield from _layers(layer.parallel.branches)
+        elif kind == "repeat":
+            yield from _layers([layer.repeat.layer])
 
 
 class RequestFuzzer:
@@ -190,6 +214,30 @@ class RequestFuzzer:
         else:
             messages.insert(index, messages[index])
         return self.send_raw(method, [m.SerializeToString() for m in messages])
+
+    def architecture(self, draw: st.DrawFn) -> grpc.StatusCode:
+        """The compute target: a small CNN with random fields mutated, registered, then asked
+        for both kernels of a tiny image batch (what only computing can trip: windows,
+        strides and branches against real shapes, and XLA's own shape checks)."""
+        architecture = CNN.to_proto()
+        layers = list(_layers(architecture.layers))
+        layer = layers[draw(st.integers(0, len(layers) - 1))]
+        mutate(draw, getattr(layer, str(layer.WhichOneof("layer"))))
+        code = self.send_raw(
+            "RegisterArchitecture",
+            [ks.RegisterArchitectureRequest(architecture=architecture).SerializeToString()],
+        )
+        if code != grpc.StatusCode.OK:
+            return code
+        request = ks.RegisterArchitectureRequest(architecture=architecture)
+        architecture_id = self.stub.RegisterArchitecture(request, timeout=60).architecture_id
+        x = np.random.default_rng(1).standard_normal((2, 4, 4, 3)).astype(np.float32)
+        kernel = ks.ComputeKernelRequest(
+            architecture_id=architecture_id,
+            x1=tensor.encode(x, "x1"),
+            get=[ks.KERNEL_KIND_NNGP, ks.KERNEL_KIND_NTK],
+        )
+        return self.send_raw("ComputeKernel", [kernel.SerializeToString()])
 
     def check_alive(self) -> None:
         """The server still computes a valid kernel."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -160,10 +161,11 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "devices: %s; registry: %s; tile memory budget %d MiB",
+        "devices: %s; registry: %s; tile memory budget %d MiB; device memory preallocate=%s",
         devices,
         registry.path,
         programs.budget_bytes >> 20,
+        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true (jax's default)"),
     )
     config.security.log_summary(config.host)
     if metrics is not None:

@@ -63,3 +63,18 @@ def test_mutated_requests(fuzzer: RequestFuzzer, method: str) -> None:
     print(method, {c.name: n for c, n in codes.items()})
     if method != "ListArchitectures":  # its request has no field that can be wrong
         assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
+
+
+def test_mutated_architectures_computed(fuzzer: RequestFuzzer) -> None:
+    codes: dict[grpc.StatusCode, int] = {}
+
+    @settings(FUZZ, max_examples=100)
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        code = fuzzer.architecture(data.draw)
+        codes[code] = codes.get(code, 0) + 1
+
+    run()
+    fuzzer.check_alive()
+    print({c.name: n for c, n in codes.items()})
+    assert codes.get(grpc.StatusCode.OK, 0) >= 5  # enough of them reached the device

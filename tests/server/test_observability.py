@@ -67,6 +67,11 @@ def _scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...
     }
 
 
+def test_device_memory_is_not_preallocated(observed: ServerProcess) -> None:
+    """A shared GPU hosts other jobs too: the start-up line says jax allocates as needed."""
+    assert observed.wait_for_log("device memory preallocate=false")
+
+
 def test_a_request_id_sent_is_logged_and_echoed(observed: ServerProcess, client: Client) -> None:
     with client.request_id("job-42.a"):
         k = client.kernel(NET, X)

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -82,6 +83,39 @@ class AnonSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+class RssSeries:
+    """Another process's resident memory (VmRSS) over time: (perf_counter, bytes) every
+    `interval` seconds, in a thread, until the process ends or the block is left."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append((time.perf_counter(), proc_status(self.pid)["VmRSS"]))
+            except (OSError, KeyError):
+                return  # the process has ended
+
+    def median(self, start: float, end: float) -> tuple[float, int]:
+        """The median of the samples from `start` to `end` (or the nearest), and their count."""
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        nearest = min(self.samples, key=lambda s: abs(s[0] - start))[1]
+        return statistics.median(inside or [nearest]), len(inside)
+
+    def __enter__(self) -> RssSeries:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # -- CPU time: ours, and everyone else's -------------------------------------------------------

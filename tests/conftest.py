@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,36 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+class HeldStream:
+    """A StreamKernel call that sends nothing until cancelled: it holds one of the server's
+    running slots (and its tenant's) for as long as a test needs."""
+
+    def __init__(self, target: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        import grpc
+        from ntkserve.v1 import kernel_service_pb2_grpc
+
+        self._release = threading.Event()
+        self._channel = grpc.insecure_channel(target)
+        stub = kernel_service_pb2_grpc.KernelServiceStub(self._channel)
+        self.call = stub.StreamKernel(self._nothing(), timeout=30, metadata=metadata)
+
+    def _nothing(self) -> Iterator[Any]:
+        self._release.wait(30)
+        return
+        yield
+
+    def cancel(self) -> None:
+        self.call.cancel()
+        self._release.set()
+        self._channel.close()
+
+    def __enter__(self) -> HeldStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 @pytest.fixture(scope="session")

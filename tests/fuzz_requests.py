@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from ntkserve import stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
+from ntkserve_server.kernels.canonical import every_layer
 
 SERVICE = ks.DESCRIPTOR.services_by_name["KernelService"]
 ACCEPTABLE = {
@@ -107,19 +108,6 @@ def mutate(draw: st.DrawFn, message: Any, depth: int = 0) -> None:
             values.extend(draw(st.lists(_scalar(field), max_size=5)))
         else:
             setattr(message, field.name, draw(_scalar(field)))
-
-
-def _layers(layers: Any) -> Iterator[Any]:
-    """Every Layer message of an architecture, nested ones included."""
-    for layer in layers:
-        yield layer
-        kind = layer.WhichOneof("layer")
-        if kind == "serial":
-            yield from _layers(layer.serial.layers)
-        elif kind == "parallel":
-            yield from _layers(layer.parallel.branches)
-        elif kind == "repeat":
-            yield from _layers([layer.repeat.layer])
 
 
 class RequestFuzzer:
@@ -220,7 +208,7 @@ class RequestFuzzer:
         for both kernels of a tiny image batch (what only computing can trip: windows,
         strides and branches against real shapes, and XLA's own shape checks)."""
         architecture = CNN.to_proto()
-        layers = list(_layers(architecture.layers))
+        layers = list(every_layer(architecture.layers))
         layer = layers[draw(st.integers(0, len(layers) - 1))]
         mutate(draw, getattr(layer, str(layer.WhichOneof("layer"))))
         code = self.send_raw(

@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 COMPILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class _ComponentCollector(Collector):
+class ComponentCollector(Collector):
     """Reads the components' own counters at scrape time."""
 
     def __init__(
@@ -129,15 +129,9 @@ class Metrics:
         self._calls.labels(method, code).inc()
         self._latency.labels(method).observe(seconds)
 
-    def watch(
-        self,
-        engine: ComputeEngine,
-        programs: TilePrograms,
-        admission: Admission,
-        devices: Sequence[Any],
-    ) -> None:
-        """Reports these components' counters at every scrape."""
-        self.registry.register(_ComponentCollector(engine, programs, admission, devices))
+    def watch(self, components: Collector) -> None:
+        """Reports the components' counters (a `ComponentCollector`) at every scrape."""
+        self.registry.register(components)
 
     def listen_to_jax(self) -> None:
         """Counts jax's compilations and persistent-cache hits (listeners are process-wide:

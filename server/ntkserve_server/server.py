@@ -26,7 +26,7 @@ from ntkserve_server import wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
-from ntkserve_server.metrics import Metrics
+from ntkserve_server.metrics import ComponentCollector, Metrics
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
@@ -119,7 +119,7 @@ async def serve(config: ServerConfig) -> None:
     if config.metrics_port is not None:
         metrics = Metrics()
         metrics.listen_to_jax()
-        metrics.watch(engine, programs, admission, jax.local_devices())
+        metrics.watch(ComponentCollector(engine, programs, admission, jax.local_devices()))
     kernel_service = KernelService(
         registry,
         engine,

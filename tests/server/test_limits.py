@@ -4,7 +4,6 @@ calls (RESOURCE_EXHAUSTED, with RetryInfo where waiting helps), on one server wi
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.admission import Admission, Busy
 
-from tests.conftest import ServerProcess
+from tests.conftest import HeldStream, ServerProcess
 
 NET = stax.serial(stax.Dense(16, b_std=0.1), stax.Relu(), stax.Dense(1))
 
@@ -114,28 +113,10 @@ def test_big_kernels_still_stream(limited: ServerProcess, stub: Any, arch_id: st
     np.testing.assert_allclose(k[:20, :20], tensor.decode(part.ntk, "ntk"), rtol=1e-6)
 
 
-class _HeldStream:
-    """A StreamKernel call that sends nothing until released: it holds a running slot."""
-
-    def __init__(self, stub: Any) -> None:
-        self.release = threading.Event()
-
-        def requests() -> Iterator[ks.StreamKernelRequest]:
-            self.release.wait(30)
-            return
-            yield
-
-        self.call = stub.StreamKernel(requests(), timeout=30)
-
-    def cancel(self) -> None:
-        self.call.cancel()
-        self.release.set()
-
-
 def test_a_burst_past_the_queue_is_refused_with_retry_info(
     limited: ServerProcess, stub: Any, arch_id: str
 ) -> None:
-    held = _HeldStream(stub)  # the one running slot
+    held = HeldStream(limited.target)  # the one running slot
     time.sleep(0.5)
     try:
         with ThreadPoolExecutor(9) as pool:

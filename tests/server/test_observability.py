@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess
+from tests.conftest import HeldStream, ServerProcess
 
 NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
 X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
@@ -156,24 +155,11 @@ def test_metrics_count_calls_compilations_and_tiles(
 
 def test_metrics_show_a_running_job(observed: ServerProcess, client: Client) -> None:
     """A stream that holds its slot is a running job until it ends."""
-    release = threading.Event()
-
-    def held() -> Iterator[ks.StreamKernelRequest]:
-        release.wait(30)
-        return
-        yield
-
-    with grpc.insecure_channel(observed.target) as channel:
-        stub = kernel_service_pb2_grpc.KernelServiceStub(channel)
-        call = stub.StreamKernel(held(), timeout=30)
-        try:
-            deadline = time.monotonic() + 10
-            while _value(_scrape(observed), "ntkserve_jobs_running") != 1:
-                assert time.monotonic() < deadline, "the held stream never showed as running"
-                time.sleep(0.05)
-        finally:
-            call.cancel()
-            release.set()
+    with HeldStream(observed.target):
+        deadline = time.monotonic() + 10
+        while _value(_scrape(observed), "ntkserve_jobs_running") != 1:
+            assert time.monotonic() < deadline, "the held stream never showed as running"
+            time.sleep(0.05)
     deadline = time.monotonic() + 10
     while _value(_scrape(observed), "ntkserve_jobs_running") != 0:
         assert time.monotonic() < deadline, "the cancelled stream still shows as running"

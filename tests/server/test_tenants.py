@@ -8,22 +8,18 @@ registered answers, so ids cannot be probed. The registry migration runs without
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 from ntkserve import Client, errors, stax
 from ntkserve.endpoints import proto_of
-from ntkserve.v1 import kernel_service_pb2 as ks
-from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.registry import DEFAULT_TENANT, SCHEMA_VERSION, Registry
 
-from tests.conftest import ServerProcess
+from tests.conftest import HeldStream, ServerProcess
 
 ALICE = "alice-token-tenants-0123456789"
 BOB = "bob-token-tenants-9876543210ab"
@@ -108,34 +104,19 @@ def test_one_tenant_at_its_job_limit_leaves_the_other_served(
     while her first (a stream that holds its slot) runs; bob is not held up by her."""
     architecture_id = alice.register(_net(1.6))
     assert bob.register(_net(1.6)) == architecture_id
-    release = threading.Event()
-
-    def held() -> Iterator[ks.StreamKernelRequest]:
-        release.wait(30)
-        return
-        yield
-
-    with grpc.insecure_channel(tenants_server.target) as channel:
-        stub = kernel_service_pb2_grpc.KernelServiceStub(channel)
-        stream = stub.StreamKernel(
-            held(), timeout=30, metadata=(("authorization", f"Bearer {ALICE}"),)
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:  # until the stream holds alice's slot
-                try:
-                    alice.kernel(architecture_id, X)
-                except errors.ResourceExhaustedError as e:
-                    refused = e
-                    break
-                assert time.monotonic() < deadline, "alice was never at her limit"
-                time.sleep(0.05)
-            assert "--max-jobs-per-tenant 1" in refused.message
-            assert refused.retry_delay == 1.0
-            assert bob.kernel(architecture_id, X).shape == (6, 6)
-        finally:
-            stream.cancel()
-            release.set()
+    with HeldStream(tenants_server.target, (("authorization", f"Bearer {ALICE}"),)):
+        deadline = time.monotonic() + 10
+        while True:  # until the stream holds alice's slot
+            try:
+                alice.kernel(architecture_id, X)
+            except errors.ResourceExhaustedError as e:
+                refused = e
+                break
+            assert time.monotonic() < deadline, "alice was never at her limit"
+            time.sleep(0.05)
+        assert "--max-jobs-per-tenant 1" in refused.message
+        assert refused.retry_delay == 1.0
+        assert bob.kernel(architecture_id, X).shape == (6, 6)
     assert alice.kernel(architecture_id, X).shape == (6, 6)  # her slot was given back
 
 

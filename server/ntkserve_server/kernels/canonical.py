@@ -133,7 +133,7 @@ def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[s
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
     """The canonical form; raises ArchitectureError listing every violation."""
-    count = sum(1 for _ in _every_layer(architecture.layers))
+    count = sum(1 for _ in every_layer(architecture.layers))
     if count > MAX_LAYERS:
         raise ArchitectureError(
             [("architecture.layers", f"at most {MAX_LAYERS} layers in all, got {count}")]
@@ -162,7 +162,7 @@ def topology_id(canonical: pb.Architecture) -> str:
     ... share it, and with it one compiled function, their values being its inputs."""
     blank = pb.Architecture()
     blank.CopyFrom(canonical)
-    for layer in _every_layer(blank.layers):
+    for layer in every_layer(blank.layers):
         kind = str(layer.WhichOneof("layer"))
         if kind not in LAYERS:
             continue
@@ -177,13 +177,14 @@ def topology_id(canonical: pb.Architecture) -> str:
     return architecture_id(blank)
 
 
-def _every_layer(layers: Any) -> Iterator[pb.Layer]:
+def every_layer(layers: Any) -> Iterator[pb.Layer]:
+    """Every Layer message of a sequence, nested ones (serial, parallel, repeat) included."""
     for layer in layers:
         yield layer
         kind = layer.WhichOneof("layer")
         if kind == "serial":
-            yield from _every_layer(layer.serial.layers)
+            yield from every_layer(layer.serial.layers)
         elif kind == "parallel":
-            yield from _every_layer(layer.parallel.branches)
+            yield from every_layer(layer.parallel.branches)
         elif kind == "repeat":
-            yield from _every_layer([layer.repeat.layer])
+            yield from every_layer([layer.repeat.layer])

@@ -66,7 +66,7 @@ class _Open:
 
 def _forward(compiled: Compiled, x1: Array, x2: Array | None, get: tuple[str, ...]) -> Result:
     out = compiled.forward(compiled.kfn.params, x1, x2, get=get)
-    return tuple(np.asarray(k) for k in out)
+    return compiled.kfn.to_host(out, x2 is None)
 
 
 def _vmapped(kfn: KernelFn, get: tuple[str, ...], with_x2: bool) -> Callable[..., Any]:
@@ -195,7 +195,7 @@ class DynamicBatcher:
         x2 = np.stack(x2s) if x2s else None  # the key has x2 for all or for none
         program = self._program(compiled.kfn, get, x1, x2)
         out = [np.asarray(k) for k in program(compiled.kfn.params, x1, x2)]
-        return [tuple(k[i] for k in out) for i in range(n)]
+        return [compiled.kfn.to_host([k[i] for k in out], x2 is None) for i in range(n)]
 
     def _program(
         self, kfn: KernelFn, get: tuple[str, ...], x1: Array, x2: Array | None

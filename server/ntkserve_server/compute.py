@@ -123,8 +123,7 @@ class ComputeEngine:
     ) -> tuple[Array, ...]:
         kfn = compiled.kfn
         kfn.check_inputs(x1.shape, None if x2 is None else x2.shape, x1.dtype)
-        out = compiled.forward(kfn.params, x1, x2, get=get)
-        return tuple(np.asarray(k) for k in out)
+        return kfn.to_host(compiled.forward(kfn.params, x1, x2, get=get), x2 is None)
 
     def value_and_grad(
         self,

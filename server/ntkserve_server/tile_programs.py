@@ -250,7 +250,7 @@ class TilePrograms:
     ) -> tuple[Array, ...]:
         """One tile's kernels as numpy arrays (blocks until computed)."""
         program = self.program(kfn, shape, device)
-        out = tuple(np.asarray(k) for k in program(kfn.params, x1, x2))
+        out = kfn.to_host(program(kfn.params, x1, x2), x2 is None)
         with self._lock:
             self.tiles_computed[device.id] += 1
         return out

@@ -100,6 +100,14 @@ class KernelFn:
         n2 = shape1[0] if shape2 is None else shape2[0]
         return (shape1[0], n2, *spatial, *(spatial if self.full_spatial else ()))
 
+    def to_host(self, out: Sequence[Any], symmetric: bool) -> tuple[np.ndarray[Any, Any], ...]:
+        """A compiled program's kernels as numpy arrays; exactly symmetric ones when
+        `symmetric` (x2 = None; see `mirror_upper`)."""
+        arrays = tuple(np.asarray(k) for k in out)
+        if not symmetric:
+            return arrays
+        return tuple(mirror_upper(a, self.full_spatial) for a in arrays)
+
     def apply(
         self, params: Params, x1: Array, x2: Array | None, get: tuple[str, ...]
     ) -> tuple[Array, ...]:
@@ -155,6 +163,26 @@ def _symmetrized(a: Array, d: int, full: bool) -> Array:
         first = (sample_1 < sample_2) | ((sample_1 == sample_2) & (position_1 <= position_2))
         keep = first.reshape(a.shape)
     return jnp.where(keep, a, jnp.transpose(a, swap))
+
+
+def mirror_upper(a: np.ndarray[Any, Any], full: bool) -> np.ndarray[Any, Any]:
+    """A kernel of x2 = x1, exactly symmetric: its upper triangle (over (sample, position)
+    pairs when full) copied onto the lower one, on the host.
+
+    The compiled programs symmetrize too (`_symmetrized`), but XLA may fuse the last layer's
+    update into that select and compute it twice, once per triangle, with different FMA
+    contractions: a rounding apart. A copy on the host is exact whatever the compiler does.
+    """
+    n = a.shape[0]
+    if a.ndim == 2 or not full:
+        keep = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (a.ndim - 2))
+        return np.where(keep, a, np.swapaxes(a, 0, 1))
+    d = (a.ndim - 2) // 2
+    positions = math.prod(a.shape[2 : 2 + d])
+    flat = a.reshape(n, n, positions, positions)
+    order = np.arange(n * positions).reshape(n, positions)  # (sample, position), row-major
+    keep = order[:, None, :, None] <= order[None, :, None, :]
+    return np.where(keep, flat, flat.transpose(1, 0, 3, 2)).reshape(a.shape)
 
 
 def _dtype(x: Any) -> np.dtype[Any]:

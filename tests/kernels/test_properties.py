@@ -257,15 +257,11 @@ def _has_parallel_rows(x: np.ndarray) -> bool:
     return bool(np.any(cosines > 1 - 1e-12))
 
 
-# KNOWN BUG (found by this file): the NTK is not PSD when a pre-activation has zero variance
-# but a nonzero NTK, i.e. a zero input row into Dense(b_std=0.0, parameterization='standard')
-# (a zero-initialised bias that is still trained). The Relu family's derivative kernel
-# (abrelu.py) is then 1/2 between that row and every row: atan2(0, 0) = 0 for the pairs, and
-# the diagonal's constant (a^2 + b^2) / 2 for itself. No value s of relu'(0) gives that (it
-# would be s^2 on the diagonal and s/2 off it; an angle of pi/2 for pairs with a zero-variance
-# side, and (a + b)^2 / 4 on its diagonal, is s = 1/2). Minimal case, min/max eigenvalue
-# -0.067: test_ntk_is_psd_with_a_zero_variance_pre_activation (strict xfail). The strategies
-# keep that setting, so a random search finds it; the derandomized examples do not.
+# Found by this file, since fixed: the NTK was not PSD when a pre-activation had zero
+# variance but a nonzero NTK (a zero input row into Dense(b_std=0.0, parameterization=
+# 'standard'): a zero-initialised bias that is still trained). The Relu family's derivative
+# kernel was 1/2 between that row and every row, itself included, which no slope at 0 gives;
+# see abrelu.py. test_ntk_is_psd_with_a_zero_variance_pre_activation (was -0.067 relative).
 
 
 # Found by this file: the service's jitted programs gave K a rounding from symmetric for
@@ -369,9 +365,6 @@ def test_kernels_with_positions_are_exactly_symmetric(full: bool) -> None:
     np.testing.assert_array_equal(mirrored[2, 0], np.transpose(raw[0, 2], (2, 3, 0, 1)))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: zero-variance pre-activations (the note after PSD_RTOL)"
-)
 def test_ntk_is_psd_with_a_zero_variance_pre_activation() -> None:
     arch = stax.serial(
         stax.Dense(1, W_std=0.1),

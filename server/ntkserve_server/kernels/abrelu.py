@@ -7,6 +7,13 @@ near theta = 0 and with a guarded derivative at the origin):
     E[phi'(u) phi'(v)] = (a^2 + b^2) / 2 - (a - b)^2 / (2 pi) theta
 On the diagonal theta = 0: variance (a^2 + b^2) / 2 q, tdot (a^2 + b^2) / 2.
 Relu is (a, b) = (0, 1): the familiar (sqrt(det) + (pi - theta) q12) / (2 pi).
+
+A pre-activation of zero variance (a zero input row into a bias-free or zero-initialised
+bias layer, whose NTK can still be nonzero) is exactly 0, where phi' is the average slope
+(a + b) / 2 (what jnp.maximum's derivative gives at a tie): tdot is (a + b)^2 / 4 with
+itself, and (a + b) / 2 E[phi'(v)] = (a + b)^2 / 4 with any other row, which is theta =
+pi / 2 in the formula above. Taking atan2(0, 0) = 0 instead gave (a^2 + b^2) / 2 for both,
+which no slope gives, and an NTK that was not positive semi-definite.
 """
 
 from __future__ import annotations
@@ -26,14 +33,16 @@ def ab_relu_moments(a: Array | float, b: Array | float) -> tuple[PairMoments, Di
     odd = (a - b) ** 2 * (0.5 / math.pi)  # no division by constants: see kernel.py
     even = (a * a + b * b) * 0.5
 
+    at_zero = (a + b) * (a + b) * 0.25  # tdot of a zero-variance pre-activation
+
     def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         root = safe_math.sqrt(q11 * q22 - q12 * q12)
-        theta = safe_math.arctan2(root, q12)
+        theta = jnp.where(q11 * q22 == 0, 0.5 * math.pi, safe_math.arctan2(root, q12))
         nngp = odd * (root - theta * q12) + even * q12
         return nngp, (even - odd * theta) if want_tdot else None
 
     def diag(q: Array, want_tdot: bool) -> tuple[Array, Array | None]:
-        return even * q, jnp.full_like(q, even) if want_tdot else None
+        return even * q, jnp.where(q == 0, at_zero, even) if want_tdot else None
 
     return pair, diag
 

@@ -39,10 +39,11 @@ from typing import Any
 import grpc
 import numpy as np
 
+from benchmarks.memory import RssSeries
 from benchmarks.service import background_load
 from benchmarks.service_report import _load
 from benchmarks.service_small import _percentile
-from benchmarks.service_support import KernelServer, LoadMonitor, RssSeries, machine, others
+from benchmarks.service_support import KernelServer, LoadMonitor, machine, others
 
 MIX: dict[str, tuple[float, str]] = {  # kind: (share of the mix, the status it must end with)
     "kernel": (0.45, "OK"), "value_and_grad": (0.10, "OK"), "kernel_batch": (0.10, "OK"),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.memory import AnonSampler, proc_status
 from benchmarks.service_cases import (
     BYTES,
     MESSAGE_BYTES,
@@ -26,12 +27,10 @@ from benchmarks.service_cases import (
     wire_bytes,
 )
 from benchmarks.service_support import (
-    AnonSampler,
     KernelServer,
     LoadMonitor,
     RawServer,
     cpu_seconds,
-    proc_status,
     raw_channel,
     raw_stream,
 )

@@ -142,6 +142,8 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+EPS = float(np.finfo(np.float64).eps)
+
 CASES = [
     (MLP, (8,), 23, None, 5),
     (MLP, (8,), 23, 17, 5),
@@ -183,9 +185,20 @@ def test_streamed_tiles_equal_the_whole_kernel(
         else plan.grid_rows * plan.grid_cols
     )
     assert plan.tiles == expected_tiles == len(done) == len(set(done))
+    # A row paired with a copy of itself (not itself: x2=None's diagonal is exact) has a
+    # rounded angle, and the ReLU NTK's arccos turns that into an error of order sqrt(eps)
+    # relative, which differs between programs of different tile shapes (README, "Rows given
+    # twice"). Those entries get 10 sqrt(eps); every other entry must agree to 1e-12.
+    rows2 = x1 if x2 is None else x2
+    copies = np.all(x1.reshape(n1, 1, -1) == rows2.reshape(1, len(rows2), -1), axis=-1)
+    if x2 is None:
+        np.fill_diagonal(copies, False)
     for name, k in zip(("nngp", "ntk"), whole, strict=True):
         assert streamed[name].shape == k.shape
-        assert _relative(streamed[name], k) <= 1e-12, name
+        copied = copies.reshape(copies.shape + (1,) * (k.ndim - 2))
+        scale = np.abs(k).max()
+        assert np.abs(np.where(copied, 0, streamed[name] - k)).max() <= 1e-12 * scale, name
+        assert np.abs(np.where(copied, streamed[name] - k, 0)).max() <= 10 * np.sqrt(EPS) * scale
 
 
 def test_auto_tile_blocks_and_both_devices(

@@ -104,9 +104,14 @@ def test_one_tenant_at_its_job_limit_leaves_the_other_served(
     while her first (a stream that holds its slot) runs; bob is not held up by her."""
     architecture_id = alice.register(_net(1.6))
     assert bob.register(_net(1.6)) == architecture_id
-    with HeldStream(tenants_server.target, (("authorization", f"Bearer {ALICE}"),)):
-        deadline = time.monotonic() + 10
+    token = (("authorization", f"Bearer {ALICE}"),)
+    alice.kernel(architecture_id, X)  # compiled before the race below starts
+    held = HeldStream(tenants_server.target, token)
+    try:
+        deadline = time.monotonic() + 30
         while True:  # until the stream holds alice's slot
+            if held.call.done():  # it lost the race to one of her calls and was refused
+                held = HeldStream(tenants_server.target, token)
             try:
                 alice.kernel(architecture_id, X)
             except errors.ResourceExhaustedError as e:
@@ -117,6 +122,8 @@ def test_one_tenant_at_its_job_limit_leaves_the_other_served(
         assert "--max-jobs-per-tenant 1" in refused.message
         assert refused.retry_delay == 1.0
         assert bob.kernel(architecture_id, X).shape == (6, 6)
+    finally:
+        held.cancel()
     assert alice.kernel(architecture_id, X).shape == (6, 6)  # her slot was given back
 
 

@@ -24,6 +24,7 @@ from ntkserve.builders.combinators import (
 from ntkserve.builders.dense import ABRelu, Abs, Dense, Erf, LeakyRelu, Relu
 from ntkserve.builders.elementwise import (
     Cos,
+    ElementwiseNumerical,
     Exp,
     Gaussian,
     Gelu,
@@ -54,6 +55,7 @@ __all__ = [
     "Conv",
     "Cos",
     "Dense",
+    "ElementwiseNumerical",
     "Erf",
     "Exp",
     "FanInConcat",

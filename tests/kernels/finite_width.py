@@ -186,6 +186,35 @@ def _get(m: Any, name: str, default: float) -> float:
     return float(getattr(m, name)) if m.HasField(name) else default
 
 
+def _sigmoid(x: jax.Array) -> jax.Array:
+    return 1 / (1 + jnp.exp(-x))
+
+
+def _softplus(x: jax.Array) -> jax.Array:
+    return jnp.logaddexp(x, 0.0)
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # Klambauer et al. 2017
+# ElementwiseNumerical's named activations, written out from their definitions.
+NAMED: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "ACTIVATION_TANH": jnp.tanh,
+    "ACTIVATION_SIGMOID": _sigmoid,
+    "ACTIVATION_SWISH": lambda x: x * _sigmoid(x),
+    "ACTIVATION_SOFTPLUS": _softplus,
+    "ACTIVATION_ELU": lambda x: jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0))),
+    "ACTIVATION_SELU": lambda x: (
+        _SELU_SCALE * jnp.where(x > 0, x, _SELU_ALPHA * jnp.expm1(jnp.minimum(x, 0)))
+    ),
+    "ACTIVATION_MISH": lambda x: x * jnp.tanh(_softplus(x)),
+    "ACTIVATION_GELU_TANH": lambda x: (
+        0.5 * x * (1 + jnp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    ),
+    "ACTIVATION_SOFTSIGN": lambda x: x / (1 + jnp.abs(x)),
+    "ACTIVATION_ERF": erf,
+    "ACTIVATION_RELU": lambda x: jnp.maximum(x, 0.0),
+}
+
+
 def _activation(kind: str, m: Any) -> Callable[[jax.Array], jax.Array] | None:
     """The finite-width function of the elementwise layers beyond ABRelu and Erf."""
     a = b = c = 0.0
@@ -216,6 +245,8 @@ def _activation(kind: str, m: Any) -> Callable[[jax.Array], jax.Array] | None:
         return lambda x: jnp.where(x >= 0, x ** int(m.degree), 0.0)
     if kind == "polynomial":
         return lambda x: jnp.polyval(jnp.asarray(list(m.coef)[::-1], x.dtype), x)
+    if kind == "elementwise_numerical":
+        return NAMED[pb.Activation.Name(m.activation)]
     if kind == "hermite":
         degree = int(m.degree)
         coef = np.polynomial.hermite_e.herme2poly([0] * degree + [1])

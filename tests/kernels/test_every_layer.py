@@ -47,6 +47,7 @@ EXAMPLES: dict[str, stax.Architecture] = {
     "rectified_monomial": _fc(stax.RectifiedMonomial(2)),
     "polynomial": _fc(stax.Polynomial([0.1, 1.0, 0.0, -0.2])),
     "hermite": _fc(stax.Hermite(4)),
+    "elementwise_numerical": _fc(stax.ElementwiseNumerical("elu", deg=8)),
     "conv": _image(),
     "avg_pool": _image(stax.AvgPool((2, 2), padding="SAME")),
     "sum_pool": _image(stax.SumPool((2, 2), strides=(1, 1))),

@@ -57,6 +57,8 @@ CASES = [
     _nonlinear("step", stax.RectifiedMonomial(0)),
     _nonlinear("polynomial", stax.Polynomial([0.2, 0.8, -0.3])),
     _nonlinear("hermite", stax.Hermite(2)),
+    _nonlinear("numerical_tanh", stax.ElementwiseNumerical("tanh")),
+    _nonlinear("numerical_elu", stax.ElementwiseNumerical("elu")),
     _nonlinear("relu", stax.Relu(), "standard"),
     _nonlinear("erf", stax.Erf(), "standard"),
     pytest.param(

@@ -12,6 +12,7 @@ from ntkserve_server.kernels.table import COMBINATORS, LAYERS
 LAYER_FIELDS = list(pb.Layer.DESCRIPTOR.oneofs_by_name["layer"].fields)
 # Where neural-tangents' builder name is not a valid protobuf message name.
 NT_SPELLING = {"SigmoidLike": "Sigmoid_like"}
+EXAMPLE_ARGS = {"activation": "tanh"}  # required arguments that are not numbers
 
 
 def test_table_covers_exactly_the_oneof() -> None:
@@ -36,7 +37,7 @@ def test_each_layer_has_builder_rule_and_row(field) -> None:  # type: ignore[no-
         assert repeated or fields[param].has_presence, f"{name}.{param} must be `optional`"
     # The builder makes exactly this layer.
     args = [
-        (1,) if p.name.endswith("shape") or p.name == "coef" else 1
+        EXAMPLE_ARGS.get(p.name, (1,) if p.name.endswith("shape") or p.name == "coef" else 1)
         for p in inspect.signature(builder).parameters.values()
         if p.default is p.empty
     ]

@@ -73,3 +73,18 @@ def Polynomial(coef: Sequence[float]) -> Architecture:
 def Hermite(degree: int) -> Architecture:
     """`He_degree(x) / sqrt(degree!)`, the normalised probabilists' Hermite polynomial."""
     return single(hermite=pb.Hermite(degree=int(degree)))
+
+
+def ElementwiseNumerical(activation: str, deg: int = 25) -> Architecture:
+    """Any named activation, its kernel by Gauss-Hermite quadrature of degree `deg`.
+
+    neural-tangents' `ElementwiseNumerical(fn, deg)` takes a Python function, which cannot
+    travel over the wire: name it instead, one of ACTIVATIONS ("silu" is "swish")."""
+    name = {"silu": "swish"}.get(activation, activation)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown {activation!r}; expected one of {ACTIVATIONS}")
+    label = f"ACTIVATION_{name.upper()}"
+    return single(elementwise_numerical=pb.ElementwiseNumerical(activation=label, deg=int(deg)))
+
+
+ACTIVATIONS = tuple(n.removeprefix("ACTIVATION_").lower() for n in pb.Activation.keys()[1:])

@@ -19,6 +19,21 @@ class Padding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PADDING_VALID: _ClassVar[Padding]
     PADDING_SAME: _ClassVar[Padding]
     PADDING_CIRCULAR: _ClassVar[Padding]
+
+class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_UNSPECIFIED: _ClassVar[Activation]
+    ACTIVATION_TANH: _ClassVar[Activation]
+    ACTIVATION_SIGMOID: _ClassVar[Activation]
+    ACTIVATION_SWISH: _ClassVar[Activation]
+    ACTIVATION_SOFTPLUS: _ClassVar[Activation]
+    ACTIVATION_ELU: _ClassVar[Activation]
+    ACTIVATION_SELU: _ClassVar[Activation]
+    ACTIVATION_MISH: _ClassVar[Activation]
+    ACTIVATION_GELU_TANH: _ClassVar[Activation]
+    ACTIVATION_SOFTSIGN: _ClassVar[Activation]
+    ACTIVATION_ERF: _ClassVar[Activation]
+    ACTIVATION_RELU: _ClassVar[Activation]
 PARAMETERIZATION_UNSPECIFIED: Parameterization
 PARAMETERIZATION_NTK: Parameterization
 PARAMETERIZATION_STANDARD: Parameterization
@@ -26,6 +41,18 @@ PADDING_UNSPECIFIED: Padding
 PADDING_VALID: Padding
 PADDING_SAME: Padding
 PADDING_CIRCULAR: Padding
+ACTIVATION_UNSPECIFIED: Activation
+ACTIVATION_TANH: Activation
+ACTIVATION_SIGMOID: Activation
+ACTIVATION_SWISH: Activation
+ACTIVATION_SOFTPLUS: Activation
+ACTIVATION_ELU: Activation
+ACTIVATION_SELU: Activation
+ACTIVATION_MISH: Activation
+ACTIVATION_GELU_TANH: Activation
+ACTIVATION_SOFTSIGN: Activation
+ACTIVATION_ERF: Activation
+ACTIVATION_RELU: Activation
 
 class Architecture(_message.Message):
     __slots__ = ("layers",)
@@ -34,7 +61,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat", "sigmoid_like", "gelu", "sign", "sin", "cos", "rbf", "exp", "gaussian", "monomial", "rectified_monomial", "polynomial", "hermite")
+    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat", "sigmoid_like", "gelu", "sign", "sin", "cos", "rbf", "exp", "gaussian", "monomial", "rectified_monomial", "polynomial", "hermite", "elementwise_numerical")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
     RELU_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +94,7 @@ class Layer(_message.Message):
     RECTIFIED_MONOMIAL_FIELD_NUMBER: _ClassVar[int]
     POLYNOMIAL_FIELD_NUMBER: _ClassVar[int]
     HERMITE_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTWISE_NUMERICAL_FIELD_NUMBER: _ClassVar[int]
     serial: Serial
     dense: Dense
     relu: Relu
@@ -99,7 +127,8 @@ class Layer(_message.Message):
     rectified_monomial: RectifiedMonomial
     polynomial: Polynomial
     hermite: Hermite
-    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ..., sigmoid_like: _Optional[_Union[SigmoidLike, _Mapping]] = ..., gelu: _Optional[_Union[Gelu, _Mapping]] = ..., sign: _Optional[_Union[Sign, _Mapping]] = ..., sin: _Optional[_Union[Sin, _Mapping]] = ..., cos: _Optional[_Union[Cos, _Mapping]] = ..., rbf: _Optional[_Union[Rbf, _Mapping]] = ..., exp: _Optional[_Union[Exp, _Mapping]] = ..., gaussian: _Optional[_Union[Gaussian, _Mapping]] = ..., monomial: _Optional[_Union[Monomial, _Mapping]] = ..., rectified_monomial: _Optional[_Union[RectifiedMonomial, _Mapping]] = ..., polynomial: _Optional[_Union[Polynomial, _Mapping]] = ..., hermite: _Optional[_Union[Hermite, _Mapping]] = ...) -> None: ...
+    elementwise_numerical: ElementwiseNumerical
+    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ..., sigmoid_like: _Optional[_Union[SigmoidLike, _Mapping]] = ..., gelu: _Optional[_Union[Gelu, _Mapping]] = ..., sign: _Optional[_Union[Sign, _Mapping]] = ..., sin: _Optional[_Union[Sin, _Mapping]] = ..., cos: _Optional[_Union[Cos, _Mapping]] = ..., rbf: _Optional[_Union[Rbf, _Mapping]] = ..., exp: _Optional[_Union[Exp, _Mapping]] = ..., gaussian: _Optional[_Union[Gaussian, _Mapping]] = ..., monomial: _Optional[_Union[Monomial, _Mapping]] = ..., rectified_monomial: _Optional[_Union[RectifiedMonomial, _Mapping]] = ..., polynomial: _Optional[_Union[Polynomial, _Mapping]] = ..., hermite: _Optional[_Union[Hermite, _Mapping]] = ..., elementwise_numerical: _Optional[_Union[ElementwiseNumerical, _Mapping]] = ...) -> None: ...
 
 class Serial(_message.Message):
     __slots__ = ("layers",)
@@ -232,6 +261,14 @@ class Hermite(_message.Message):
     DEGREE_FIELD_NUMBER: _ClassVar[int]
     degree: int
     def __init__(self, degree: _Optional[int] = ...) -> None: ...
+
+class ElementwiseNumerical(_message.Message):
+    __slots__ = ("activation", "deg")
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    DEG_FIELD_NUMBER: _ClassVar[int]
+    activation: Activation
+    deg: int
+    def __init__(self, activation: _Optional[_Union[Activation, str]] = ..., deg: _Optional[int] = ...) -> None: ...
 
 class Conv(_message.Message):
     __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")

@@ -14,6 +14,7 @@ from ntkserve_server.kernels.arccosine import RECTIFIED_MONOMIAL, SIGN
 from ntkserve_server.kernels.dense import DENSE
 from ntkserve_server.kernels.erf import ERF, GELU, SIGMOID_LIKE
 from ntkserve_server.kernels.exponential import COS, EXP, GAUSSIAN, RBF, SIN
+from ntkserve_server.kernels.numerical import ELEMENTWISE_NUMERICAL
 from ntkserve_server.kernels.polynomial import HERMITE, MONOMIAL, POLYNOMIAL
 from ntkserve_server.kernels.rows import LayerRow
 from ntkserve_server.kernels.spatial import (
@@ -50,6 +51,7 @@ LAYERS: Mapping[str, LayerRow] = {
     "rectified_monomial": RECTIFIED_MONOMIAL,
     "polynomial": POLYNOMIAL,
     "hermite": HERMITE,
+    "elementwise_numerical": ELEMENTWISE_NUMERICAL,
 }
 
 COMBINATORS = frozenset(

@@ -377,3 +377,13 @@ def test_ntk_is_psd_with_a_zero_variance_pre_activation() -> None:
     for k in ENGINE.kernel(ENGINE.compiled(kfn), x, None, GET):
         eig = np.linalg.eigvalsh(k)
         assert eig.min() >= -PSD_RTOL * np.abs(eig).max(), eig
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 7), (300, 300), (513, 513, 3)])
+def test_mirror_upper_in_blocks(shape: tuple[int, ...]) -> None:
+    """The host mirror copies in blocks of rows (past one block too, and with positions):
+    the upper triangle kept, the lower one its transpose, nothing else touched."""
+    a = np.random.default_rng(0).random(shape)
+    out = mirror_upper(a, full=False)
+    upper = np.triu(np.ones(shape[:2], dtype=bool)).reshape(shape[:2] + (1,) * (len(shape) - 2))
+    np.testing.assert_array_equal(out, np.where(upper, a, a.swapaxes(0, 1)))

@@ -165,6 +165,9 @@ def _symmetrized(a: Array, d: int, full: bool) -> Array:
     return jnp.where(keep, a, jnp.transpose(a, swap))
 
 
+MIRROR_BLOCK = 256  # rows per block of the host-side mirror
+
+
 def mirror_upper(a: np.ndarray[Any, Any], full: bool) -> np.ndarray[Any, Any]:
     """A kernel of x2 = x1, exactly symmetric: its upper triangle (over (sample, position)
     pairs when full) copied onto the lower one, on the host.
@@ -175,8 +178,19 @@ def mirror_upper(a: np.ndarray[Any, Any], full: bool) -> np.ndarray[Any, Any]:
     """
     n = a.shape[0]
     if a.ndim == 2 or not full:
-        keep = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (a.ndim - 2))
-        return np.where(keep, a, np.swapaxes(a, 0, 1))
+        # In blocks of rows: a whole-array np.where reads the transpose with a stride of a
+        # row per element (80 ms for 4000^2 float32, against 22 ms for these block copies).
+        out = np.array(a)  # the program's own buffer is read-only
+        for start in range(0, n, MIRROR_BLOCK):
+            stop = min(start + MIRROR_BLOCK, n)
+            out[start:stop, :start] = out[:start, start:stop].swapaxes(0, 1)
+            block = out[start:stop, start:stop]
+            size = stop - start
+            keep = np.triu(np.ones((size, size), dtype=bool)).reshape(
+                (size, size) + (1,) * (a.ndim - 2)
+            )
+            block[...] = np.where(keep, block, block.swapaxes(0, 1))
+        return out
     d = (a.ndim - 2) // 2
     positions = math.prod(a.shape[2 : 2 + d])
     flat = a.reshape(n, n, positions, positions)

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 from google.protobuf import descriptor
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntkserve import stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
@@ -240,7 +241,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     fuzzer = RequestFuzzer(args.target)
-    from hypothesis import given, settings
 
     @settings(database=None, deadline=None)
     @given(st.binary(max_size=512))

@@ -45,12 +45,16 @@ class CallObserver(Protocol):
     def observe_call(self, method: str, code: str, seconds: float) -> None: ...
 
 
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def request_id(context: grpc.aio.ServicerContext) -> str:
     """The caller's x-request-id, or a fresh one. A malformed id is INVALID_ARGUMENT (the
     call runs under a fresh id, so that its error and log line still have one)."""
     sent = [v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY]
     if not sent:
-        return uuid.uuid4().hex[:16]
+        return new_request_id()
     value = sent[-1]
     if isinstance(value, str) and REQUEST_ID.fullmatch(value):
         return value
@@ -118,7 +122,7 @@ class CallLog:
             self.request_id = request_id(self.context)
         finally:
             if not self.request_id:
-                self.request_id = uuid.uuid4().hex[:16]
+                self.request_id = new_request_id()
             self.context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
         log.debug("rpc start method=%s request_id=%s", self.method, self.request_id)
 

@@ -5,8 +5,7 @@ CNNs (convolutions, pooling, Flatten or a global pool), with random hyper-parame
 parameterizations, and random inputs (a zero row, parallel and anti-parallel rows), both
 kernels of x2 = None must be
 - finite,
-- symmetric (K == K^T over the two sample axes; meant bit for bit, but see
-  SYMMETRY_BUG_ATOL for a known bug),
+- symmetric (K == K^T over the two sample axes, bit for bit),
 - positive semi-definite, to within float64 round-off (PSD_RTOL below),
 and their gradient with respect to the inputs (of sum(C * K) for a random C) must be
 finite, at the drawn inputs and at all-zero inputs. Values and gradients come from the
@@ -229,7 +228,7 @@ EPS = float(np.finfo(np.float64).eps)
 # kernel entries carry the round-off of a few closed-form layers, each Lipschitz in its
 # inputs with O(1-100) constants: O(1e2-1e3) eps relative, well under 1e4 eps for N <= 4
 # rows. 5e5 eps (~1.1e-10) is generous for that, and far below what a wrong formula gives
-# (a kernel that is not PSD is off by O(1) relative; see the bug below: -0.067).
+# (a kernel that is not PSD is off by O(1) relative; see the zero-variance case below: -0.067).
 PSD_RTOL = 5e5 * EPS
 # Except where a correlation is exactly +-1: inputs with parallel rows (a row and a multiple
 # of it; or one channel, where every input position is a scalar). Arcsin-like kernels are

@@ -37,7 +37,8 @@ def ab_relu_moments(a: Array | float, b: Array | float) -> tuple[PairMoments, Di
 
     def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         root = safe_math.sqrt(q11 * q22 - q12 * q12)
-        zero = (q11 == 0) | (q22 == 0)  # not q11 * q22 == 0: that product would be shared
+        # Each variance, not q11 * q22 == 0: that product underflows for tiny variances.
+        zero = (q11 == 0) | (q22 == 0)
         theta = jnp.where(zero, 0.5 * math.pi, safe_math.arctan2(root, q12))
         nngp = odd * (root - theta * q12) + even * q12
         return nngp, (even - odd * theta) if want_tdot else None

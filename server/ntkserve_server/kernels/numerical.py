@@ -52,17 +52,17 @@ ACTIVATIONS: dict[int, Callable[[Array], Array]] = {
 }
 
 
-def _derivative(phi: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """phi' elementwise (forward mode: one pass whatever the shape)."""
-    return lambda x: jax.jvp(phi, (x,), (jnp.ones_like(x),))[1]
-
-
 def quadrature_moments(phi: Callable[[Array], Array], deg: int) -> tuple[PairMoments, DiagMoments]:
     nodes, weights = np.polynomial.hermite_e.hermegauss(deg)
     weights = weights / weights.sum()  # numpy, once: the weights of N(0, 1)
-    dphi = _derivative(phi)
 
-    def pair_expectation(f: Callable[[Array], Array], q11: Array, q22: Array, q12: Array) -> Array:
+    def evaluate(x: Array, want_tdot: bool) -> tuple[Array, ...]:
+        """(phi(x),) or (phi(x), phi'(x)): both from one forward-mode pass."""
+        if not want_tdot:
+            return (phi(x),)
+        return jax.jvp(phi, (x,), (jnp.ones_like(x),))
+
+    def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
         xs, ws = jnp.asarray(nodes, q12.dtype), jnp.asarray(weights, q12.dtype)
         s1, s2 = safe_math.sqrt(q11), safe_math.sqrt(q22)
         prod = q11 * q22
@@ -71,26 +71,24 @@ def quadrature_moments(phi: Callable[[Array], Array], deg: int) -> tuple[PairMom
         rho = jnp.clip(rho, -1, 1)
         cos = safe_math.sqrt(1 - rho * rho)
 
-        def node(total: Array, x_w: tuple[Array, Array]) -> tuple[Array, None]:
+        def node(
+            totals: tuple[Array, ...], x_w: tuple[Array, Array]
+        ) -> tuple[tuple[Array, ...], None]:
             x, w = x_w
             v = s2[..., None] * (rho[..., None] * x + cos[..., None] * xs)
-            inner = jnp.sum(f(v) * ws, axis=-1)
-            return total + w * f(s1 * x) * inner, None
+            outer = evaluate(s1 * x, want_tdot)
+            inner = [jnp.sum(f * ws, axis=-1) for f in evaluate(v, want_tdot)]
+            return tuple(t + w * o * i for t, o, i in zip(totals, outer, inner, strict=True)), None
 
-        total, _ = lax.scan(node, jnp.zeros_like(q12), (xs, ws))
-        return total
-
-    def diag_expectation(f: Callable[[Array], Array], q: Array) -> Array:
-        xs, ws = jnp.asarray(nodes, q.dtype), jnp.asarray(weights, q.dtype)
-        values = f(safe_math.sqrt(q)[..., None] * xs)
-        return jnp.sum(values * values * ws, axis=-1)
-
-    def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
-        nngp = pair_expectation(phi, q11, q22, q12)
-        return nngp, pair_expectation(dphi, q11, q22, q12) if want_tdot else None
+        zeros = tuple(jnp.zeros_like(q12) for _ in range(2 if want_tdot else 1))
+        totals, _ = lax.scan(node, zeros, (xs, ws))
+        return totals[0], totals[1] if want_tdot else None
 
     def diag(q: Array, want_tdot: bool) -> tuple[Array, Array | None]:
-        return diag_expectation(phi, q), diag_expectation(dphi, q) if want_tdot else None
+        xs, ws = jnp.asarray(nodes, q.dtype), jnp.asarray(weights, q.dtype)
+        values = evaluate(safe_math.sqrt(q)[..., None] * xs, want_tdot)
+        moments = [jnp.sum(f * f * ws, axis=-1) for f in values]
+        return moments[0], moments[1] if want_tdot else None
 
     return pair, diag
 

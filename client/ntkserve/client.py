@@ -64,6 +64,17 @@ def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int
     return max(request, response) > STREAM_THRESHOLD_BYTES
 
 
+def _patterns(pattern: tuple[Any, Any] | None, dtype: np.dtype[Any]) -> dict[str, Any]:
+    """The request fields of Aggregate patterns, in the inputs' dtype."""
+    if pattern is None:
+        return {}
+    return {
+        f"pattern{i + 1}": tensor.encode(np.asarray(p, dtype), f"pattern{i + 1}")
+        for i, p in enumerate(pattern)
+        if p is not None
+    }
+
+
 def _info(record: kernel_service_pb2.ArchitectureRecord) -> ArchitectureInfo:
     return ArchitectureInfo(
         id=record.architecture_id,
@@ -188,8 +199,10 @@ class Client:
         tile: int | None,
         out: str | os.PathLike[str] | None,
         progress: bool | None,
+        mask_constant: float | None,
+        pattern: tuple[Any, Any] | None,
     ) -> list[np.ndarray[Any, Any]]:
-        job = streaming.prepare(x1, x2, names, tile)
+        job = streaming.prepare(x1, x2, names, tile, mask_constant, pattern)
         paths = None if out is None else output_paths(out, names, single)
         if len(self._endpoints) > 1 or self._first.resolver:
             kernels, report = replicas.stream_spread(
@@ -212,6 +225,8 @@ class Client:
         tile: int | None = None,
         out: str | os.PathLike[str] | None = None,
         progress: bool | None = None,
+        mask_constant: float | None = None,
+        pattern: tuple[Any, Any] | None = None,
     ) -> np.ndarray[Any, Any] | tuple[np.ndarray[Any, Any], ...]:
         """The kernel(s) between x1 and x2 (x2=None: x2 = x1), in the inputs' dtype.
 
@@ -229,6 +244,13 @@ class Client:
             "k.ntk.npy").
           progress: a progress bar on stderr (tiles done, rate, time left); None shows it
             when stderr is a terminal and there is more than one tile.
+          mask_constant: input entries equal to it (NaN: NaN entries) are masked, as in
+            neural-tangents: a position whose every channel is masked is absent, and
+            pooling, LayerNorm and attention average over the positions present (padding of
+            variable-length sequences, missing pixels).
+          pattern: `(pattern1, pattern2)`, the graphs of x1's and x2's examples for
+            Aggregate layers, (N, *spatial, *spatial) each (pattern2 None when x2 is None),
+            as neural-tangents' `kernel_fn(..., pattern=...)`.
 
         With several targets (or a resolver target) a streamed kernel is spread over the
         replicas, tiles from a replica that fails are recomputed by the others, and a spec
@@ -238,14 +260,22 @@ class Client:
         x1 = np.asarray(x1)
         x2 = None if x2 is None else np.asarray(x2)
         if tile is not None or out is not None or _large(x1, x2, len(names)):
-            kernels = self._stream(arch, x1, x2, names, single, tile, out, progress)
+            kernels = self._stream(
+                arch, x1, x2, names, single, tile, out, progress, mask_constant, pattern
+            )
             return kernels[0] if single else tuple(kernels)
         t1 = tensor.encode(x1, "x1")
         t2 = None if x2 is None else tensor.encode(x2, "x2")
+        patterns = _patterns(pattern, x1.dtype)
 
         def compute(architecture_id: str) -> kernel_service_pb2.ComputeKernelResponse:
             request = kernel_service_pb2.ComputeKernelRequest(
-                architecture_id=architecture_id, x1=t1, x2=t2, get=[_KINDS[n] for n in names]
+                architecture_id=architecture_id,
+                x1=t1,
+                x2=t2,
+                get=[_KINDS[n] for n in names],
+                mask_constant=mask_constant,
+                **patterns,
             )
             response: kernel_service_pb2.ComputeKernelResponse = self._call(
                 self._stub.ComputeKernel, request
@@ -257,11 +287,15 @@ class Client:
         return values[0] if single else values
 
     def kernel_batch(
-        self, arch: ArchLike, inputs: Sequence[tuple[Any, Any]], get: Get = "ntk"
+        self,
+        arch: ArchLike,
+        inputs: Sequence[tuple[Any, Any]],
+        get: Get = "ntk",
+        mask_constant: float | None = None,
     ) -> list[Any]:
         """Several small kernels of one architecture in one call (ComputeKernelBatch):
         `inputs` is a sequence of (x1, x2 or None); returns one result per pair, each shaped
-        as `kernel` would return it."""
+        as `kernel` would return it. `mask_constant` (as in `kernel`) applies to every pair."""
         names, single = _kinds(get)
         kinds = [_KINDS[n] for n in names]
         encoded = [
@@ -276,7 +310,11 @@ class Client:
             request = kernel_service_pb2.ComputeKernelBatchRequest(
                 requests=[
                     kernel_service_pb2.ComputeKernelRequest(
-                        architecture_id=architecture_id, x1=t1, x2=t2, get=kinds
+                        architecture_id=architecture_id,
+                        x1=t1,
+                        x2=t2,
+                        get=kinds,
+                        mask_constant=mask_constant,
                     )
                     for t1, t2 in encoded
                 ]
@@ -301,6 +339,8 @@ class Client:
         get: Get = "ntk",
         cotangent: Any = None,
         hyper_parameters: Sequence[str] | None = None,
+        mask_constant: float | None = None,
+        pattern: tuple[Any, Any] | None = None,
     ) -> tuple[Any, tuple[Any, ...]]:
         """`(K, (dL/dx1, dL/dx2))` for L = sum(C * K), C = `cotangent` (default all ones).
 
@@ -310,7 +350,8 @@ class Client:
 
         `hyper_parameters` names hyper-parameters by their path in the canonical architecture
         (`["architecture.layers[0].dense.w_std"]`, or `["*"]` for all); the gradients then
-        end with a third entry, `{path: dL/dtheta}`.
+        end with a third entry, `{path: dL/dtheta}`. `mask_constant`, `pattern` as in
+        `kernel`.
         """
         names, single = _kinds(get)
         if cotangent is None:
@@ -336,6 +377,8 @@ class Client:
                 x2=t2,
                 get=[_KINDS[n] for n in names],
                 hyper_parameters=list(hyper_parameters or ()),
+                mask_constant=mask_constant,
+                **_patterns(pattern, np.asarray(x1).dtype),
                 **fields,
             )
             response: kernel_service_pb2.ComputeValueAndGradResponse = self._call(

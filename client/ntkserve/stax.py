@@ -11,6 +11,7 @@ client language gets the same answers. Layout is fixed: batch first, channels la
 `batch_axis`/`channel_axis` are accepted only at those defaults.
 """
 
+from ntkserve.builders.attention import GlobalSelfAttention
 from ntkserve.builders.combinators import (
     FanInConcat,
     FanInProd,
@@ -26,6 +27,8 @@ from ntkserve.builders.elementwise import (
     Cos,
     ElementwiseNumerical,
     Exp,
+    ExpNormalized,
+    Gabor,
     Gaussian,
     Gelu,
     Hermite,
@@ -37,9 +40,13 @@ from ntkserve.builders.elementwise import (
     Sign,
     Sin,
 )
+from ntkserve.builders.graph import Aggregate
+from ntkserve.builders.normalization import Dropout, LayerNorm
 from ntkserve.builders.spatial import (
     AvgPool,
     Conv,
+    ConvLocal,
+    ConvTranspose,
     Flatten,
     GlobalAvgPool,
     GlobalSumPool,
@@ -50,25 +57,33 @@ from ntkserve.spec import Architecture
 __all__ = [
     "ABRelu",
     "Abs",
+    "Aggregate",
     "Architecture",
     "AvgPool",
     "Conv",
+    "ConvLocal",
+    "ConvTranspose",
     "Cos",
     "Dense",
+    "Dropout",
     "ElementwiseNumerical",
     "Erf",
     "Exp",
+    "ExpNormalized",
     "FanInConcat",
     "FanInProd",
     "FanInSum",
     "FanOut",
     "Flatten",
+    "Gabor",
     "Gaussian",
     "Gelu",
     "GlobalAvgPool",
+    "GlobalSelfAttention",
     "GlobalSumPool",
     "Hermite",
     "Identity",
+    "LayerNorm",
     "LeakyRelu",
     "Monomial",
     "Polynomial",

@@ -46,6 +46,9 @@ class StreamJob:
     x2: Array | None
     names: tuple[str, ...]
     tile_size: int  # 0: the server chooses
+    mask_constant: float | None = None
+    pattern1: Array | None = None  # Aggregate patterns, (N, *spatial, *spatial)
+    pattern2: Array | None = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -70,7 +73,7 @@ class StreamJob:
         tiles: Sequence[Tile] = (),
         plan_only: bool = False,
     ) -> ks.StreamKernelHeader:
-        return ks.StreamKernelHeader(
+        header = ks.StreamKernelHeader(
             architecture_id=architecture_id,
             get=[KINDS[n] for n in self.names],
             dtype=tensor.dtype_code(self.dtype),  # type: ignore[arg-type]
@@ -80,6 +83,10 @@ class StreamJob:
             tiles=[ks.TileIndex(row=r, col=c) for r, c in tiles],
             plan_only=plan_only,
         )
+        if self.mask_constant is not None:
+            header.mask_constant = self.mask_constant
+        header.patterns = self.pattern1 is not None
+        return header
 
 
 def _wire(array: Any, field: str) -> Array:
@@ -92,7 +99,14 @@ def _wire(array: Any, field: str) -> Array:
     return np.ascontiguousarray(arr, dtype=np.dtype(f"<f{arr.dtype.itemsize}"))
 
 
-def prepare(x1: Any, x2: Any, names: Sequence[str], tile: int | None) -> StreamJob:
+def prepare(
+    x1: Any,
+    x2: Any,
+    names: Sequence[str],
+    tile: int | None,
+    mask_constant: float | None = None,
+    pattern: tuple[Any, Any] | None = None,
+) -> StreamJob:
     """Checks what the client can check and lays the inputs out for the wire."""
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile: expected a positive number of rows and columns, got {tile!r}")
@@ -100,7 +114,13 @@ def prepare(x1: Any, x2: Any, names: Sequence[str], tile: int | None) -> StreamJ
     a2 = None if x2 is None else _wire(x2, "x2")
     if a2 is not None and a2.dtype != a1.dtype:
         raise tensor.TensorError("x2.dtype", f"{a2.dtype} differs from x1's {a1.dtype}")
-    return StreamJob(a1, a2, tuple(names), tile or 0)
+    mask = None if mask_constant is None else float(mask_constant)
+    p1, p2 = (None, None) if pattern is None else pattern
+    patterns = [
+        None if p is None else _wire(np.asarray(p, a1.dtype), f"pattern{i + 1}")
+        for i, p in enumerate((p1, p2))
+    ]
+    return StreamJob(a1, a2, tuple(names), tile or 0, mask, *patterns)
 
 
 def chunks(slot: int, array: Array) -> Iterator[ks.StreamKernelRequest]:
@@ -118,6 +138,10 @@ def requests(job: StreamJob, header: ks.StreamKernelHeader) -> Iterator[ks.Strea
     yield from chunks(ks.INPUT_SLOT_X1, job.x1)
     if job.x2 is not None:
         yield from chunks(ks.INPUT_SLOT_X2, job.x2)
+    if job.pattern1 is not None:
+        yield from chunks(ks.INPUT_SLOT_PATTERN1, job.pattern1)
+    if job.pattern2 is not None:
+        yield from chunks(ks.INPUT_SLOT_PATTERN2, job.pattern2)
 
 
 def open_call(

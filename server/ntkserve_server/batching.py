@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ntkserve_server.compute import Compiled
+from ntkserve_server.compute import Compiled, pattern_shapes
 from ntkserve_server.kernels import KernelFn
 
 Array = np.ndarray[Any, Any]
@@ -64,8 +64,24 @@ class _Open:
     timer: asyncio.TimerHandle | None = None
 
 
-def _forward(compiled: Compiled, x1: Array, x2: Array | None, get: tuple[str, ...]) -> Result:
-    out = compiled.forward(compiled.kfn.params, x1, x2, get=get)
+def _forward(
+    compiled: Compiled,
+    x1: Array,
+    x2: Array | None,
+    get: tuple[str, ...],
+    mask_constant: float | None = None,
+    patterns: tuple[Array | None, Array | None] = (None, None),
+) -> Result:
+    mask = None if mask_constant is None else np.asarray(mask_constant, x1.dtype)
+    out = compiled.forward(
+        compiled.kfn.params,
+        x1,
+        x2,
+        get=get,
+        mask_constant=mask,
+        pattern1=patterns[0],
+        pattern2=patterns[1],
+    )
     return compiled.kfn.to_host(out, x2 is None)
 
 
@@ -111,14 +127,25 @@ class DynamicBatcher:
         return math.prod(shape) <= self.max_entries
 
     async def kernel(
-        self, compiled: Compiled, x1: Array, x2: Array | None, get: tuple[str, ...]
+        self,
+        compiled: Compiled,
+        x1: Array,
+        x2: Array | None,
+        get: tuple[str, ...],
+        mask_constant: float | None = None,
+        patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> Result:
-        """The kernels named in `get`, as `ComputeEngine.kernel` computes them."""
-        compiled.kfn.check_inputs(x1.shape, None if x2 is None else x2.shape, x1.dtype)
+        """The kernels named in `get`, as `ComputeEngine.kernel` computes them. Requests
+        with a mask constant or Aggregate patterns run alone (each would need its own
+        batched along)."""
+        compiled.kfn.check_inputs(
+            x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
+        )
         loop = asyncio.get_running_loop()
-        if not self.wants(compiled, x1, x2):
+        extras = mask_constant is not None or patterns[0] is not None
+        if extras or not self.wants(compiled, x1, x2):
             self.device_calls += 1
-            call = functools.partial(_forward, compiled, x1, x2, get)
+            call = functools.partial(_forward, compiled, x1, x2, get, mask_constant, patterns)
             return await loop.run_in_executor(self._executor, call)
         key: Key = (
             compiled.kfn.id,

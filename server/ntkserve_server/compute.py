@@ -40,15 +40,20 @@ def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
         x1: Any,
         x2: Any,
         cotangents: tuple[Any, ...],
+        mask_constant: Any,
+        patterns: tuple[Any, Any],
         get: tuple[str, ...],
         with_params: bool,
     ) -> tuple[Any, Any, Any]:
+        def kernels(p: Params, a: Any, b: Any) -> tuple[Any, ...]:
+            return kfn.apply(p, a, b, get, mask_constant, *patterns)
+
         if x2 is None:
-            _, vjp = jax.vjp(lambda p, a: kfn.apply(p, a, None, get), params, x1)
+            _, vjp = jax.vjp(lambda p, a: kernels(p, a, None), params, x1)
             g_params, g1 = vjp(cotangents)
             g2 = None
         else:
-            _, vjp = jax.vjp(lambda p, a, b: kfn.apply(p, a, b, get), params, x1, x2)
+            _, vjp = jax.vjp(kernels, params, x1, x2)
             g_params, g1, g2 = vjp(cotangents)
         return g1, g2, (g_params if with_params else None)
 
@@ -119,11 +124,28 @@ class ComputeEngine:
             self._compiled.pop(architecture_id, None)
 
     def kernel(
-        self, compiled: Compiled, x1: Array, x2: Array | None, get: tuple[str, ...]
+        self,
+        compiled: Compiled,
+        x1: Array,
+        x2: Array | None,
+        get: tuple[str, ...],
+        mask_constant: float | None = None,
+        patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> tuple[Array, ...]:
         kfn = compiled.kfn
-        kfn.check_inputs(x1.shape, None if x2 is None else x2.shape, x1.dtype)
-        return kfn.to_host(compiled.forward(kfn.params, x1, x2, get=get), x2 is None)
+        kfn.check_inputs(
+            x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
+        )
+        out = compiled.forward(
+            kfn.params,
+            x1,
+            x2,
+            get=get,
+            mask_constant=_scalar(mask_constant, x1),
+            pattern1=patterns[0],
+            pattern2=patterns[1],
+        )
+        return kfn.to_host(out, x2 is None)
 
     def value_and_grad(
         self,
@@ -133,13 +155,22 @@ class ComputeEngine:
         get: tuple[str, ...],
         cotangents: tuple[Array, ...],
         hyper_parameters: tuple[str, ...] = (),
+        mask_constant: float | None = None,
+        patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
         """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
         named hyper-parameters (paths from `kfn.hyper_parameter_paths`)."""
-        values = self.kernel(compiled, x1, x2, get)
+        values = self.kernel(compiled, x1, x2, get, mask_constant, patterns)
         kfn = compiled.kfn
         g1, g2, g_params = compiled.grads(
-            kfn.params, x1, x2, cotangents, get=get, with_params=bool(hyper_parameters)
+            kfn.params,
+            x1,
+            x2,
+            cotangents,
+            _scalar(mask_constant, x1),
+            patterns,
+            get=get,
+            with_params=bool(hyper_parameters),
         )
         by_path: dict[str, float] = {}
         if hyper_parameters:
@@ -147,3 +178,18 @@ class ComputeEngine:
             every = dict(zip(kfn.hyper_parameter_paths, leaves, strict=True))
             by_path = {name: float(every[name]) for name in hyper_parameters}
         return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path
+
+
+def _scalar(mask_constant: float | None, like: Array) -> Array | None:
+    """The mask constant as a 0-d array of the inputs' dtype: a program input, so every
+    constant shares one compilation (None compiles the program without masking)."""
+    return None if mask_constant is None else np.asarray(mask_constant, like.dtype)
+
+
+def pattern_shapes(
+    patterns: tuple[Array | None, Array | None],
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    return (
+        None if patterns[0] is None else patterns[0].shape,
+        None if patterns[1] is None else patterns[1].shape,
+    )

@@ -80,6 +80,13 @@ class KernelInputs:
     x1: Array
     x2: Array | None
     get: tuple[str, ...]
+    mask_constant: float | None = None
+    pattern1: Array | None = None
+    pattern2: Array | None = None
+
+    @property
+    def pattern_shapes(self) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+        return tuple(None if p is None else p.shape for p in (self.pattern1, self.pattern2))  # type: ignore[return-value]
 
 
 def require_id(architecture_id: str) -> str:
@@ -88,7 +95,25 @@ def require_id(architecture_id: str) -> str:
     return architecture_id
 
 
-def _array(message: Any, field: str) -> Array | None:
+def mask_constant(message: Any, field: str = "mask_constant") -> float | None:
+    """The request's mask constant, or None. Any float, NaN and +-Inf included."""
+    return float(getattr(message, field)) if message.HasField(field) else None
+
+
+def check_finite(array: Array, field: str, mask: float | None = None) -> None:
+    """InvalidRequest for NaN or Inf entries, those equal to the mask constant apart."""
+    finite = np.isfinite(array)
+    if mask is not None:
+        finite |= np.isnan(array) if math.isnan(mask) else array == mask
+    if not finite.all():
+        bad = int(np.size(array) - np.count_nonzero(finite))
+        masked = " (other than the mask constant)" if mask is not None else ""
+        raise InvalidRequest(
+            field, f"holds {bad} NaN or Inf values{masked}; kernels need finite inputs"
+        )
+
+
+def _array(message: Any, field: str, mask: float | None = None) -> Array | None:
     if not message.HasField(field):
         return None
     t: tensor_pb2.Tensor = getattr(message, field)
@@ -96,9 +121,7 @@ def _array(message: Any, field: str) -> Array | None:
         array = tensor.decode(t, field)
     except tensor.TensorError as e:
         raise InvalidRequest(e.field, e.problem) from None
-    if not np.isfinite(array).all():
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise InvalidRequest(field, f"holds {bad} NaN or Inf values; kernels need finite inputs")
+    check_finite(array, field, mask)
     return array
 
 
@@ -127,9 +150,20 @@ class StreamHeader:
     tile_size: int
     tiles: tuple[tuple[int, int], ...]
     plan_only: bool
+    mask_constant: float | None = None
+    patterns: bool = False
+
+    def slot_shape(self, slot: str) -> tuple[int, ...] | None:
+        """The shape of what a slot carries: x1, x2, or a pattern (N, *spatial, *spatial)."""
+        x = self.x1_shape if slot in ("x1", "pattern1") else self.x2_shape
+        if x is None or slot in ("x1", "x2"):
+            return x
+        if not self.patterns:
+            return None
+        return (x[0], *x[1:-1], *x[1:-1])
 
     def input_bytes(self, slot: str) -> int:
-        shape = self.x1_shape if slot == "x1" else self.x2_shape
+        shape = self.slot_shape(slot)
         return 0 if shape is None else int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
 
 
@@ -161,8 +195,10 @@ def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> Stream
         tile_size=int(header.tile_size),
         tiles=tuple((int(t.row), int(t.col)) for t in header.tiles),
         plan_only=header.plan_only,
+        mask_constant=mask_constant(header),
+        patterns=header.patterns,
     )
-    total = parsed.input_bytes("x1") + parsed.input_bytes("x2")
+    total = sum(parsed.input_bytes(slot) for slot in ("x1", "x2", "pattern1", "pattern2"))
     if total > max_input_bytes and not parsed.plan_only:
         raise OverLimit(
             f"the inputs hold {total} bytes, over this server's limit of {max_input_bytes} "
@@ -176,14 +212,17 @@ def kernel_inputs(
     request: ks.ComputeKernelRequest | ks.ComputeValueAndGradRequest, max_elements: int = 0
 ) -> KernelInputs:
     architecture_id = require_id(request.architecture_id)
-    check_elements(request, ("x1", "x2"), max_elements)
-    x1 = _array(request, "x1")
+    check_elements(request, ("x1", "x2", "pattern1", "pattern2"), max_elements)
+    mask = mask_constant(request)
+    x1 = _array(request, "x1", mask)
     if x1 is None:
         raise InvalidRequest("x1", "is required")
-    x2 = _array(request, "x2")
-    if x2 is not None and x2.dtype != x1.dtype:
-        raise InvalidRequest("x2.dtype", f"{x2.dtype} differs from x1's {x1.dtype}")
-    return KernelInputs(architecture_id, x1, x2, _get(request.get))
+    x2 = _array(request, "x2", mask)
+    patterns = _array(request, "pattern1"), _array(request, "pattern2")
+    for name, a in (("x2", x2), ("pattern1", patterns[0]), ("pattern2", patterns[1])):
+        if a is not None and a.dtype != x1.dtype:
+            raise InvalidRequest(f"{name}.dtype", f"{a.dtype} differs from x1's {x1.dtype}")
+    return KernelInputs(architecture_id, x1, x2, _get(request.get), mask, *patterns)
 
 
 def cotangents(

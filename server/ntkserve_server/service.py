@@ -184,7 +184,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         def compute() -> ks.ComputeValueAndGradResponse:
             values, g1, g2, g_hyper = self._engine.value_and_grad(
-                compiled, inputs.x1, inputs.x2, inputs.get, cotangents, hyper
+                compiled,
+                inputs.x1,
+                inputs.x2,
+                inputs.get,
+                cotangents,
+                hyper,
+                inputs.mask_constant,
+                (inputs.pattern1, inputs.pattern2),
             )
             response = ks.ComputeValueAndGradResponse(
                 grad_x1=tensor.encode(g1, "grad_x1"),
@@ -206,11 +213,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         items, entries = [], 0
         for i, item in enumerate(request.requests):
             try:
-                requests.check_elements(item, ("x1", "x2"), self._max_elements)
-                inputs = await self._run(requests.kernel_inputs, item)
+                inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
                 compiled = await self._resolve(tenant, inputs.architecture_id)
                 compiled.kfn.check_inputs(
-                    inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape, inputs.x1.dtype
+                    inputs.x1.shape,
+                    None if inputs.x2 is None else inputs.x2.shape,
+                    inputs.x1.dtype,
+                    inputs.pattern_shapes,
                 )
             except (requests.InvalidRequest, EngineError) as e:
                 raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
@@ -233,7 +242,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, compiled: Compiled, inputs: requests.KernelInputs
     ) -> ks.ComputeKernelResponse:
         """Through the dynamic batcher: concurrent small calls share one device call."""
-        values = await self._batcher.kernel(compiled, inputs.x1, inputs.x2, inputs.get)
+        values = await self._batcher.kernel(
+            compiled,
+            inputs.x1,
+            inputs.x2,
+            inputs.get,
+            inputs.mask_constant,
+            (inputs.pattern1, inputs.pattern2),
+        )
 
         def encode() -> ks.ComputeKernelResponse:
             return ks.ComputeKernelResponse(**_encoded(inputs.get, values))

@@ -78,7 +78,12 @@ class Job:
 def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, device: Any) -> Job:
     """Checks the inputs against the architecture and picks the tile size (blocking)."""
     kfn = compiled.kfn
-    kfn.check_inputs(header.x1_shape, header.x2_shape, header.dtype)
+    kfn.check_inputs(
+        header.x1_shape,
+        header.x2_shape,
+        header.dtype,
+        (header.slot_shape("pattern1"), header.slot_shape("pattern2")),
+    )
     n1 = header.x1_shape[0]
     kernel = TiledKernel(
         n1=n1,
@@ -87,6 +92,8 @@ def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, devic
         dtype=header.dtype.name,
         get=header.get,
         symmetric=header.x2_shape is None,
+        masked=header.mask_constant is not None,
+        patterns=header.patterns,
     )
     size, tile_bytes = programs.choose_size(kfn, kernel, header.tile_size, device)
     grid = TileGrid(kernel.n1, kernel.n2, size, kernel.symmetric)
@@ -122,13 +129,24 @@ class _Input:
         self.received = end
 
 
+_SLOTS = {
+    ks.INPUT_SLOT_X1: "x1",
+    ks.INPUT_SLOT_X2: "x2",
+    ks.INPUT_SLOT_PATTERN1: "pattern1",
+    ks.INPUT_SLOT_PATTERN2: "pattern2",
+}
+
+
 async def receive_inputs(
     header: StreamHeader, messages: AsyncIterator[ks.StreamKernelRequest], stats: StreamStats
-) -> tuple[Array, Array | None]:
-    """x1 and x2 from the chunks that follow the header, checked complete (not yet finite)."""
-    slots = {ks.INPUT_SLOT_X1: _Input("x1", header.input_bytes("x1"))}
-    if header.x2_shape is not None:
-        slots[ks.INPUT_SLOT_X2] = _Input("x2", header.input_bytes("x2"))
+) -> dict[str, Array | None]:
+    """x1, x2 and the Aggregate patterns (None where the header has none) from the chunks
+    that follow the header, checked complete (not yet finite)."""
+    slots = {
+        code: _Input(name, header.input_bytes(name))
+        for code, name in _SLOTS.items()
+        if header.slot_shape(name) is not None
+    }
     index = 0
     async for message in messages:
         index += 1
@@ -137,8 +155,10 @@ async def receive_inputs(
             raise InvalidRequest(f"messages[{index}]", "only the first message is a header")
         buffer = slots.get(message.chunk.slot)
         if buffer is None:
-            problem = "is not x1 or x2" if header.x2_shape is not None else "is not x1 (no x2)"
-            raise InvalidRequest(f"{field}.slot", f"{message.chunk.slot} {problem}")
+            expected = " or ".join(b.slot for b in slots.values())
+            raise InvalidRequest(
+                f"{field}.slot", f"{message.chunk.slot} is not a slot of this call ({expected})"
+            )
         buffer.add(message.chunk, field)
         stats.bytes_in += len(message.chunk.data)
     for buffer in slots.values():
@@ -148,29 +168,46 @@ async def receive_inputs(
                 f"got {buffer.received} of the {len(buffer.data)} bytes its shape needs "
                 "before the stream ended",
             )
-    x1 = np.frombuffer(slots[ks.INPUT_SLOT_X1].data, header.dtype).reshape(header.x1_shape)
-    x2 = None
-    if header.x2_shape is not None:
-        x2 = np.frombuffer(slots[ks.INPUT_SLOT_X2].data, header.dtype).reshape(header.x2_shape)
-    return x1, x2
+    arrays: dict[str, Array | None] = {}
+    for name in _SLOTS.values():
+        shape = header.slot_shape(name)
+        buffer = next((b for b in slots.values() if b.slot == name), None)
+        arrays[name] = (
+            None if buffer is None else np.frombuffer(buffer.data, header.dtype).reshape(shape)
+        )
+    return arrays
 
 
-def check_finite(x1: Array, x2: Array | None) -> None:
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and not np.isfinite(x).all():
-            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-            raise InvalidRequest(name, f"holds {bad} NaN or Inf values; kernels need finite inputs")
+def check_finite(inputs: dict[str, Array | None], mask: float | None = None) -> None:
+    for name, x in inputs.items():
+        if x is not None:
+            requests.check_finite(x, name, mask if name in ("x1", "x2") else None)
 
 
 def compute_tile(
-    job: Job, programs: TilePrograms, device: Any, x1: Array, x2: Array | None, i: int, j: int
+    job: Job,
+    programs: TilePrograms,
+    device: Any,
+    inputs: dict[str, Array | None],
+    i: int,
+    j: int,
 ) -> tuple[Array, ...]:
     """Tile (i, j), cropped to the kernel's edge (blocking)."""
     g, shape = job.grid, job.shape(i, j)
-    a = padded_rows(x1, g.rows_of(i), shape.rows)
-    b = None if shape.diagonal else padded_rows(x1 if x2 is None else x2, g.cols_of(j), shape.cols)
     rows, cols = g.rows_of(i), g.cols_of(j)
-    values = programs.run(job.compiled.kfn, shape, device, a, b)
+
+    def tile_rows(name: str, which: slice, size: int) -> Array | None:
+        x = inputs[name]
+        return None if x is None else padded_rows(x, which, size)
+
+    second = "x1" if inputs["x2"] is None else "x2"
+    second_pattern = "pattern1" if inputs["x2"] is None else "pattern2"
+    a = tile_rows("x1", rows, shape.rows)
+    b = None if shape.diagonal else tile_rows(second, cols, shape.cols)
+    p1 = tile_rows("pattern1", rows, shape.rows)
+    p2 = None if shape.diagonal else tile_rows(second_pattern, cols, shape.cols)
+    assert a is not None
+    values = programs.run(job.compiled.kfn, shape, device, a, b, job.header.mask_constant, (p1, p2))
     return tuple(v[: rows.stop - rows.start, : cols.stop - cols.start] for v in values)
 
 
@@ -199,8 +236,7 @@ async def computed_tiles(
     programs: TilePrograms,
     executor: Executor,
     devices: Sequence[Any],
-    x1: Array,
-    x2: Array | None,
+    inputs: dict[str, Array | None],
     expired: Callable[[], bool],
     stats: StreamStats,
 ) -> AsyncIterator[tuple[int, int, tuple[Array, ...]]]:
@@ -217,7 +253,7 @@ async def computed_tiles(
         try:
             while pending and not stop.is_set() and not expired():
                 i, j = pending.popleft()
-                run = functools.partial(compute_tile, job, programs, device, x1, x2, i, j)
+                run = functools.partial(compute_tile, job, programs, device, inputs, i, j)
                 values = await loop.run_in_executor(executor, run)
                 name = f"{device.platform}:{device.id}"
                 stats.computed[name] = stats.computed.get(name, 0) + 1
@@ -269,10 +305,10 @@ async def stream_kernel(
     yield plan_message
     if header.plan_only:
         return
-    x1, x2 = await receive_inputs(header, messages, stats)
-    await blocking(check_finite, x1, x2)
+    inputs = await receive_inputs(header, messages, stats)
+    await blocking(check_finite, inputs, header.mask_constant)
     async for i, j, values in computed_tiles(
-        job, programs, executor, devices, x1, x2, expired, stats
+        job, programs, executor, devices, inputs, expired, stats
     ):
         for message in await blocking(tile_messages, job, i, j, values, stats):
             yield message

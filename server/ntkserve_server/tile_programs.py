@@ -44,6 +44,8 @@ class TileShape:
     dtype: str
     get: tuple[str, ...]
     diagonal: bool  # x2 = x1 within the tile: computed as a symmetric kernel
+    masked: bool = False  # the inputs carry a mask constant (an input of the program)
+    patterns: bool = False  # Aggregate patterns come with the rows (inputs of the program)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +58,20 @@ class TiledKernel:
     dtype: str
     get: tuple[str, ...]
     symmetric: bool  # x2 = x1
+    masked: bool = False
+    patterns: bool = False
 
     def shape(self, size: int, diagonal: bool) -> TileShape:
         """The padded shape of a tile of this side (a diagonal one: x2 = x1 within it)."""
         return TileShape(
-            min(size, self.n1), min(size, self.n2), self.features, self.dtype, self.get, diagonal
+            min(size, self.n1),
+            min(size, self.n2),
+            self.features,
+            self.dtype,
+            self.get,
+            diagonal,
+            self.masked,
+            self.patterns,
         )
 
 
@@ -77,13 +88,20 @@ def _outvar_bytes(jaxpr: Any) -> int:
     return largest
 
 
-def _placeholders(shape: TileShape) -> tuple[Any, Any]:
+def _placeholders(shape: TileShape) -> tuple[Any, Any, Any, tuple[Any, Any]]:
+    """Abstract (x1, x2, mask constant, (pattern1, pattern2)) of a tile program."""
     dtype = np.dtype(shape.dtype)
-    x1 = jax.ShapeDtypeStruct((shape.rows, *shape.features), dtype)  # type: ignore[no-untyped-call]
-    x2 = (
-        None if shape.diagonal else jax.ShapeDtypeStruct((shape.cols, *shape.features), dtype)  # type: ignore[no-untyped-call]
-    )
-    return x1, x2
+
+    def rows(n: int, features: tuple[int, ...]) -> Any:
+        return jax.ShapeDtypeStruct((n, *features), dtype)  # type: ignore[no-untyped-call]
+
+    spatial = shape.features[:-1]
+    x1 = rows(shape.rows, shape.features)
+    x2 = None if shape.diagonal else rows(shape.cols, shape.features)
+    mask = jax.ShapeDtypeStruct((), dtype) if shape.masked else None  # type: ignore[no-untyped-call]
+    p1 = rows(shape.rows, spatial * 2) if shape.patterns else None
+    p2 = rows(shape.cols, spatial * 2) if shape.patterns and not shape.diagonal else None
+    return x1, x2, mask, (p1, p2)
 
 
 def _io_bytes(shape: TileShape, kernel_entries_per_pair: int) -> int:
@@ -95,8 +113,10 @@ def _io_bytes(shape: TileShape, kernel_entries_per_pair: int) -> int:
 
 def estimate_bytes(kfn: KernelFn, shape: TileShape) -> int:
     """The estimated device memory one tile of this shape needs (tracing only, no compile)."""
-    x1, x2 = _placeholders(shape)
-    closed = jax.make_jaxpr(kfn.apply, static_argnums=(3,))(kfn.params, x1, x2, shape.get)
+    x1, x2, mask, patterns = _placeholders(shape)
+    closed = jax.make_jaxpr(kfn.apply, static_argnums=(3,))(
+        kfn.params, x1, x2, shape.get, mask, *patterns
+    )
     per_pair = int(np.prod(kfn.kernel_shape((1, *shape.features), None)[2:], dtype=np.int64))
     return WORKING_SET_FACTOR * _outvar_bytes(closed.jaxpr) + _io_bytes(shape, per_pair)
 
@@ -225,12 +245,12 @@ class TilePrograms:
                 return found[0]
         sharding = jax.sharding.SingleDeviceSharding(device)
         fn = jax.jit(
-            lambda p, a, b: kfn.apply(p, a, b, shape.get),
+            lambda p, a, b, c, q: kfn.apply(p, a, b, shape.get, c, *q),
             in_shardings=sharding,
             out_shardings=sharding,
         )
-        x1, x2 = _placeholders(shape)
-        program = fn.lower(kfn.params, x1, x2).compile()
+        x1, x2, mask, patterns = _placeholders(shape)
+        program = fn.lower(kfn.params, x1, x2, mask, patterns).compile()
         with self._lock:
             self.compilations += 1
             self._programs[key] = (program, _compiled_bytes(program))
@@ -246,11 +266,19 @@ class TilePrograms:
         return None if found is None else found[1]
 
     def run(
-        self, kfn: KernelFn, shape: TileShape, device: Any, x1: Array, x2: Array | None
+        self,
+        kfn: KernelFn,
+        shape: TileShape,
+        device: Any,
+        x1: Array,
+        x2: Array | None,
+        mask_constant: float | None = None,
+        patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> tuple[Array, ...]:
         """One tile's kernels as numpy arrays (blocks until computed)."""
         program = self.program(kfn, shape, device)
-        out = kfn.to_host(program(kfn.params, x1, x2), x2 is None)
+        mask = None if mask_constant is None else np.asarray(mask_constant, x1.dtype)
+        out = kfn.to_host(program(kfn.params, x1, x2, mask, patterns), x2 is None)
         with self._lock:
             self.tiles_computed[device.id] += 1
         return out

@@ -31,6 +31,8 @@ MORE: dict[str, tuple[stax.Architecture, int]] = {
     "rectified_monomial": (stax.RectifiedMonomial(3), 1),
     "polynomial": (stax.Polynomial([0.2, 0.8, -0.3]), 2),
     "hermite": (stax.Hermite(2), 2),
+    "gabor": (stax.Gabor(), 3),
+    "exp_normalized": (stax.ExpNormalized(0.8, -0.5), 3),
 }
 # Kernels that are not Lipschitz where inputs coincide (rho = 1): arcsin-like, so round-off
 # of order eps in rho becomes sqrt(eps) in the kernel, and compounds over layers.
@@ -63,8 +65,20 @@ REFERENCE = [
 # Every nonlinearity; the later ones in one setting each, the two settings alternating, to
 # keep the suite short (each layer's moments are checked alone in test_elementwise_moments).
 SETTINGS = (("ntk", 0.1), ("standard", None))
-ALL = REFERENCE + [
-    pytest.param(fc(layer, param, depth, b_std), id=f"{name}-{param}-b{b_std}")
-    for i, (name, (layer, depth)) in enumerate(MORE.items())
-    for param, b_std in (SETTINGS[i % 2],)
-]
+ALL = (
+    REFERENCE
+    + [
+        pytest.param(fc(layer, param, depth, b_std), id=f"{name}-{param}-b{b_std}")
+        for i, (name, (layer, depth)) in enumerate(MORE.items())
+        for param, b_std in (SETTINGS[i % 2],)
+    ]
+    + [
+        # LayerNorm after each affine layer (Dropout's Gram diagonal differs from x2 = x1 by
+        # design: its exact checks are in test_rescaling.py).
+        pytest.param(
+            fc(stax.serial(stax.LayerNorm(eps=0.01), stax.Gelu()), param, 2, b_std),
+            id=f"layer_norm-{param}-b{b_std}",
+        )
+        for param, b_std in SETTINGS
+    ]
+)

@@ -175,6 +175,22 @@ def _layer(layer: pb.Layer) -> tuple[Init, Apply]:
         return _global(False)
     if kind == "flatten":
         return _flatten()
+    if kind == "conv_local":
+        from tests.kernels.finite_width_conv import conv_local
+
+        return conv_local(m)
+    if kind == "conv_transpose":
+        from tests.kernels.finite_width_conv import conv_transpose
+
+        return conv_transpose(m)
+    if kind in ("layer_norm", "dropout", "exp_normalized"):
+        from tests.kernels.finite_width_rescaling import rescaling_layer
+
+        return rescaling_layer(kind, m)
+    if kind == "global_self_attention":
+        from tests.kernels.finite_width_attention import attention_layer
+
+        return attention_layer(m)
     if kind == "serial":
         return _serial(list(m.layers))
     if kind in ("fan_out", "parallel", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity"):
@@ -228,6 +244,8 @@ def _activation(kind: str, m: Any) -> Callable[[jax.Array], jax.Array] | None:
         return lambda x: jax.nn.gelu(x, approximate=False)
     if kind == "sign":
         return jnp.sign
+    if kind == "gabor":
+        return lambda x: jnp.exp(-x * x) * jnp.sin(x)
     if kind == "sin":
         return lambda x: a * jnp.sin(b * x + c)
     if kind == "cos":
@@ -298,7 +316,10 @@ def _serial(layers: list[pb.Layer]) -> tuple[Init, Apply]:
             if n_in == -1:  # after Flatten: the width is the flattened size
                 assert example is not None
                 n_in = example.reshape(example.shape[0], -1).shape[-1]
-            n_in, p = layer_init(k, n_in)
+            if getattr(layer_init, "takes_example", False):  # weights per position (ConvLocal)
+                n_in, p = layer_init(k, n_in, example)  # type: ignore[call-arg]
+            else:
+                n_in, p = layer_init(k, n_in)
             params.append(p)
             if example is not None:
                 example = layer_apply(p, example)

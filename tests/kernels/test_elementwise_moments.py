@@ -80,6 +80,11 @@ SMOOTH: dict[str, tuple[stax.Architecture, Fn, Fn]] = {
         lambda x: 1.4 * np.exp(-0.7 * x * x),
         lambda x: -1.96 * x * np.exp(-0.7 * x * x),
     ),
+    "gabor": (
+        stax.Gabor(),
+        lambda x: np.exp(-x * x) * np.sin(x),
+        lambda x: np.exp(-x * x) * (np.cos(x) - 2 * x * np.sin(x)),
+    ),
     **{f"monomial{d}": (stax.Monomial(d), *_poly([0.0] * d + [1.0])) for d in (0, 1, 2, 3, 5, 8)},
     **{f"hermite{d}": (stax.Hermite(d), *_hermite(d)) for d in (0, 1, 2, 4, 7)},
     "polynomial": (
@@ -175,3 +180,21 @@ def test_rbf_is_the_squared_exponential_kernel() -> None:
     nngp = kernel_fn(stax.serial(stax.Dense(3), stax.Rbf(0.8)))(x1, x2, get="nngp")
     sq = ((x1[:, None] - x2[None]) ** 2).sum(-1) / 5
     np.testing.assert_allclose(nngp, np.exp(-0.8 * sq), rtol=1e-13)
+
+
+@pytest.mark.parametrize("do_clip", [False, True])
+def test_exp_normalized_is_the_normalized_gaussian_kernel(do_clip: bool) -> None:
+    # Shankar et al. 2020: sqrt(q11 q22) exp(gamma (rho + shift)); tdot = gamma exp(...).
+    gamma, shift = 0.7, -0.4
+    x1, x2 = _inputs()
+
+    def moment(q11: float, q22: float, q12: float) -> tuple[float, float]:
+        rho = q12 / math.sqrt(q11 * q22)
+        rho = min(max(rho, -1.0), 1.0) if do_clip else rho
+        return math.sqrt(q11 * q22) * math.exp(gamma * (rho + shift)), gamma * math.exp(
+            gamma * (rho + shift)
+        )
+
+    got = _engine(stax.ExpNormalized(gamma, shift, do_clip), x1, x2)
+    for g, want in zip(got, _expected(moment, x1, x2), strict=True):
+        np.testing.assert_allclose(g, want, rtol=RTOL, atol=RTOL * np.abs(want).max())

@@ -48,12 +48,41 @@ EXAMPLES: dict[str, stax.Architecture] = {
     "polynomial": _fc(stax.Polynomial([0.1, 1.0, 0.0, -0.2])),
     "hermite": _fc(stax.Hermite(4)),
     "elementwise_numerical": _fc(stax.ElementwiseNumerical("elu", deg=8)),
+    "gabor": _fc(stax.Gabor()),
+    "exp_normalized": _fc(stax.ExpNormalized(0.7, -0.8)),
+    "layer_norm": _fc(stax.LayerNorm()),
+    "dropout": _fc(stax.serial(stax.Relu(), stax.Dropout(0.8))),
     "conv": _image(),
+    "conv_transpose": _image(
+        stax.ConvTranspose(4, (3, 2), strides=(2, 1), padding="SAME", W_std=1.1, b_std=0.1),
+        stax.Relu(),
+        stax.AvgPool((2, 2)),
+    ),
+    "conv_local": stax.serial(
+        CONV,
+        stax.Relu(),
+        stax.ConvLocal(4, (2, 2), padding="CIRCULAR", W_std=1.3, b_std=0.2),
+        stax.Erf(),
+        stax.GlobalAvgPool(),
+        stax.Dense(2),
+    ),
     "avg_pool": _image(stax.AvgPool((2, 2), padding="SAME")),
     "sum_pool": _image(stax.SumPool((2, 2), strides=(1, 1))),
     "global_avg_pool": stax.serial(CONV, stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2)),
     "global_sum_pool": stax.serial(CONV, stax.Erf(), stax.GlobalSumPool(), stax.Dense(2)),
     "flatten": _image(),
+    "global_self_attention": _image(
+        stax.GlobalSelfAttention(4, 3, 3, 2, W_key_std=1.3, b_std=0.1, pos_emb_type="SUM")
+    ),
+    "aggregate": stax.serial(
+        stax.Dense(4, W_std=1.2, b_std=0.1),
+        stax.Aggregate(),
+        stax.Relu(),
+        stax.Dense(4),
+        stax.Aggregate(),
+        stax.GlobalAvgPool(),
+        stax.Dense(2),
+    ),
     # stax.serial splices its layers in; a Serial message is what other clients may send.
     "serial": stax.Architecture([pb.Layer(serial=pb.Serial(layers=_fc(stax.Relu()).layers))]),
     "identity": _fc(stax.Identity()),
@@ -74,7 +103,18 @@ EXAMPLES: dict[str, stax.Architecture] = {
         stax.serial(stax.FanOut(2), stax.parallel(stax.Relu(), stax.Erf()), stax.FanInConcat())
     ),
 }
-SPATIAL = {"conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten"}
+SPATIAL = {
+    "conv",
+    "conv_transpose",
+    "conv_local",
+    "avg_pool",
+    "sum_pool",
+    "global_avg_pool",
+    "global_sum_pool",
+    "flatten",
+    "global_self_attention",
+    "aggregate",
+}
 
 
 def test_every_layer_has_an_example() -> None:
@@ -104,19 +144,30 @@ def _x(kind: str) -> np.ndarray:
     return x
 
 
+def _patterns(kind: str, n1: int, n2: int | None) -> dict[str, Any]:
+    """Aggregate's graphs (3 x 3 grids as 9 nodes, random weights), else no argument."""
+    if kind != "aggregate":
+        return {}
+    rng = np.random.RandomState(12)
+    p1, p2 = rng.rand(n1, 3, 3, 3, 3), None if n2 is None else rng.rand(n2, 3, 3, 3, 3)
+    return {"pattern": (p1, p2)}
+
+
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
 def test_symmetric_psd_and_finite_gradients(kind: str) -> None:
     assert kind in _kinds(EXAMPLES[kind].to_proto().layers)
     kfn = kernel_fn(EXAMPLES[kind])
     x = _x(kind)
-    for k in kfn(x, get=("nngp", "ntk")):
+    for k in kfn(x, get=("nngp", "ntk"), **_patterns(kind, 6, None)):
         k = np.asarray(k)
         assert np.all(np.isfinite(k))
         np.testing.assert_array_equal(k, k.T)
         # float64 round-off in an eigen-decomposition of a matrix of this size
         assert np.linalg.eigvalsh(k).min() >= -1e-12 * np.abs(k).max()
     for x2 in (None, x[:3] + 0.5):
-        grads = jax.grad(lambda a, b=x2: jnp.sum(kfn(a, b, get=("nngp", "ntk"))[1]))(x)
+        extra = _patterns(kind, 6, None if x2 is None else 3)
+        grads = jax.grad(lambda a, b=x2: jnp.sum(kfn(a, b, get=("nngp", "ntk"), **extra)[1]))(x)
         assert np.all(np.isfinite(grads))
-    zero = jax.grad(lambda a: jnp.sum(kfn(a, get="ntk")))(np.zeros_like(x))
+    extra = _patterns(kind, 6, None)
+    zero = jax.grad(lambda a: jnp.sum(kfn(a, get="ntk", **extra)))(np.zeros_like(x))
     assert np.all(np.isfinite(zero))

@@ -59,6 +59,8 @@ CASES = [
     _nonlinear("hermite", stax.Hermite(2)),
     _nonlinear("numerical_tanh", stax.ElementwiseNumerical("tanh")),
     _nonlinear("numerical_elu", stax.ElementwiseNumerical("elu")),
+    _nonlinear("gabor", stax.Gabor()),
+    _nonlinear("exp_normalized", stax.ExpNormalized(0.8, -0.5)),
     _nonlinear("relu", stax.Relu(), "standard"),
     _nonlinear("erf", stax.Erf(), "standard"),
     pytest.param(

@@ -33,6 +33,17 @@ CONV_POSITIONS = stax.serial(
 CONV_POOLED_POSITIONS = stax.serial(
     stax.Conv(4, (2, 2), padding="SAME"), stax.Relu(), stax.AvgPool((2, 2))
 )
+# Dropout divides the Gram matrix's diagonal by the keep rate: the diagonal tiles, computed
+# as Gram matrices themselves, must carry it and no other tile may.
+DROPOUT_CNN = stax.serial(
+    stax.Conv(4, (2, 2), padding="SAME"),
+    stax.Relu(),
+    stax.Dropout(0.6),
+    stax.Conv(4, (2, 2)),
+    stax.Relu(),
+    stax.GlobalAvgPool(),
+    stax.Dense(1),
+)
 KIND = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
 
 
@@ -153,6 +164,7 @@ CASES = [
     (CNN_GAP, (5, 5, 2), 7, 4, 3),
     (CONV_POSITIONS, (4, 4, 2), 6, None, 4),
     (CONV_POOLED_POSITIONS, (4, 4, 2), 5, None, 2),
+    (DROPOUT_CNN, (3, 3, 2), 7, None, 3),
 ]
 
 

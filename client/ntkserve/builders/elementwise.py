@@ -75,6 +75,19 @@ def Hermite(degree: int) -> Architecture:
     return single(hermite=pb.Hermite(degree=int(degree)))
 
 
+def Gabor() -> Architecture:
+    """`exp(-x**2) * sin(x)`."""
+    return single(gabor=pb.Gabor())
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False) -> Architecture:
+    """The "Gaussian normalized kernel" (Shankar et al. 2020): `sqrt(q11 q22) *
+    exp(gamma * (rho + shift))` for pre-activations with correlation rho; gamma >= 0."""
+    return single(
+        exp_normalized=pb.ExpNormalized(gamma=float(gamma), shift=float(shift), do_clip=do_clip)
+    )
+
+
 def ElementwiseNumerical(activation: str, deg: int = 25) -> Architecture:
     """Any named activation, its kernel by Gauss-Hermite quadrature of degree `deg`.
 

@@ -20,6 +20,41 @@ def _dimension_numbers(value: tuple[str, str, str] | None, d: int) -> None:
         )
 
 
+_ConvMessage = pb.Conv | pb.ConvTranspose | pb.ConvLocal
+
+
+def _conv_layer(
+    message: type[_ConvMessage],
+    field: str,
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None,
+    padding: str,
+    W_std: float,
+    b_std: float | None,
+    dimension_numbers: tuple[str, str, str] | None,
+    parameterization: str,
+    s: Sequence[int],
+) -> Architecture:
+    """The arguments every convolution shares (Conv, ConvTranspose, ConvLocal), as the
+    layer message of type `message` in a spec, under the `Layer` field `field`."""
+    _dimension_numbers(dimension_numbers, len(filter_shape))
+    s_in, s_out = s
+    conv = message(
+        out_chan=int(out_chan),
+        filter_shape=ints(filter_shape),
+        strides=ints(strides),
+        padding=_padding(padding),  # type: ignore[arg-type]
+        w_std=float(W_std),
+        parameterization=_param(parameterization),  # type: ignore[arg-type]
+        s_in=int(s_in),
+        s_out=int(s_out),
+    )
+    if b_std is not None:
+        conv.b_std = float(b_std)
+    return single(**{field: conv})
+
+
 def Conv(
     out_chan: int,
     filter_shape: Sequence[int],
@@ -32,21 +67,75 @@ def Conv(
     s: Sequence[int] = (1, 1),
 ) -> Architecture:
     """Convolution with shared weights over 1 to 3 spatial dimensions."""
-    _dimension_numbers(dimension_numbers, len(filter_shape))
-    s_in, s_out = s
-    conv = pb.Conv(
-        out_chan=int(out_chan),
-        filter_shape=ints(filter_shape),
-        strides=ints(strides),
-        padding=_padding(padding),  # type: ignore[arg-type]
-        w_std=float(W_std),
-        parameterization=_param(parameterization),  # type: ignore[arg-type]
-        s_in=int(s_in),
-        s_out=int(s_out),
+    return _conv_layer(
+        pb.Conv,
+        "conv",
+        out_chan,
+        filter_shape,
+        strides,
+        padding,
+        W_std,
+        b_std,
+        dimension_numbers,
+        parameterization,
+        s,
     )
-    if b_std is not None:
-        conv.b_std = float(b_std)
-    return single(conv=conv)
+
+
+def ConvTranspose(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers: tuple[str, str, str] | None = None,
+    parameterization: str = "ntk",
+    s: Sequence[int] = (1, 1),
+) -> Architecture:
+    """Transposed convolution (`jax.lax.conv_transpose`; `strides` upsample): output size
+    n * stride + max(filter - stride, 0) for VALID, n * stride for SAME and CIRCULAR."""
+    return _conv_layer(
+        pb.ConvTranspose,
+        "conv_transpose",
+        out_chan,
+        filter_shape,
+        strides,
+        padding,
+        W_std,
+        b_std,
+        dimension_numbers,
+        parameterization,
+        s,
+    )
+
+
+def ConvLocal(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers: tuple[str, str, str] | None = None,
+    parameterization: str = "ntk",
+    s: Sequence[int] = (1, 1),
+) -> Architecture:
+    """Locally connected layer: a convolution with its own weights (and bias) at every
+    output position, so outputs at different positions are uncorrelated."""
+    return _conv_layer(
+        pb.ConvLocal,
+        "conv_local",
+        out_chan,
+        filter_shape,
+        strides,
+        padding,
+        W_std,
+        b_std,
+        dimension_numbers,
+        parameterization,
+        s,
+    )
 
 
 _padding, _param = padding, parameterization

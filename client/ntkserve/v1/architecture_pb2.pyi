@@ -34,6 +34,27 @@ class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVATION_SOFTSIGN: _ClassVar[Activation]
     ACTIVATION_ERF: _ClassVar[Activation]
     ACTIVATION_RELU: _ClassVar[Activation]
+
+class DropoutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DROPOUT_MODE_UNSPECIFIED: _ClassVar[DropoutMode]
+    DROPOUT_MODE_TRAIN: _ClassVar[DropoutMode]
+    DROPOUT_MODE_TEST: _ClassVar[DropoutMode]
+
+class AttentionMechanism(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTENTION_MECHANISM_UNSPECIFIED: _ClassVar[AttentionMechanism]
+    ATTENTION_MECHANISM_SOFTMAX: _ClassVar[AttentionMechanism]
+    ATTENTION_MECHANISM_IDENTITY: _ClassVar[AttentionMechanism]
+    ATTENTION_MECHANISM_ABS: _ClassVar[AttentionMechanism]
+    ATTENTION_MECHANISM_RELU: _ClassVar[AttentionMechanism]
+
+class PositionalEmbedding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POSITIONAL_EMBEDDING_UNSPECIFIED: _ClassVar[PositionalEmbedding]
+    POSITIONAL_EMBEDDING_NONE: _ClassVar[PositionalEmbedding]
+    POSITIONAL_EMBEDDING_SUM: _ClassVar[PositionalEmbedding]
+    POSITIONAL_EMBEDDING_CONCAT: _ClassVar[PositionalEmbedding]
 PARAMETERIZATION_UNSPECIFIED: Parameterization
 PARAMETERIZATION_NTK: Parameterization
 PARAMETERIZATION_STANDARD: Parameterization
@@ -53,6 +74,18 @@ ACTIVATION_GELU_TANH: Activation
 ACTIVATION_SOFTSIGN: Activation
 ACTIVATION_ERF: Activation
 ACTIVATION_RELU: Activation
+DROPOUT_MODE_UNSPECIFIED: DropoutMode
+DROPOUT_MODE_TRAIN: DropoutMode
+DROPOUT_MODE_TEST: DropoutMode
+ATTENTION_MECHANISM_UNSPECIFIED: AttentionMechanism
+ATTENTION_MECHANISM_SOFTMAX: AttentionMechanism
+ATTENTION_MECHANISM_IDENTITY: AttentionMechanism
+ATTENTION_MECHANISM_ABS: AttentionMechanism
+ATTENTION_MECHANISM_RELU: AttentionMechanism
+POSITIONAL_EMBEDDING_UNSPECIFIED: PositionalEmbedding
+POSITIONAL_EMBEDDING_NONE: PositionalEmbedding
+POSITIONAL_EMBEDDING_SUM: PositionalEmbedding
+POSITIONAL_EMBEDDING_CONCAT: PositionalEmbedding
 
 class Architecture(_message.Message):
     __slots__ = ("layers",)
@@ -61,7 +94,7 @@ class Architecture(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat", "sigmoid_like", "gelu", "sign", "sin", "cos", "rbf", "exp", "gaussian", "monomial", "rectified_monomial", "polynomial", "hermite", "elementwise_numerical")
+    __slots__ = ("serial", "dense", "relu", "ab_relu", "leaky_relu", "abs", "erf", "conv", "avg_pool", "sum_pool", "global_avg_pool", "global_sum_pool", "flatten", "parallel", "fan_out", "fan_in_sum", "fan_in_prod", "fan_in_concat", "identity", "repeat", "sigmoid_like", "gelu", "sign", "sin", "cos", "rbf", "exp", "gaussian", "monomial", "rectified_monomial", "polynomial", "hermite", "elementwise_numerical", "layer_norm", "dropout", "gabor", "exp_normalized", "conv_transpose", "conv_local", "global_self_attention", "aggregate")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
     RELU_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +128,14 @@ class Layer(_message.Message):
     POLYNOMIAL_FIELD_NUMBER: _ClassVar[int]
     HERMITE_FIELD_NUMBER: _ClassVar[int]
     ELEMENTWISE_NUMERICAL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_NORM_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    GABOR_FIELD_NUMBER: _ClassVar[int]
+    EXP_NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    CONV_TRANSPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONV_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_SELF_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     serial: Serial
     dense: Dense
     relu: Relu
@@ -128,7 +169,15 @@ class Layer(_message.Message):
     polynomial: Polynomial
     hermite: Hermite
     elementwise_numerical: ElementwiseNumerical
-    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ..., sigmoid_like: _Optional[_Union[SigmoidLike, _Mapping]] = ..., gelu: _Optional[_Union[Gelu, _Mapping]] = ..., sign: _Optional[_Union[Sign, _Mapping]] = ..., sin: _Optional[_Union[Sin, _Mapping]] = ..., cos: _Optional[_Union[Cos, _Mapping]] = ..., rbf: _Optional[_Union[Rbf, _Mapping]] = ..., exp: _Optional[_Union[Exp, _Mapping]] = ..., gaussian: _Optional[_Union[Gaussian, _Mapping]] = ..., monomial: _Optional[_Union[Monomial, _Mapping]] = ..., rectified_monomial: _Optional[_Union[RectifiedMonomial, _Mapping]] = ..., polynomial: _Optional[_Union[Polynomial, _Mapping]] = ..., hermite: _Optional[_Union[Hermite, _Mapping]] = ..., elementwise_numerical: _Optional[_Union[ElementwiseNumerical, _Mapping]] = ...) -> None: ...
+    layer_norm: LayerNorm
+    dropout: Dropout
+    gabor: Gabor
+    exp_normalized: ExpNormalized
+    conv_transpose: ConvTranspose
+    conv_local: ConvLocal
+    global_self_attention: GlobalSelfAttention
+    aggregate: Aggregate
+    def __init__(self, serial: _Optional[_Union[Serial, _Mapping]] = ..., dense: _Optional[_Union[Dense, _Mapping]] = ..., relu: _Optional[_Union[Relu, _Mapping]] = ..., ab_relu: _Optional[_Union[ABRelu, _Mapping]] = ..., leaky_relu: _Optional[_Union[LeakyRelu, _Mapping]] = ..., abs: _Optional[_Union[Abs, _Mapping]] = ..., erf: _Optional[_Union[Erf, _Mapping]] = ..., conv: _Optional[_Union[Conv, _Mapping]] = ..., avg_pool: _Optional[_Union[AvgPool, _Mapping]] = ..., sum_pool: _Optional[_Union[SumPool, _Mapping]] = ..., global_avg_pool: _Optional[_Union[GlobalAvgPool, _Mapping]] = ..., global_sum_pool: _Optional[_Union[GlobalSumPool, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., parallel: _Optional[_Union[Parallel, _Mapping]] = ..., fan_out: _Optional[_Union[FanOut, _Mapping]] = ..., fan_in_sum: _Optional[_Union[FanInSum, _Mapping]] = ..., fan_in_prod: _Optional[_Union[FanInProd, _Mapping]] = ..., fan_in_concat: _Optional[_Union[FanInConcat, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., repeat: _Optional[_Union[Repeat, _Mapping]] = ..., sigmoid_like: _Optional[_Union[SigmoidLike, _Mapping]] = ..., gelu: _Optional[_Union[Gelu, _Mapping]] = ..., sign: _Optional[_Union[Sign, _Mapping]] = ..., sin: _Optional[_Union[Sin, _Mapping]] = ..., cos: _Optional[_Union[Cos, _Mapping]] = ..., rbf: _Optional[_Union[Rbf, _Mapping]] = ..., exp: _Optional[_Union[Exp, _Mapping]] = ..., gaussian: _Optional[_Union[Gaussian, _Mapping]] = ..., monomial: _Optional[_Union[Monomial, _Mapping]] = ..., rectified_monomial: _Optional[_Union[RectifiedMonomial, _Mapping]] = ..., polynomial: _Optional[_Union[Polynomial, _Mapping]] = ..., hermite: _Optional[_Union[Hermite, _Mapping]] = ..., elementwise_numerical: _Optional[_Union[ElementwiseNumerical, _Mapping]] = ..., layer_norm: _Optional[_Union[LayerNorm, _Mapping]] = ..., dropout: _Optional[_Union[Dropout, _Mapping]] = ..., gabor: _Optional[_Union[Gabor, _Mapping]] = ..., exp_normalized: _Optional[_Union[ExpNormalized, _Mapping]] = ..., conv_transpose: _Optional[_Union[ConvTranspose, _Mapping]] = ..., conv_local: _Optional[_Union[ConvLocal, _Mapping]] = ..., global_self_attention: _Optional[_Union[GlobalSelfAttention, _Mapping]] = ..., aggregate: _Optional[_Union[Aggregate, _Mapping]] = ...) -> None: ...
 
 class Serial(_message.Message):
     __slots__ = ("layers",)
@@ -270,7 +319,85 @@ class ElementwiseNumerical(_message.Message):
     deg: int
     def __init__(self, activation: _Optional[_Union[Activation, str]] = ..., deg: _Optional[int] = ...) -> None: ...
 
+class Aggregate(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Gabor(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExpNormalized(_message.Message):
+    __slots__ = ("gamma", "shift", "do_clip")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    DO_CLIP_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    shift: float
+    do_clip: bool
+    def __init__(self, gamma: _Optional[float] = ..., shift: _Optional[float] = ..., do_clip: bool = ...) -> None: ...
+
+class LayerNorm(_message.Message):
+    __slots__ = ("axis", "eps")
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    axis: _containers.RepeatedScalarFieldContainer[int]
+    eps: float
+    def __init__(self, axis: _Optional[_Iterable[int]] = ..., eps: _Optional[float] = ...) -> None: ...
+
+class Dropout(_message.Message):
+    __slots__ = ("rate", "mode")
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    rate: float
+    mode: DropoutMode
+    def __init__(self, rate: _Optional[float] = ..., mode: _Optional[_Union[DropoutMode, str]] = ...) -> None: ...
+
 class Conv(_message.Message):
+    __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")
+    OUT_CHAN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    W_STD_FIELD_NUMBER: _ClassVar[int]
+    B_STD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    S_IN_FIELD_NUMBER: _ClassVar[int]
+    S_OUT_FIELD_NUMBER: _ClassVar[int]
+    out_chan: int
+    filter_shape: _containers.RepeatedScalarFieldContainer[int]
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    padding: Padding
+    w_std: float
+    b_std: float
+    parameterization: Parameterization
+    s_in: int
+    s_out: int
+    def __init__(self, out_chan: _Optional[int] = ..., filter_shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., padding: _Optional[_Union[Padding, str]] = ..., w_std: _Optional[float] = ..., b_std: _Optional[float] = ..., parameterization: _Optional[_Union[Parameterization, str]] = ..., s_in: _Optional[int] = ..., s_out: _Optional[int] = ...) -> None: ...
+
+class ConvTranspose(_message.Message):
+    __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")
+    OUT_CHAN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    W_STD_FIELD_NUMBER: _ClassVar[int]
+    B_STD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    S_IN_FIELD_NUMBER: _ClassVar[int]
+    S_OUT_FIELD_NUMBER: _ClassVar[int]
+    out_chan: int
+    filter_shape: _containers.RepeatedScalarFieldContainer[int]
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    padding: Padding
+    w_std: float
+    b_std: float
+    parameterization: Parameterization
+    s_in: int
+    s_out: int
+    def __init__(self, out_chan: _Optional[int] = ..., filter_shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., padding: _Optional[_Union[Padding, str]] = ..., w_std: _Optional[float] = ..., b_std: _Optional[float] = ..., parameterization: _Optional[_Union[Parameterization, str]] = ..., s_in: _Optional[int] = ..., s_out: _Optional[int] = ...) -> None: ...
+
+class ConvLocal(_message.Message):
     __slots__ = ("out_chan", "filter_shape", "strides", "padding", "w_std", "b_std", "parameterization", "s_in", "s_out")
     OUT_CHAN_FIELD_NUMBER: _ClassVar[int]
     FILTER_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +452,40 @@ class GlobalSumPool(_message.Message):
 class Flatten(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GlobalSelfAttention(_message.Message):
+    __slots__ = ("n_chan_out", "n_chan_key", "n_chan_val", "n_heads", "linear_scaling", "w_key_std", "w_value_std", "w_query_std", "w_out_std", "b_std", "attention_mechanism", "pos_emb_type", "n_chan_pos_emb", "w_pos_emb_std", "val_pos_emb")
+    N_CHAN_OUT_FIELD_NUMBER: _ClassVar[int]
+    N_CHAN_KEY_FIELD_NUMBER: _ClassVar[int]
+    N_CHAN_VAL_FIELD_NUMBER: _ClassVar[int]
+    N_HEADS_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_SCALING_FIELD_NUMBER: _ClassVar[int]
+    W_KEY_STD_FIELD_NUMBER: _ClassVar[int]
+    W_VALUE_STD_FIELD_NUMBER: _ClassVar[int]
+    W_QUERY_STD_FIELD_NUMBER: _ClassVar[int]
+    W_OUT_STD_FIELD_NUMBER: _ClassVar[int]
+    B_STD_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    POS_EMB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    N_CHAN_POS_EMB_FIELD_NUMBER: _ClassVar[int]
+    W_POS_EMB_STD_FIELD_NUMBER: _ClassVar[int]
+    VAL_POS_EMB_FIELD_NUMBER: _ClassVar[int]
+    n_chan_out: int
+    n_chan_key: int
+    n_chan_val: int
+    n_heads: int
+    linear_scaling: bool
+    w_key_std: float
+    w_value_std: float
+    w_query_std: float
+    w_out_std: float
+    b_std: float
+    attention_mechanism: AttentionMechanism
+    pos_emb_type: PositionalEmbedding
+    n_chan_pos_emb: int
+    w_pos_emb_std: float
+    val_pos_emb: bool
+    def __init__(self, n_chan_out: _Optional[int] = ..., n_chan_key: _Optional[int] = ..., n_chan_val: _Optional[int] = ..., n_heads: _Optional[int] = ..., linear_scaling: bool = ..., w_key_std: _Optional[float] = ..., w_value_std: _Optional[float] = ..., w_query_std: _Optional[float] = ..., w_out_std: _Optional[float] = ..., b_std: _Optional[float] = ..., attention_mechanism: _Optional[_Union[AttentionMechanism, str]] = ..., pos_emb_type: _Optional[_Union[PositionalEmbedding, str]] = ..., n_chan_pos_emb: _Optional[int] = ..., w_pos_emb_std: _Optional[float] = ..., val_pos_emb: bool = ...) -> None: ...
 
 class Parallel(_message.Message):
     __slots__ = ("branches",)

@@ -26,7 +26,7 @@ from ntkserve.v1 import architecture_pb2 as ntkserve_dot_v1_dot_architecture__pb
 from ntkserve.v1 import tensor_pb2 as ntkserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ntkserve/v1/kernel_service.proto\x12\x0bntkserve.v1\x1a\x1entkserve/v1/architecture.proto\x1a\x18ntkserve/v1/tensor.proto\"s\n\x12\x41rchitectureRecord\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12/\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\x12\x13\n\x0b\x63reate_time\x18\x03 \x01(\x01\"N\n\x1bRegisterArchitectureRequest\x12/\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\"H\n\x1cRegisterArchitectureResponse\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x16GetArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"J\n\x17GetArchitectureResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"\x1a\n\x18ListArchitecturesRequest\"M\n\x19ListArchitecturesResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"4\n\x19\x44\x65leteArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteArchitectureResponse\"\x97\x01\n\x14\x43omputeKernelRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\"\\\n\x15\x43omputeKernelResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\x90\x02\n\x1a\x43omputeValueAndGradRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12+\n\x0enngp_cotangent\x18\x05 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12*\n\rntk_cotangent\x18\x06 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x18\n\x10hyper_parameters\x18\x07 \x03(\t\"\xcc\x02\n\x1b\x43omputeValueAndGradResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x1\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x2\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12`\n\x15hyper_parameter_grads\x18\x05 \x03(\x0b\x32\x41.ntkserve.v1.ComputeValueAndGradResponse.HyperParameterGradsEntry\x1a:\n\x18HyperParameterGradsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x19\x43omputeKernelBatchRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.ntkserve.v1.ComputeKernelRequest\"S\n\x1a\x43omputeKernelBatchResponse\x12\x35\n\tresponses\x18\x01 \x03(\x0b\x32\".ntkserve.v1.ComputeKernelResponse\"\xe7\x01\n\x12StreamKernelHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x10\n\x08x1_shape\x18\x04 \x03(\x03\x12\x10\n\x08x2_shape\x18\x05 \x03(\x03\x12\x11\n\ttile_size\x18\x06 \x01(\x03\x12%\n\x05tiles\x18\x07 \x03(\x0b\x32\x16.ntkserve.v1.TileIndex\x12\x11\n\tplan_only\x18\x08 \x01(\x08\"%\n\tTileIndex\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\x0b\n\x03\x63ol\x18\x02 \x01(\x03\"\xae\x01\n\x10StreamKernelPlan\x12\x11\n\ttile_size\x18\x01 \x01(\x03\x12\x11\n\tgrid_rows\x18\x02 \x01(\x03\x12\x11\n\tgrid_cols\x18\x03 \x01(\x03\x12\x10\n\x08mirrored\x18\x04 \x01(\x08\x12\r\n\x05tiles\x18\x05 \x01(\x03\x12\x14\n\x0ckernel_shape\x18\x06 \x03(\x03\x12\x12\n\ntile_bytes\x18\x07 \x01(\x03\x12\x16\n\x0eposition_pairs\x18\x08 \x01(\x08\"P\n\nInputChunk\x12$\n\x04slot\x18\x01 \x01(\x0e\x32\x16.ntkserve.v1.InputSlot\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"}\n\x13StreamKernelRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.StreamKernelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\"~\n\nKernelTile\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12\x11\n\trow_start\x18\x02 \x01(\x03\x12\x11\n\tcol_start\x18\x03 \x01(\x03\x12#\n\x06values\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\xa6\x01\n\x14StreamKernelResponse\x12\'\n\x04tile\x18\x01 \x01(\x0b\x32\x17.ntkserve.v1.KernelTileH\x00\x12-\n\x04plan\x18\x02 \x01(\x0b\x32\x1d.ntkserve.v1.StreamKernelPlanH\x00\x12+\n\ttile_done\x18\x03 \x01(\x0b\x32\x16.ntkserve.v1.TileIndexH\x00\x42\t\n\x07payload*T\n\nKernelKind\x12\x1b\n\x17KERNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KERNEL_KIND_NNGP\x10\x01\x12\x13\n\x0fKERNEL_KIND_NTK\x10\x02*M\n\tInputSlot\x12\x1a\n\x16INPUT_SLOT_UNSPECIFIED\x10\x00\x12\x11\n\rINPUT_SLOT_X1\x10\x01\x12\x11\n\rINPUT_SLOT_X2\x10\x02\x32\xa7\x06\n\rKernelService\x12k\n\x14RegisterArchitecture\x12(.ntkserve.v1.RegisterArchitectureRequest\x1a).ntkserve.v1.RegisterArchitectureResponse\x12\\\n\x0fGetArchitecture\x12#.ntkserve.v1.GetArchitectureRequest\x1a$.ntkserve.v1.GetArchitectureResponse\x12\x62\n\x11ListArchitectures\x12%.ntkserve.v1.ListArchitecturesRequest\x1a&.ntkserve.v1.ListArchitecturesResponse\x12\x65\n\x12\x44\x65leteArchitecture\x12&.ntkserve.v1.DeleteArchitectureRequest\x1a\'.ntkserve.v1.DeleteArchitectureResponse\x12V\n\rComputeKernel\x12!.ntkserve.v1.ComputeKernelRequest\x1a\".ntkserve.v1.ComputeKernelResponse\x12h\n\x13\x43omputeValueAndGrad\x12\'.ntkserve.v1.ComputeValueAndGradRequest\x1a(.ntkserve.v1.ComputeValueAndGradResponse\x12\x65\n\x12\x43omputeKernelBatch\x12&.ntkserve.v1.ComputeKernelBatchRequest\x1a\'.ntkserve.v1.ComputeKernelBatchResponse\x12W\n\x0cStreamKernel\x12 .ntkserve.v1.StreamKernelRequest\x1a!.ntkserve.v1.StreamKernelResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ntkserve/v1/kernel_service.proto\x12\x0bntkserve.v1\x1a\x1entkserve/v1/architecture.proto\x1a\x18ntkserve/v1/tensor.proto\"s\n\x12\x41rchitectureRecord\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12/\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\x12\x13\n\x0b\x63reate_time\x18\x03 \x01(\x01\"N\n\x1bRegisterArchitectureRequest\x12/\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x19.ntkserve.v1.Architecture\"H\n\x1cRegisterArchitectureResponse\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x16GetArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"J\n\x17GetArchitectureResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"\x1a\n\x18ListArchitecturesRequest\"M\n\x19ListArchitecturesResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.ntkserve.v1.ArchitectureRecord\"4\n\x19\x44\x65leteArchitectureRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteArchitectureResponse\"\x93\x02\n\x14\x43omputeKernelRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12\x1a\n\rmask_constant\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12%\n\x08pattern1\x18\x06 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12%\n\x08pattern2\x18\x07 \x01(\x0b\x32\x13.ntkserve.v1.TensorB\x10\n\x0e_mask_constant\"\\\n\x15\x43omputeKernelResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\x8c\x03\n\x1a\x43omputeValueAndGradRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12\x1f\n\x02x1\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x1f\n\x02x2\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x03get\x18\x04 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12+\n\x0enngp_cotangent\x18\x05 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12*\n\rntk_cotangent\x18\x06 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\x18\n\x10hyper_parameters\x18\x07 \x03(\t\x12\x1a\n\rmask_constant\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12%\n\x08pattern1\x18\t \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12%\n\x08pattern2\x18\n \x01(\x0b\x32\x13.ntkserve.v1.TensorB\x10\n\x0e_mask_constant\"\xcc\x02\n\x1b\x43omputeValueAndGradResponse\x12!\n\x04nngp\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12 \n\x03ntk\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x1\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07grad_x2\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12`\n\x15hyper_parameter_grads\x18\x05 \x03(\x0b\x32\x41.ntkserve.v1.ComputeValueAndGradResponse.HyperParameterGradsEntry\x1a:\n\x18HyperParameterGradsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x19\x43omputeKernelBatchRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.ntkserve.v1.ComputeKernelRequest\"S\n\x1a\x43omputeKernelBatchResponse\x12\x35\n\tresponses\x18\x01 \x03(\x0b\x32\".ntkserve.v1.ComputeKernelResponse\"\xa7\x02\n\x12StreamKernelHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x03(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x10\n\x08x1_shape\x18\x04 \x03(\x03\x12\x10\n\x08x2_shape\x18\x05 \x03(\x03\x12\x11\n\ttile_size\x18\x06 \x01(\x03\x12%\n\x05tiles\x18\x07 \x03(\x0b\x32\x16.ntkserve.v1.TileIndex\x12\x11\n\tplan_only\x18\x08 \x01(\x08\x12\x1a\n\rmask_constant\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08patterns\x18\n \x01(\x08\x42\x10\n\x0e_mask_constant\"%\n\tTileIndex\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\x0b\n\x03\x63ol\x18\x02 \x01(\x03\"\xae\x01\n\x10StreamKernelPlan\x12\x11\n\ttile_size\x18\x01 \x01(\x03\x12\x11\n\tgrid_rows\x18\x02 \x01(\x03\x12\x11\n\tgrid_cols\x18\x03 \x01(\x03\x12\x10\n\x08mirrored\x18\x04 \x01(\x08\x12\r\n\x05tiles\x18\x05 \x01(\x03\x12\x14\n\x0ckernel_shape\x18\x06 \x03(\x03\x12\x12\n\ntile_bytes\x18\x07 \x01(\x03\x12\x16\n\x0eposition_pairs\x18\x08 \x01(\x08\"P\n\nInputChunk\x12$\n\x04slot\x18\x01 \x01(\x0e\x32\x16.ntkserve.v1.InputSlot\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"}\n\x13StreamKernelRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ntkserve.v1.StreamKernelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\"~\n\nKernelTile\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12\x11\n\trow_start\x18\x02 \x01(\x03\x12\x11\n\tcol_start\x18\x03 \x01(\x03\x12#\n\x06values\x18\x04 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\"\xa6\x01\n\x14StreamKernelResponse\x12\'\n\x04tile\x18\x01 \x01(\x0b\x32\x17.ntkserve.v1.KernelTileH\x00\x12-\n\x04plan\x18\x02 \x01(\x0b\x32\x1d.ntkserve.v1.StreamKernelPlanH\x00\x12+\n\ttile_done\x18\x03 \x01(\x0b\x32\x16.ntkserve.v1.TileIndexH\x00\x42\t\n\x07payload*T\n\nKernelKind\x12\x1b\n\x17KERNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KERNEL_KIND_NNGP\x10\x01\x12\x13\n\x0fKERNEL_KIND_NTK\x10\x02*\x7f\n\tInputSlot\x12\x1a\n\x16INPUT_SLOT_UNSPECIFIED\x10\x00\x12\x11\n\rINPUT_SLOT_X1\x10\x01\x12\x11\n\rINPUT_SLOT_X2\x10\x02\x12\x17\n\x13INPUT_SLOT_PATTERN1\x10\x03\x12\x17\n\x13INPUT_SLOT_PATTERN2\x10\x04\x32\xa7\x06\n\rKernelService\x12k\n\x14RegisterArchitecture\x12(.ntkserve.v1.RegisterArchitectureRequest\x1a).ntkserve.v1.RegisterArchitectureResponse\x12\\\n\x0fGetArchitecture\x12#.ntkserve.v1.GetArchitectureRequest\x1a$.ntkserve.v1.GetArchitectureResponse\x12\x62\n\x11ListArchitectures\x12%.ntkserve.v1.ListArchitecturesRequest\x1a&.ntkserve.v1.ListArchitecturesResponse\x12\x65\n\x12\x44\x65leteArchitecture\x12&.ntkserve.v1.DeleteArchitectureRequest\x1a\'.ntkserve.v1.DeleteArchitectureResponse\x12V\n\rComputeKernel\x12!.ntkserve.v1.ComputeKernelRequest\x1a\".ntkserve.v1.ComputeKernelResponse\x12h\n\x13\x43omputeValueAndGrad\x12\'.ntkserve.v1.ComputeValueAndGradRequest\x1a(.ntkserve.v1.ComputeValueAndGradResponse\x12\x65\n\x12\x43omputeKernelBatch\x12&.ntkserve.v1.ComputeKernelBatchRequest\x1a\'.ntkserve.v1.ComputeKernelBatchResponse\x12W\n\x0cStreamKernel\x12 .ntkserve.v1.StreamKernelRequest\x1a!.ntkserve.v1.StreamKernelResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._loaded_options = None
   _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_options = b'8\001'
-  _globals['_KERNELKIND']._serialized_start=2677
-  _globals['_KERNELKIND']._serialized_end=2761
-  _globals['_INPUTSLOT']._serialized_start=2763
-  _globals['_INPUTSLOT']._serialized_end=2840
+  _globals['_KERNELKIND']._serialized_start=2989
+  _globals['_KERNELKIND']._serialized_end=3073
+  _globals['_INPUTSLOT']._serialized_start=3075
+  _globals['_INPUTSLOT']._serialized_end=3202
   _globals['_ARCHITECTURERECORD']._serialized_start=107
   _globals['_ARCHITECTURERECORD']._serialized_end=222
   _globals['_REGISTERARCHITECTUREREQUEST']._serialized_start=224
@@ -58,33 +58,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEARCHITECTURERESPONSE']._serialized_start=666
   _globals['_DELETEARCHITECTURERESPONSE']._serialized_end=694
   _globals['_COMPUTEKERNELREQUEST']._serialized_start=697
-  _globals['_COMPUTEKERNELREQUEST']._serialized_end=848
-  _globals['_COMPUTEKERNELRESPONSE']._serialized_start=850
-  _globals['_COMPUTEKERNELRESPONSE']._serialized_end=942
-  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_start=945
-  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_end=1217
-  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_start=1220
-  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_end=1552
-  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_start=1494
-  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_end=1552
-  _globals['_COMPUTEKERNELBATCHREQUEST']._serialized_start=1554
-  _globals['_COMPUTEKERNELBATCHREQUEST']._serialized_end=1634
-  _globals['_COMPUTEKERNELBATCHRESPONSE']._serialized_start=1636
-  _globals['_COMPUTEKERNELBATCHRESPONSE']._serialized_end=1719
-  _globals['_STREAMKERNELHEADER']._serialized_start=1722
-  _globals['_STREAMKERNELHEADER']._serialized_end=1953
-  _globals['_TILEINDEX']._serialized_start=1955
-  _globals['_TILEINDEX']._serialized_end=1992
-  _globals['_STREAMKERNELPLAN']._serialized_start=1995
-  _globals['_STREAMKERNELPLAN']._serialized_end=2169
-  _globals['_INPUTCHUNK']._serialized_start=2171
-  _globals['_INPUTCHUNK']._serialized_end=2251
-  _globals['_STREAMKERNELREQUEST']._serialized_start=2253
-  _globals['_STREAMKERNELREQUEST']._serialized_end=2378
-  _globals['_KERNELTILE']._serialized_start=2380
-  _globals['_KERNELTILE']._serialized_end=2506
-  _globals['_STREAMKERNELRESPONSE']._serialized_start=2509
-  _globals['_STREAMKERNELRESPONSE']._serialized_end=2675
-  _globals['_KERNELSERVICE']._serialized_start=2843
-  _globals['_KERNELSERVICE']._serialized_end=3650
+  _globals['_COMPUTEKERNELREQUEST']._serialized_end=972
+  _globals['_COMPUTEKERNELRESPONSE']._serialized_start=974
+  _globals['_COMPUTEKERNELRESPONSE']._serialized_end=1066
+  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_start=1069
+  _globals['_COMPUTEVALUEANDGRADREQUEST']._serialized_end=1465
+  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_start=1468
+  _globals['_COMPUTEVALUEANDGRADRESPONSE']._serialized_end=1800
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_start=1742
+  _globals['_COMPUTEVALUEANDGRADRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_end=1800
+  _globals['_COMPUTEKERNELBATCHREQUEST']._serialized_start=1802
+  _globals['_COMPUTEKERNELBATCHREQUEST']._serialized_end=1882
+  _globals['_COMPUTEKERNELBATCHRESPONSE']._serialized_start=1884
+  _globals['_COMPUTEKERNELBATCHRESPONSE']._serialized_end=1967
+  _globals['_STREAMKERNELHEADER']._serialized_start=1970
+  _globals['_STREAMKERNELHEADER']._serialized_end=2265
+  _globals['_TILEINDEX']._serialized_start=2267
+  _globals['_TILEINDEX']._serialized_end=2304
+  _globals['_STREAMKERNELPLAN']._serialized_start=2307
+  _globals['_STREAMKERNELPLAN']._serialized_end=2481
+  _globals['_INPUTCHUNK']._serialized_start=2483
+  _globals['_INPUTCHUNK']._serialized_end=2563
+  _globals['_STREAMKERNELREQUEST']._serialized_start=2565
+  _globals['_STREAMKERNELREQUEST']._serialized_end=2690
+  _globals['_KERNELTILE']._serialized_start=2692
+  _globals['_KERNELTILE']._serialized_end=2818
+  _globals['_STREAMKERNELRESPONSE']._serialized_start=2821
+  _globals['_STREAMKERNELRESPONSE']._serialized_end=2987
+  _globals['_KERNELSERVICE']._serialized_start=3205
+  _globals['_KERNELSERVICE']._serialized_end=4012
 # @@protoc_insertion_point(module_scope)

@@ -20,12 +20,16 @@ class InputSlot(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INPUT_SLOT_UNSPECIFIED: _ClassVar[InputSlot]
     INPUT_SLOT_X1: _ClassVar[InputSlot]
     INPUT_SLOT_X2: _ClassVar[InputSlot]
+    INPUT_SLOT_PATTERN1: _ClassVar[InputSlot]
+    INPUT_SLOT_PATTERN2: _ClassVar[InputSlot]
 KERNEL_KIND_UNSPECIFIED: KernelKind
 KERNEL_KIND_NNGP: KernelKind
 KERNEL_KIND_NTK: KernelKind
 INPUT_SLOT_UNSPECIFIED: InputSlot
 INPUT_SLOT_X1: InputSlot
 INPUT_SLOT_X2: InputSlot
+INPUT_SLOT_PATTERN1: InputSlot
+INPUT_SLOT_PATTERN2: InputSlot
 
 class ArchitectureRecord(_message.Message):
     __slots__ = ("architecture_id", "architecture", "create_time")
@@ -84,16 +88,22 @@ class DeleteArchitectureResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ComputeKernelRequest(_message.Message):
-    __slots__ = ("architecture_id", "x1", "x2", "get")
+    __slots__ = ("architecture_id", "x1", "x2", "get", "mask_constant", "pattern1", "pattern2")
     ARCHITECTURE_ID_FIELD_NUMBER: _ClassVar[int]
     X1_FIELD_NUMBER: _ClassVar[int]
     X2_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
+    MASK_CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    PATTERN1_FIELD_NUMBER: _ClassVar[int]
+    PATTERN2_FIELD_NUMBER: _ClassVar[int]
     architecture_id: str
     x1: _tensor_pb2.Tensor
     x2: _tensor_pb2.Tensor
     get: _containers.RepeatedScalarFieldContainer[KernelKind]
-    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ...) -> None: ...
+    mask_constant: float
+    pattern1: _tensor_pb2.Tensor
+    pattern2: _tensor_pb2.Tensor
+    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., mask_constant: _Optional[float] = ..., pattern1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., pattern2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ComputeKernelResponse(_message.Message):
     __slots__ = ("nngp", "ntk")
@@ -104,7 +114,7 @@ class ComputeKernelResponse(_message.Message):
     def __init__(self, nngp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ComputeValueAndGradRequest(_message.Message):
-    __slots__ = ("architecture_id", "x1", "x2", "get", "nngp_cotangent", "ntk_cotangent", "hyper_parameters")
+    __slots__ = ("architecture_id", "x1", "x2", "get", "nngp_cotangent", "ntk_cotangent", "hyper_parameters", "mask_constant", "pattern1", "pattern2")
     ARCHITECTURE_ID_FIELD_NUMBER: _ClassVar[int]
     X1_FIELD_NUMBER: _ClassVar[int]
     X2_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +122,9 @@ class ComputeValueAndGradRequest(_message.Message):
     NNGP_COTANGENT_FIELD_NUMBER: _ClassVar[int]
     NTK_COTANGENT_FIELD_NUMBER: _ClassVar[int]
     HYPER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MASK_CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    PATTERN1_FIELD_NUMBER: _ClassVar[int]
+    PATTERN2_FIELD_NUMBER: _ClassVar[int]
     architecture_id: str
     x1: _tensor_pb2.Tensor
     x2: _tensor_pb2.Tensor
@@ -119,7 +132,10 @@ class ComputeValueAndGradRequest(_message.Message):
     nngp_cotangent: _tensor_pb2.Tensor
     ntk_cotangent: _tensor_pb2.Tensor
     hyper_parameters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., nngp_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hyper_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+    mask_constant: float
+    pattern1: _tensor_pb2.Tensor
+    pattern2: _tensor_pb2.Tensor
+    def __init__(self, architecture_id: _Optional[str] = ..., x1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., x2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., nngp_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., ntk_cotangent: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hyper_parameters: _Optional[_Iterable[str]] = ..., mask_constant: _Optional[float] = ..., pattern1: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., pattern2: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ComputeValueAndGradResponse(_message.Message):
     __slots__ = ("nngp", "ntk", "grad_x1", "grad_x2", "hyper_parameter_grads")
@@ -155,7 +171,7 @@ class ComputeKernelBatchResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[ComputeKernelResponse, _Mapping]]] = ...) -> None: ...
 
 class StreamKernelHeader(_message.Message):
-    __slots__ = ("architecture_id", "get", "dtype", "x1_shape", "x2_shape", "tile_size", "tiles", "plan_only")
+    __slots__ = ("architecture_id", "get", "dtype", "x1_shape", "x2_shape", "tile_size", "tiles", "plan_only", "mask_constant", "patterns")
     ARCHITECTURE_ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +180,8 @@ class StreamKernelHeader(_message.Message):
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     TILES_FIELD_NUMBER: _ClassVar[int]
     PLAN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MASK_CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
     architecture_id: str
     get: _containers.RepeatedScalarFieldContainer[KernelKind]
     dtype: _tensor_pb2.Dtype
@@ -172,7 +190,9 @@ class StreamKernelHeader(_message.Message):
     tile_size: int
     tiles: _containers.RepeatedCompositeFieldContainer[TileIndex]
     plan_only: bool
-    def __init__(self, architecture_id: _Optional[str] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., x1_shape: _Optional[_Iterable[int]] = ..., x2_shape: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ..., tiles: _Optional[_Iterable[_Union[TileIndex, _Mapping]]] = ..., plan_only: bool = ...) -> None: ...
+    mask_constant: float
+    patterns: bool
+    def __init__(self, architecture_id: _Optional[str] = ..., get: _Optional[_Iterable[_Union[KernelKind, str]]] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., x1_shape: _Optional[_Iterable[int]] = ..., x2_shape: _Optional[_Iterable[int]] = ..., tile_size: _Optional[int] = ..., tiles: _Optional[_Iterable[_Union[TileIndex, _Mapping]]] = ..., plan_only: bool = ..., mask_constant: _Optional[float] = ..., patterns: bool = ...) -> None: ...
 
 class TileIndex(_message.Message):
     __slots__ = ("row", "col")

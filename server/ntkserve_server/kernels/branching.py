@@ -10,9 +10,11 @@ neural-tangents' stax.FanIn*):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 from jax import Array
 
 from ntkserve_server.kernels.errors import InputError
@@ -22,6 +24,15 @@ from ntkserve_server.kernels.kernel import Kernel
 def _fields(ks: Sequence[Kernel], name: str) -> list[Array] | None:
     values = [getattr(k, name) for k in ks]
     return None if any(v is None for v in values) else values
+
+
+def _joined_keep(ks: Sequence[Kernel]) -> dict[str, Array | None]:
+    """With masked inputs: a position is present where any branch has it present."""
+    joined: dict[str, Array | None] = {}
+    for name in ("keep1", "keep2"):
+        values = _fields(ks, name)
+        joined[name] = None if values is None else functools.reduce(jnp.maximum, values)
+    return joined
 
 
 def fan_in_sum(ks: Sequence[Kernel], path: str) -> Kernel:
@@ -34,7 +45,7 @@ def fan_in_sum(ks: Sequence[Kernel], path: str) -> Kernel:
         n: None if (v := _fields(ks, n)) is None else sum(v[1:], v[0])
         for n in ("nngp", "cov1", "cov2", "ntk")
     }
-    return ks[0].replace(**summed, is_gaussian=True)
+    return ks[0].replace(**summed, **_joined_keep(ks), is_gaussian=True)
 
 
 def fan_in_prod(ks: Sequence[Kernel], path: str) -> Kernel:
@@ -49,7 +60,12 @@ def fan_in_prod(ks: Sequence[Kernel], path: str) -> Kernel:
         for i, t in enumerate(ntks):
             term = math.prod((g for j, g in enumerate(nngps) if j != i), start=t)
             ntk = term if ntk is None else ntk + term
-    return ks[0].replace(**products, ntk=ntk, is_gaussian=len(ks) == 1 and ks[0].is_gaussian)
+    return ks[0].replace(
+        **products,
+        **_joined_keep(ks),
+        ntk=ntk,
+        is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
+    )
 
 
 def fan_in_concat(ks: Sequence[Kernel], path: str) -> Kernel:
@@ -69,4 +85,5 @@ def fan_in_concat(ks: Sequence[Kernel], path: str) -> Kernel:
         ntk=mean("ntk"),
         width=total,
         is_gaussian=False,
+        **_joined_keep(ks),
     )

@@ -17,7 +17,12 @@ import numpy as np
 from jax import Array, lax
 from ntkserve.v1 import architecture_pb2 as pb
 
-from ntkserve_server.kernels.canonical import architecture_id, canonicalize, topology_id
+from ntkserve_server.kernels.canonical import (
+    architecture_id,
+    canonicalize,
+    every_layer,
+    topology_id,
+)
 from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel, input_kernel
 from ntkserve_server.kernels.tree import build_sequence
@@ -63,9 +68,21 @@ class KernelFn:
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
         self.full_spatial = force_full_spatial or self._network.pools
+        # Aggregate layers read each example's graph, sent with the inputs.
+        self.uses_patterns = any(
+            layer.WhichOneof("layer") == "aggregate"
+            for layer in every_layer(self.architecture.layers)
+        )
 
-    def check_inputs(self, shape1: Sequence[int], shape2: Sequence[int] | None, dtype: Any) -> None:
-        """Raises InputError when inputs of these shapes and dtype cannot be used."""
+    def check_inputs(
+        self,
+        shape1: Sequence[int],
+        shape2: Sequence[int] | None,
+        dtype: Any,
+        patterns: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
+    ) -> None:
+        """Raises InputError when inputs of these shapes and dtype (and Aggregate patterns of
+        these shapes) cannot be used."""
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise InputError("x1.dtype", f"must be float32 or float64, got {dtype}")
@@ -88,6 +105,37 @@ class KernelFn:
                 "x2.shape", f"features {list(shape2[1:])} differ from x1's {list(shape1[1:])}"
             )
         self.kernel_shape(shape1, shape2)
+        self._check_patterns(shape1, shape2, *patterns)
+
+    def _check_patterns(
+        self,
+        shape1: Sequence[int],
+        shape2: Sequence[int] | None,
+        pattern1: Sequence[int] | None,
+        pattern2: Sequence[int] | None,
+    ) -> None:
+        if not self.uses_patterns:
+            for name, p in (("pattern1", pattern1), ("pattern2", pattern2)):
+                if p is not None:
+                    raise InputError(name, "given, but the architecture has no Aggregate layer")
+            return
+        for name, p, x in (("pattern1", pattern1, shape1), ("pattern2", pattern2, shape2)):
+            if x is None:
+                if p is not None:
+                    raise InputError(name, "given without x2 (x2 absent: x1's pattern serves)")
+                continue
+            spatial = list(x[1:-1])
+            want = [x[0], *spatial, *spatial]
+            if p is None:
+                raise InputError(
+                    name,
+                    f"is required: the network has an Aggregate layer, which needs each "
+                    f"example's graph, shaped {want}",
+                )
+            if list(p) != want:
+                raise InputError(
+                    f"{name}.shape", f"must be (N, *spatial, *spatial) = {want}, got {list(p)}"
+                )
 
     def kernel_shape(self, shape1: Sequence[int], shape2: Sequence[int] | None) -> tuple[int, ...]:
         """(N1, N2, *P): the positions left at the output, once (or twice when full)."""
@@ -109,11 +157,29 @@ class KernelFn:
         return tuple(mirror_upper(a, self.full_spatial) for a in arrays)
 
     def apply(
-        self, params: Params, x1: Array, x2: Array | None, get: tuple[str, ...]
+        self,
+        params: Params,
+        x1: Array,
+        x2: Array | None,
+        get: tuple[str, ...],
+        mask_constant: Array | float | None = None,
+        pattern1: Array | None = None,
+        pattern2: Array | None = None,
     ) -> tuple[Array, ...]:
-        """The kernels named in `get` (in that order): the pure function to jit or differentiate."""
+        """The kernels named in `get` (in that order): the pure function to jit or differentiate.
+
+        `mask_constant`: input entries equal to it are masked (see `masking.py`); it may be a
+        traced scalar, so one program serves every constant (None is another program).
+        `pattern1`, `pattern2`: the graphs of x1's and x2's examples, for Aggregate layers."""
         dtype = x1.dtype
-        k: Kernel = input_kernel(x1, x2, with_ntk="ntk" in get, full=self.full_spatial)
+        k: Kernel = input_kernel(
+            x1,
+            x2,
+            with_ntk="ntk" in get,
+            full=self.full_spatial,
+            mask_constant=mask_constant,
+            patterns=(pattern1, pattern2),
+        )
         k = self._network.apply(k, jax.tree.map(lambda v: jnp.asarray(v, dtype), params))
         out = tuple(getattr(k, name) for name in get)
         return tuple(_symmetrized(a, len(k.spatial), k.full) for a in out) if k.symmetric else out
@@ -124,9 +190,19 @@ class KernelFn:
         x2: Any = None,
         get: str | Sequence[str] = "ntk",
         params: Params | None = None,
+        mask_constant: float | None = None,
+        pattern: tuple[Any, Any] | None = None,
     ) -> Array | tuple[Array, ...]:
+        """`pattern=(pattern1, pattern2)`: the graphs for Aggregate layers, as in
+        neural-tangents (pattern2 None when x2 is None)."""
         names = parse_get(get)
-        self.check_inputs(np.shape(x1), None if x2 is None else np.shape(x2), _dtype(x1))
+        p1, p2 = (None, None) if pattern is None else pattern
+        self.check_inputs(
+            np.shape(x1),
+            None if x2 is None else np.shape(x2),
+            _dtype(x1),
+            (None if p1 is None else np.shape(p1), None if p2 is None else np.shape(p2)),
+        )
         if x2 is not None and _dtype(x2) != _dtype(x1):
             raise InputError("x2.dtype", f"{_dtype(x2)} differs from x1's {_dtype(x1)}")
         out = self.apply(
@@ -134,6 +210,9 @@ class KernelFn:
             jnp.asarray(x1),
             None if x2 is None else jnp.asarray(x2),
             names,
+            mask_constant,
+            None if p1 is None else jnp.asarray(p1, _dtype(x1)),
+            None if p2 is None else jnp.asarray(p2, _dtype(x1)),
         )
         return out[0] if isinstance(get, str) else out
 

@@ -17,9 +17,12 @@ from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Violations, finite
 
+# The messages with weights and an optional bias: Dense and the convolutions.
+Affine = pb.Dense | pb.Conv | pb.ConvTranspose | pb.ConvLocal
+
 
 def affine_update(
-    k: Kernel, mean: Kernel, hp: Hyper, layer: pb.Dense | pb.Conv, fan_in: float, out_width: int
+    k: Kernel, mean: Kernel, hp: Hyper, layer: Affine, fan_in: float, out_width: int
 ) -> Kernel:
     """The update shared by Dense and Conv. `mean` is k averaged over the filter's offsets
     (k itself for Dense); `fan_in` the inputs one output unit sees (n_in, or C_in |F|)."""
@@ -54,7 +57,7 @@ def dense_rule(layer: pb.Dense) -> Rule:
     return lambda k, hp: affine_update(k, k, hp, layer, k.width, out_width)
 
 
-def check_affine(layer: pb.Dense | pb.Conv, width_field: str) -> Violations:
+def check_affine(layer: Affine, width_field: str) -> Violations:
     out = finite(layer, "w_std", "b_std", nonnegative=True)
     if getattr(layer, width_field) < 1:
         out.append((width_field, "is required and must be >= 1"))
@@ -66,7 +69,7 @@ def check_affine(layer: pb.Dense | pb.Conv, width_field: str) -> Violations:
     return out
 
 
-def ntk_by_default(layer: pb.Dense | pb.Conv) -> None:
+def ntk_by_default(layer: Affine) -> None:
     """The enum's zero value means neural-tangents' default: make it explicit."""
     if layer.parameterization == pb.PARAMETERIZATION_UNSPECIFIED:
         layer.parameterization = pb.PARAMETERIZATION_NTK

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jax import Array
 
-from ntkserve_server.kernels.kernel import Kernel, diagonal_index
+from ntkserve_server.kernels.kernel import Kernel, as_cols, as_rows, diagonal_index
 from ntkserve_server.kernels.rows import Hyper, Rule
 
 # (q11, q22, q12, want_tdot) -> (nngp', tdot or None)
@@ -35,21 +35,6 @@ def diagonal_of(pair: PairMoments) -> DiagMoments:
     return diag
 
 
-def _as_rows(var: Array, d: int, full: bool, pair: bool) -> Array:
-    """(n, *S) variances, shaped to broadcast along the first batch axis of a block."""
-    x = var[:, None] if pair else var
-    return x.reshape(x.shape + (1,) * d) if full else x
-
-
-def _as_cols(var: Array, d: int, full: bool, pair: bool) -> Array:
-    """(n, *S) variances, shaped to broadcast along the last batch axis of a block."""
-    x = var[None] if pair else var
-    if not full:
-        return x
-    batch = x.shape[: x.ndim - d]
-    return x.reshape(batch + (1,) * d + x.shape[x.ndim - d :])
-
-
 def elementwise(moments: Moments) -> Rule:
     """Builds the Kernel -> Kernel rule of a nonlinearity from its Gaussian moments."""
 
@@ -59,7 +44,7 @@ def elementwise(moments: Moments) -> Rule:
         d, full = len(k.spatial), k.full
         var1, var2 = k.var1, k.var2
         nngp, tdot = pair(
-            _as_rows(var1, d, full, True), _as_cols(var2, d, full, True), k.nngp, want_tdot
+            as_rows(var1, d, full, True), as_cols(var2, d, full, True), k.nngp, want_tdot
         )
         cov1 = cov2 = None
         if k.symmetric:
@@ -88,5 +73,5 @@ def _self_block(
     if not k.full:
         return diag(var, False)[0]
     d = len(k.spatial)
-    block = pair(_as_rows(var, d, True, False), _as_cols(var, d, True, False), cov, False)[0]
+    block = pair(as_rows(var, d, True, False), as_cols(var, d, True, False), cov, False)[0]
     return block.at[diagonal_index(cov.shape[0], k.spatial, True, False)].set(diag(var, False)[0])

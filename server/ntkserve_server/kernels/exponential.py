@@ -14,11 +14,19 @@ w = (u, v) ~ N(0, Q) (Pearce et al. 2019 and neural-tangents for the same closed
       = 1 - 2b (q11 + q22) + 4 b^2 (q11 q22 - q12^2),
       K = a^2 / sqrt(D),  tdot = 4 a^2 b^2 q12 / D^(3/2).
   For b > 0, E[phi(u)^2] is infinite once 4bq >= 1, so b > 0 is refused at registration.
+- Gabor = exp(-x^2) sin(x): sin(u) sin(v) = (cos(u - v) - cos(u + v)) / 2 and
+      E[exp(-w'w + i t.w)] = exp(-t' M t / 2) / sqrt(D),  M = Q (I + 2Q)^-1,
+  with D = det(I + 2Q) = 1 + 2 (q11 + q22) + 4 (q11 q22 - q12^2) and, by Cayley-Hamilton,
+  M = [[q11 + 2 det Q, q12], [q12, q22 + 2 det Q]] / D, give
+      K = (exp(-(s + 4 det Q - 2 q12) / 2D) - exp(-(s + 4 det Q + 2 q12) / 2D)) / (2 sqrt(D)),
+  s = q11 + q22; tdot = dK / dq12 at fixed q11, q22 (Price's theorem), by forward-mode
+  differentiation of that formula.
 None has a singular point, so the diagonal is the pair formula at q11 = q22 = q12.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
@@ -73,6 +81,27 @@ def gaussian_moments(a: Array | float, b: Array | float) -> tuple[PairMoments, D
     return pair, diagonal_of(pair)
 
 
+def gabor_moments() -> tuple[PairMoments, DiagMoments]:
+    def nngp(q11: Array, q22: Array, q12: Array) -> Array:
+        # No clamp: D >= 1 whatever the round-off in det Q, and a clamp's derivative
+        # would halve d(det Q)/dq12 where det Q = 0 (the diagonal).
+        det_q = q11 * q22 - q12 * q12
+        total = q11 + q22 + 4 * det_q
+        d = 1 + 2 * (q11 + q22) + 4 * det_q
+        half_inv_d = 0.5 / d
+        e_minus = jnp.exp(-(total - 2 * q12) * half_inv_d)
+        e_plus = jnp.exp(-(total + 2 * q12) * half_inv_d)
+        return (e_minus - e_plus) * (0.5 * jax.lax.rsqrt(d))
+
+    def pair(q11: Array, q22: Array, q12: Array, want_tdot: bool) -> tuple[Array, Array | None]:
+        if not want_tdot:
+            return nngp(q11, q22, q12), None
+        value, tdot = jax.jvp(lambda c: nngp(q11, q22, c), (q12,), (jnp.ones_like(q12),))
+        return value, tdot
+
+    return pair, diagonal_of(pair)
+
+
 def _sin(hp: Hyper, sign: float) -> tuple[PairMoments, DiagMoments]:
     return sin_moments(hp["a"], hp["b"], sign * jnp.cos(2 * hp["c"]))
 
@@ -122,4 +151,9 @@ GAUSSIAN = LayerRow(
     defaults={"a": 1.0, "b": -1.0},
     hyper=("a", "b"),
     check=_gaussian_check,
+)
+GABOR = LayerRow(
+    message=pb.Gabor,
+    role=Role.NONLINEAR,
+    build=lambda layer: elementwise(lambda hp: gabor_moments()),
 )

@@ -10,6 +10,10 @@ Layout of the arrays, for inputs of shape (N, *S, C) with spatial positions S (S
 - full spatial (`full=True`): every pair of positions, nngp (N1, N2, *S, *S), positions of
   x1 first. Needed by pooling readouts: O(N1 N2 |S|^2) work.
 cov1 (N1, *P) and cov2 (N2, *P) are the same-example blocks in that layout (P = S or S + S).
+
+Masked inputs (`mask_constant`, as in neural-tangents): keep1 (N1, *S) and keep2 (N2, *S) are
+1 where a position holds data and 0 where every channel of it equals the mask constant;
+entries of the kernel that involve a masked position are 0 (see `masking.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class Kernel:
     symmetric: x2 is x1.
     spatial: the positions S (() for inputs without spatial dimensions).
     full: covariances between all pairs of positions are tracked (see the module doc).
+    keep1, keep2: 1 at the positions of x1 (x2) that hold data, 0 at masked ones, (N, *S);
+      None when nothing is masked (keep2 None and keep1 set: x2 is x1).
+    pattern1, pattern2: the graphs' adjacency of x1's (x2's) examples, (N, *S, *S), for
+      Aggregate layers; None when the network has none (pattern2 None: x2 is x1).
     """
 
     nngp: Array
@@ -49,6 +57,10 @@ class Kernel:
     symmetric: bool
     spatial: tuple[int, ...] = ()
     full: bool = False
+    keep1: Array | None = None
+    keep2: Array | None = None
+    pattern1: Array | None = None
+    pattern2: Array | None = None
 
     def replace(self, **changes: object) -> Kernel:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -80,7 +92,7 @@ class Kernel:
 
 jax.tree_util.register_dataclass(
     Kernel,
-    data_fields=["nngp", "cov1", "cov2", "ntk"],
+    data_fields=["nngp", "cov1", "cov2", "ntk", "keep1", "keep2", "pattern1", "pattern2"],
     meta_fields=["width", "is_gaussian", "symmetric", "spatial", "full"],
 )
 
@@ -107,6 +119,42 @@ def position_diagonal(cov: Array, spatial: tuple[int, ...], full: bool) -> Array
     return cov[diagonal_index(cov.shape[0], spatial, True, False)]
 
 
+def as_rows(var: Array, d: int, full: bool, pair: bool) -> Array:
+    """(n, *S) variances, shaped to broadcast along the first batch axis of a block."""
+    x = var[:, None] if pair else var
+    return x.reshape(x.shape + (1,) * d) if full else x
+
+
+def as_cols(var: Array, d: int, full: bool, pair: bool) -> Array:
+    """(n, *S) variances, shaped to broadcast along the last batch axis of a block."""
+    x = var[None] if pair else var
+    if not full:
+        return x
+    batch = x.shape[: x.ndim - d]
+    return x.reshape(batch + (1,) * d + x.shape[x.ndim - d :])
+
+
+def scale_positions(k: Kernel, s1: Array, s2: Array | None) -> Kernel:
+    """Every entry times s1 at its x1 position and s2 at its x2 position (s: (n, *S); s2
+    None: x2 is x1). A per-example, per-position rescaling: LayerNorm's variances, masks,
+    counts of the positions an average runs over."""
+    d, full = len(k.spatial), k.full
+    s2_ = s1 if s2 is None else s2
+    pair = as_rows(s1, d, full, True) * as_cols(s2_, d, full, True)
+
+    def self_block(cov: Array | None, s: Array) -> Array | None:
+        if cov is None:
+            return None
+        return cov * (as_rows(s, d, full, False) * as_cols(s, d, full, False))
+
+    return k.replace(
+        nngp=k.nngp * pair,
+        cov1=self_block(k.cov1, s1),
+        cov2=self_block(k.cov2, s2_),
+        ntk=None if k.ntk is None else k.ntk * pair,
+    )
+
+
 def _gram(a: Array, b: Array, full: bool) -> Array:
     """Inner products over channels at full precision (no TF32: CPU and GPU agree)."""
     d = a.ndim - 2
@@ -125,8 +173,34 @@ def _self_gram(a: Array, full: bool) -> Array:
     return jnp.einsum(spec, a, a, precision=lax.Precision.HIGHEST)
 
 
-def input_kernel(x1: Array, x2: Array | None, with_ntk: bool, full: bool = False) -> Kernel:
-    """The kernel of the inputs themselves: inner products over channels / channel count."""
+def masked_entries(x: Array, mask_constant: Array | float) -> Array:
+    """Where x equals the mask constant (where x is NaN, for a NaN constant)."""
+    c = jnp.asarray(mask_constant, x.dtype)
+    return jnp.where(jnp.isnan(c), jnp.isnan(x), x == c)
+
+
+def input_kernel(
+    x1: Array,
+    x2: Array | None,
+    with_ntk: bool,
+    full: bool = False,
+    mask_constant: Array | float | None = None,
+    patterns: tuple[Array | None, Array | None] = (None, None),
+) -> Kernel:
+    """The kernel of the inputs themselves: inner products over channels / channel count.
+
+    With `mask_constant`, entries equal to it are zeroed first, and a position (or, for
+    (N, C) inputs, an example) whose every channel equals it is masked (keep = 0).
+    `patterns` are the graphs' adjacency for Aggregate layers (x1's, x2's)."""
+    keep1 = keep2 = None
+    if mask_constant is not None:
+        masked1 = masked_entries(x1, mask_constant)
+        keep1 = 1 - jnp.all(masked1, axis=-1).astype(x1.dtype)
+        x1 = jnp.where(masked1, 0, x1)
+        if x2 is not None:
+            masked2 = masked_entries(x2, mask_constant)
+            keep2 = 1 - jnp.all(masked2, axis=-1).astype(x2.dtype)
+            x2 = jnp.where(masked2, 0, x2)
     width = x1.shape[-1]
     spatial = tuple(x1.shape[1:-1])
     full = full and bool(spatial)
@@ -151,4 +225,8 @@ def input_kernel(x1: Array, x2: Array | None, with_ntk: bool, full: bool = False
         symmetric=x2 is None,
         spatial=spatial,
         full=full,
+        keep1=keep1,
+        keep2=keep2,
+        pattern1=patterns[0],
+        pattern2=patterns[1],
     )

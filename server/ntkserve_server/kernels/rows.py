@@ -30,6 +30,12 @@ class Role(enum.Enum):
     AFFINE = "affine"  # outputs are Gaussian (Dense, Conv)
     NONLINEAR = "nonlinear"  # needs Gaussian inputs; outputs are not Gaussian
     LINEAR = "linear"  # keeps whatever its inputs were (pooling)
+    # needs Gaussian inputs and keeps them Gaussian: a rescaling that is deterministic in
+    # the infinite-width limit (LayerNorm divides by a variance that concentrates)
+    RESCALING = "rescaling"
+    # multiplies by random masks (Dropout in 'train' mode): takes any inputs, and its
+    # outputs are not Gaussian
+    MASKING = "masking"
     FLATTEN = "flatten"  # outputs mix positions into one vector: not one Gaussian kernel
 
 
@@ -63,6 +69,16 @@ class LayerRow:
     out_spatial: Callable[[Any, Spatial], Spatial] = same_spatial
     # Pooling over positions needs the covariance of every pair of positions.
     needs_full_spatial: bool = False
+    # The role when it depends on the message (Dropout: identity in 'test' mode, not
+    # Gaussian-preserving in 'train' mode); `role` otherwise.
+    role_of: Callable[[Any], Role] | None = None
+    # Masked inputs: which output positions are present, from the input's keep (n, *S)
+    # (see masking.py). None: the layer keeps its positions (and so the mask); a layer
+    # that changes positions without one refuses masked inputs.
+    keep_after: Callable[[Any, Array], Array | None] | None = None
+
+    def role_for(self, message: Message) -> Role:
+        return self.role if self.role_of is None else self.role_of(message)
 
     def hyper_values(self, message: Message) -> dict[str, float | tuple[float, ...]]:
         """The hyper-parameters set on a canonical message, by name (a repeated field, such

@@ -19,6 +19,7 @@ import numpy as np
 from jax import Array
 from ntkserve.v1 import architecture_pb2 as pb
 
+from ntkserve_server.kernels import masking
 from ntkserve_server.kernels.dense import affine_update, check_affine, ntk_by_default
 from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Spatial, Violations
@@ -30,25 +31,34 @@ from ntkserve_server.kernels.windows import (
     window_sums,
 )
 
+CONVOLUTIONS = (pb.Conv, pb.ConvTranspose, pb.ConvLocal)
+Convolution = pb.Conv | pb.ConvTranspose | pb.ConvLocal
+Windowed = Convolution | pb.AvgPool | pb.SumPool
 
-def _strides(message: pb.Conv | pb.AvgPool | pb.SumPool, window: list[int]) -> list[int]:
+
+def window_strides(message: Windowed, window: list[int]) -> list[int]:
     return list(message.strides) or [1] * len(window)
 
 
-def _windowed_shape(
-    window: list[int], strides: list[int], padding: int, spatial: Spatial
-) -> Spatial:
+def check_dimensions(window: list[int], spatial: Spatial) -> None:
+    """Raises ShapeProblem unless the window has one size per spatial dimension."""
     if len(window) != len(spatial):
         raise ShapeProblem(
             f"has a {len(window)}-dimensional window but the input has {len(spatial)} spatial "
             f"dimensions (inputs are (N, *spatial, C))"
         )
+
+
+def windowed_shape(
+    window: list[int], strides: list[int], padding: int, spatial: Spatial
+) -> Spatial:
+    check_dimensions(window, spatial)
     return tuple(
         out_size(n, w, s, padding) for n, w, s in zip(spatial, window, strides, strict=True)
     )
 
 
-def _map_windowed(k: Kernel, fn: Callable[[Array, int], Array], **changes: object) -> Kernel:
+def map_windowed(k: Kernel, fn: Callable[[Array, int], Array], **changes: object) -> Kernel:
     """`k.map_arrays(fn)`, with nngp and ntk stacked into one array for fn.
 
     The input kernel's ntk is a constant (zeros); a windowed sum of a constant alone is
@@ -67,7 +77,7 @@ def _map_windowed(k: Kernel, fn: Callable[[Array, int], Array], **changes: objec
     )
 
 
-def _position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
+def position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
     """The axes of spatial dimension i: one (diagonal layout) or an (x1, x2) pair (full)."""
     return (batch + i, batch + d + i) if a.ndim - batch == 2 * d else (batch + i,)
 
@@ -75,27 +85,27 @@ def _position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
 # -- Conv ---------------------------------------------------------------------------------
 
 
-def conv_rule(layer: pb.Conv) -> Rule:
+def conv_rule(layer: pb.Conv | pb.ConvLocal) -> Rule:
     window = list(layer.filter_shape)
-    strides = _strides(layer, window)
+    strides = window_strides(layer, window)
     out_width = layer.out_chan * layer.s_out
     scale = 1.0 / math.prod(window)
 
     def offsets_mean(a: Array, batch: int) -> Array:
         d = len(window)
-        axes = [_position_axes(a, batch, i, d) for i in range(d)]
+        axes = [position_axes(a, batch, i, d) for i in range(d)]
         return window_sums(a, axes, window, strides, layer.padding) * scale
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        mean = _map_windowed(
-            k, offsets_mean, spatial=_windowed_shape(window, strides, layer.padding, k.spatial)
+        mean = map_windowed(
+            k, offsets_mean, spatial=windowed_shape(window, strides, layer.padding, k.spatial)
         )
         return affine_update(k, mean, hp, layer, k.width * math.prod(window), out_width)
 
     return rule
 
 
-def _check_window(message: pb.Conv | pb.AvgPool | pb.SumPool, name: str) -> Violations:
+def _check_window(message: Windowed, name: str) -> Violations:
     window = list(getattr(message, name))
     out: Violations = []
     if not 1 <= len(window) <= 3 or min(window, default=0) < 1:
@@ -109,17 +119,21 @@ def _check_window(message: pb.Conv | pb.AvgPool | pb.SumPool, name: str) -> Viol
     return out
 
 
-def _canonical_windowed(message: pb.Conv | pb.AvgPool | pb.SumPool) -> None:
-    window = message.filter_shape if isinstance(message, pb.Conv) else message.window_shape
+def canonical_windowed(message: Windowed) -> None:
+    """Explicit strides and padding; and for a convolution (Conv, ConvTranspose, ConvLocal)
+    an explicit parameterization."""
+    if isinstance(message, CONVOLUTIONS):
+        ntk_by_default(message)
+        window = list(message.filter_shape)
+    else:
+        window = list(message.window_shape)
     if not message.strides:
         message.strides.extend([1] * len(window))
     if message.padding == pb.PADDING_UNSPECIFIED:
         message.padding = pb.PADDING_VALID
-    if isinstance(message, pb.Conv):
-        ntk_by_default(message)
 
 
-def _check_conv(layer: pb.Conv) -> Violations:
+def check_conv(layer: Convolution) -> Violations:
     return check_affine(layer, "out_chan") + _check_window(layer, "filter_shape")
 
 
@@ -129,12 +143,22 @@ CONV = LayerRow(
     build=conv_rule,
     defaults={"w_std": 1.0, "s_in": 1, "s_out": 1},
     hyper=("w_std", "b_std"),
-    check=_check_conv,
-    canonical=_canonical_windowed,
-    out_spatial=lambda layer, spatial: _windowed_shape(
-        list(layer.filter_shape), _strides(layer, list(layer.filter_shape)), layer.padding, spatial
+    check=check_conv,
+    canonical=canonical_windowed,
+    keep_after=masking.windowed(lambda layer: filter_window(layer)),
+    out_spatial=lambda layer, spatial: windowed_shape(
+        list(layer.filter_shape),
+        window_strides(layer, list(layer.filter_shape)),
+        layer.padding,
+        spatial,
     ),
 )
+
+
+def filter_window(layer: pb.Conv) -> tuple[list[int], list[int], int]:
+    """(window, strides, padding) of a convolution's filter."""
+    window = list(layer.filter_shape)
+    return window, window_strides(layer, window), layer.padding
 
 
 # -- pooling ------------------------------------------------------------------------------
@@ -142,18 +166,20 @@ CONV = LayerRow(
 
 def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
     window = list(layer.window_shape)
-    strides = _strides(layer, window)
+    strides = window_strides(layer, window)
     average = isinstance(layer, pb.AvgPool)
     by_counts = (
         isinstance(layer, pb.AvgPool) and layer.normalize_edges and layer.padding == pb.PADDING_SAME
     )
 
-    def pool(a: Array, batch: int) -> Array:
+    def pool(a: Array, batch: int, divide: bool = True) -> Array:
         d = len(window)
         for i in range(d):
             size = a.shape[batch + i]
-            for axis in _position_axes(a, batch, i, d):
+            for axis in position_axes(a, batch, i, d):
                 a = window_sum(a, (axis,), window[i], strides[i], layer.padding)
+                if not divide:
+                    continue
                 if by_counts:
                     counts = in_image_counts(size, window[i], strides[i], layer.padding)
                     shape = [1] * a.ndim
@@ -163,11 +189,29 @@ def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
                     a = a * (1.0 / window[i])
         return a
 
+    def denominators(keep: Array) -> Array:
+        """With masks: the positions present in each window, plus the padded ones unless
+        normalize_edges (as the unmasked average counts them)."""
+        present = masking.window_counts(keep, window, strides, layer.padding)
+        if by_counts:
+            return present
+        in_image = masking.window_counts(jnp.ones_like(keep), window, strides, layer.padding)
+        return present + (math.prod(window) - in_image)
+
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        spatial = _windowed_shape(window, strides, layer.padding, k.spatial)
-        return _map_windowed(k, pool, spatial=spatial)
+        spatial = windowed_shape(window, strides, layer.padding, k.spatial)
+        if k.keep1 is None or not average:
+            return map_windowed(k, pool, spatial=spatial)
+        sums = map_windowed(k, lambda a, batch: pool(a, batch, divide=False), spatial=spatial)
+        keep2 = None if k.keep2 is None else denominators(k.keep2)
+        return masking.divide_by_counts(sums, denominators(k.keep1), keep2)
 
     return rule
+
+
+def _pool_window(layer: pb.AvgPool | pb.SumPool) -> tuple[list[int], list[int], int]:
+    window = list(layer.window_shape)
+    return window, window_strides(layer, window), layer.padding
 
 
 def _pool_row(message: type[pb.AvgPool] | type[pb.SumPool]) -> LayerRow:
@@ -176,11 +220,12 @@ def _pool_row(message: type[pb.AvgPool] | type[pb.SumPool]) -> LayerRow:
         role=Role.LINEAR,
         build=pool_rule,
         check=lambda layer: _check_window(layer, "window_shape"),
-        canonical=_canonical_windowed,
+        canonical=canonical_windowed,
         needs_full_spatial=True,
-        out_spatial=lambda layer, spatial: _windowed_shape(
+        keep_after=masking.windowed(_pool_window),
+        out_spatial=lambda layer, spatial: windowed_shape(
             list(layer.window_shape),
-            _strides(layer, list(layer.window_shape)),
+            window_strides(layer, list(layer.window_shape)),
             layer.padding,
             spatial,
         ),
@@ -202,11 +247,19 @@ def _needs_positions(layer: object, spatial: Spatial) -> Spatial:
 
 def global_pool_rule(average: bool) -> Rule:
     def rule(k: Kernel, hp: Hyper) -> Kernel:
+        masked = average and k.keep1 is not None
+
         def reduce(a: Array, batch: int) -> Array:
             axes = tuple(range(batch, a.ndim))
-            return jnp.mean(a, axis=axes) if average else jnp.sum(a, axis=axes)
+            return jnp.mean(a, axis=axes) if average and not masked else jnp.sum(a, axis=axes)
 
-        return k.map_arrays(reduce, spatial=(), full=False)
+        pooled = k.map_arrays(reduce, spatial=(), full=False)
+        if not masked:
+            return pooled
+        assert k.keep1 is not None
+        positions = tuple(range(1, k.keep1.ndim))  # the mean over the positions present
+        n2 = None if k.keep2 is None else k.keep2.sum(axis=positions)
+        return masking.divide_by_counts(pooled, k.keep1.sum(axis=positions), n2)
 
     return rule
 
@@ -238,6 +291,7 @@ GLOBAL_AVG_POOL = LayerRow(
     build=lambda layer: global_pool_rule(True),
     needs_full_spatial=True,
     out_spatial=_needs_positions,
+    keep_after=masking.positions_removed,
 )
 GLOBAL_SUM_POOL = LayerRow(
     message=pb.GlobalSumPool,
@@ -245,10 +299,12 @@ GLOBAL_SUM_POOL = LayerRow(
     build=lambda layer: global_pool_rule(False),
     needs_full_spatial=True,
     out_spatial=_needs_positions,
+    keep_after=masking.positions_removed,
 )
 FLATTEN = LayerRow(
     message=pb.Flatten,
     role=Role.FLATTEN,
     build=flatten_rule,
     out_spatial=lambda layer, s: (),
+    keep_after=masking.positions_removed,
 )

@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ntkserve_server.kernels.abrelu import AB_RELU, ABS, LEAKY_RELU, RELU
+from ntkserve_server.kernels.aggregate import AGGREGATE
 from ntkserve_server.kernels.arccosine import RECTIFIED_MONOMIAL, SIGN
+from ntkserve_server.kernels.attention import GLOBAL_SELF_ATTENTION
+from ntkserve_server.kernels.conv_variants import CONV_LOCAL, CONV_TRANSPOSE
 from ntkserve_server.kernels.dense import DENSE
 from ntkserve_server.kernels.erf import ERF, GELU, SIGMOID_LIKE
-from ntkserve_server.kernels.exponential import COS, EXP, GAUSSIAN, RBF, SIN
+from ntkserve_server.kernels.exp_normalized import EXP_NORMALIZED
+from ntkserve_server.kernels.exponential import COS, EXP, GABOR, GAUSSIAN, RBF, SIN
+from ntkserve_server.kernels.normalization import DROPOUT, LAYER_NORM
 from ntkserve_server.kernels.numerical import ELEMENTWISE_NUMERICAL
 from ntkserve_server.kernels.polynomial import HERMITE, MONOMIAL, POLYNOMIAL
 from ntkserve_server.kernels.rows import LayerRow
@@ -34,6 +39,8 @@ LAYERS: Mapping[str, LayerRow] = {
     "abs": ABS,
     "erf": ERF,
     "conv": CONV,
+    "conv_transpose": CONV_TRANSPOSE,
+    "conv_local": CONV_LOCAL,
     "avg_pool": AVG_POOL,
     "sum_pool": SUM_POOL,
     "global_avg_pool": GLOBAL_AVG_POOL,
@@ -52,6 +59,12 @@ LAYERS: Mapping[str, LayerRow] = {
     "polynomial": POLYNOMIAL,
     "hermite": HERMITE,
     "elementwise_numerical": ELEMENTWISE_NUMERICAL,
+    "layer_norm": LAYER_NORM,
+    "dropout": DROPOUT,
+    "gabor": GABOR,
+    "exp_normalized": EXP_NORMALIZED,
+    "global_self_attention": GLOBAL_SELF_ATTENTION,
+    "aggregate": AGGREGATE,
 }
 
 COMBINATORS = frozenset(

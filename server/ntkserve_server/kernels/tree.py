@@ -16,7 +16,8 @@ import jax
 from jax import lax
 from ntkserve.v1 import architecture_pb2 as pb
 
-from ntkserve_server.kernels import branching
+from ntkserve_server.kernels import branching, masking
+from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Role, Spatial, Violations
 from ntkserve_server.kernels.table import LAYERS
 from ntkserve_server.kernels.windows import ShapeProblem
@@ -96,8 +97,16 @@ def build(layer: pb.Layer, path: str) -> Node:
             except ShapeProblem as e:
                 raise ShapeProblem(f"{here}: {e}") from None
 
+        def leaf_apply(state: State, params: Any) -> State:
+            out = rule(state, params)
+            if isinstance(state, Kernel) and state.keep1 is not None:
+                out = masking.carry(row.keep_after, message, state, out, here)
+            return out
+
         values = row.hyper_values(message)
-        return Node(rule, values, leaf_spatial, row.needs_full_spatial, _leaf_names(values, here))
+        return Node(
+            leaf_apply, values, leaf_spatial, row.needs_full_spatial, _leaf_names(values, here)
+        )
     if kind == "serial":
         return build_sequence(message.layers, f"{here}.layers")
     if kind == "parallel":
@@ -236,14 +245,17 @@ def _walk(layer: pb.Layer, path: str, state: Abstract, v: Violations) -> Abstrac
     if isinstance(state, tuple):
         v.append((here, "receives branches: join them first (FanInSum, FanInProd, FanInConcat)"))
         return False
-    if row.role is Role.NONLINEAR and not state:
-        v.append(
-            (
-                here,
-                "a nonlinearity needs Gaussian inputs: put an affine layer (Dense, "
-                "Conv) before it; its kernel is an expectation over Gaussian pre-activations",
-            )
+    role = row.role_for(message)
+    if role in (Role.NONLINEAR, Role.RESCALING) and not state:
+        needs = (
+            "a nonlinearity needs Gaussian inputs: put an affine layer (Dense, "
+            "Conv) before it; its kernel is an expectation over Gaussian pre-activations"
+            if role is Role.NONLINEAR
+            else "needs Gaussian inputs: put an affine layer (Dense, Conv) or a sum of "
+            "Gaussian branches before it; its kernel is that of a centred Gaussian, "
+            "rescaled by its variance"
         )
-    if row.role is Role.LINEAR:
+        v.append((here, needs))
+    if role is Role.LINEAR:
         return state
-    return row.role is Role.AFFINE
+    return role in (Role.AFFINE, Role.RESCALING)

@@ -344,3 +344,23 @@ def test_builders_have_neural_tangents_signatures() -> None:
     assert layer.WhichOneof("layer") == "conv_local" and layer.conv_local.HasField("b_std")
     with pytest.raises(ValueError, match="channels-last"):
         stax.ConvTranspose(3, (2, 2), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def test_masked_inputs_conv_local_follows_conv_and_conv_transpose_refuses() -> None:
+    """ConvLocal marks the same output positions present as Conv (its windows are Conv's), so
+    with a Flatten readout the two stay equal; ConvTranspose refuses masked inputs."""
+    mask = -99.0
+    x = _x((3, 4, 3, 2), 10)
+    x[0, 1, 2, :] = mask  # one position masked in every channel
+    x[2, :2, :, :] = mask  # two rows of positions
+    args = dict(filter_shape=(2, 2), padding="SAME", W_std=1.3, b_std=0.2)
+    local = kernel_fn(_with(stax.ConvLocal(8, **args), stax.Flatten()))
+    shared = kernel_fn(_with(stax.Conv(8, **args), stax.Flatten()))
+    masked = [fn(x, get=("nngp", "ntk"), mask_constant=mask) for fn in (local, shared)]
+    for a, b in zip(*masked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    unmasked = shared(x, get="nngp")
+    assert not np.allclose(masked[1][0], unmasked)  # the mask changed the kernel
+    transposed = kernel_fn(_pooled(stax.ConvTranspose(4, (2, 2), strides=(2, 2))))
+    with pytest.raises(InputError, match="mask_constant"):
+        transposed(x, get="nngp", mask_constant=mask)

@@ -166,7 +166,9 @@ def test_symmetric_psd_and_finite_gradients(kind: str) -> None:
         assert np.linalg.eigvalsh(k).min() >= -1e-12 * np.abs(k).max()
     for x2 in (None, x[:3] + 0.5):
         extra = _patterns(kind, 6, None if x2 is None else 3)
-        grads = jax.grad(lambda a, b=x2: jnp.sum(kfn(a, b, get=("nngp", "ntk"), **extra)[1]))(x)
+        grads = jax.grad(lambda a, b=x2, e=extra: jnp.sum(kfn(a, b, get=("nngp", "ntk"), **e)[1]))(
+            x
+        )
         assert np.all(np.isfinite(grads))
     extra = _patterns(kind, 6, None)
     zero = jax.grad(lambda a: jnp.sum(kfn(a, get="ntk", **extra)))(np.zeros_like(x))

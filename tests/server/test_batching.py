@@ -159,7 +159,7 @@ def test_batch_sizes_pad_to_powers_of_two(executor: ThreadPoolExecutor) -> None:
 
 
 class _Broken(KernelFn):
-    def apply(self, params: Any, x1: Any, x2: Any, get: tuple[str, ...]) -> Any:
+    def apply(self, params: Any, x1: Any, x2: Any, get: tuple[str, ...], **extras: Any) -> Any:
         raise RuntimeError("boom")
 
 

@@ -32,6 +32,7 @@ from jax import Array, lax
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_server.kernels.dense import affine_update
+from ntkserve_server.kernels.errors import InputError
 from ntkserve_server.kernels.kernel import Kernel
 from ntkserve_server.kernels.rows import Hyper, LayerRow, Role, Rule, Spatial, Violations
 from ntkserve_server.kernels.spatial import (
@@ -98,6 +99,7 @@ CONV_LOCAL = LayerRow(
     check=check_conv,
     canonical=CONV.canonical,
     out_spatial=CONV.out_spatial,
+    keep_after=CONV.keep_after,  # masks: the same windows as Conv's (neural-tangents too)
 )
 
 
@@ -212,6 +214,15 @@ def check_conv_transpose(layer: pb.ConvTranspose) -> Violations:
     return out
 
 
+def _refuse_masks(layer: pb.ConvTranspose, keep: Array) -> Array:
+    """Masked inputs are refused: which upsampled positions a mask leaves present (those fed
+    only by masked inputs? and the ones no input reaches, between strides?) is not settled."""
+    raise InputError(
+        "mask_constant",
+        "ConvTranspose does not support masked inputs yet; send the inputs without mask_constant",
+    )
+
+
 CONV_TRANSPOSE = LayerRow(
     message=pb.ConvTranspose,
     role=Role.AFFINE,
@@ -221,4 +232,5 @@ CONV_TRANSPOSE = LayerRow(
     check=check_conv_transpose,
     canonical=CONV.canonical,
     out_spatial=transposed_shape,
+    keep_after=_refuse_masks,
 )

@@ -86,7 +86,10 @@ def test_input_gradients_match_finite_differences(arch: stax.Architecture) -> No
     for other in (None, x2):
         loss = _loss(kfn, other)
         np.testing.assert_allclose(
-            np.asarray(jax.grad(loss)(x1)), _central_difference(loss, x1), rtol=1e-5, atol=1e-7
+            np.asarray(jax.jit(jax.grad(loss))(x1)),
+            _central_difference(loss, x1),
+            rtol=1e-5,
+            atol=1e-7,
         )
 
 
@@ -99,7 +102,7 @@ def test_hyper_parameter_gradients_match_finite_differences(arch: stax.Architect
     def loss(params):  # type: ignore[no-untyped-def]
         return jnp.sum(kfn(x1, x2, get="ntk", params=params))
 
-    grads, _ = jax.tree.flatten(jax.grad(loss)(kfn.params))
+    grads, _ = jax.tree.flatten(jax.jit(jax.grad(loss))(kfn.params))
     values, tree = jax.tree.flatten(kfn.params)
     for i, (grad, value) in enumerate(zip(grads, values, strict=True)):
 

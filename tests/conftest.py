@@ -138,25 +138,3 @@ def start_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     yield Owned
     for proc in started:
         proc.kill()
-
-
-# The longest files run first: `--dist loadfile` hands files to the two workers in
-# collection order, and a long file collected last ran alone for minutes at the end of the
-# suite (measured: test_reference_conv.py's 124 s WideResNet test in the last 3 minutes).
-LONGEST_FILES = (
-    "tests/kernels/test_monte_carlo.py",
-    "tests/kernels/test_reference_conv.py",
-    "tests/kernels/test_monte_carlo_spatial.py",
-    "tests/kernels/test_monte_carlo_rescaling.py",
-    "tests/kernels/test_monte_carlo_attention.py",
-    "tests/kernels/test_conv_variants.py",
-    "tests/kernels/test_attention.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
-
-    items.sort(key=rank)  # stable: the order within each file, and of the rest, is kept

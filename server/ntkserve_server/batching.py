@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ntkserve_server.compute import Compiled, pattern_shapes
+from ntkserve_server.compute import Compiled, pattern_shapes, run_forward
 from ntkserve_server.kernels import KernelFn
 
 Array = np.ndarray[Any, Any]
@@ -62,27 +62,6 @@ class _Open:
     get: tuple[str, ...]
     waiters: list[_Waiter] = dataclasses.field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
-
-
-def _forward(
-    compiled: Compiled,
-    x1: Array,
-    x2: Array | None,
-    get: tuple[str, ...],
-    mask_constant: float | None = None,
-    patterns: tuple[Array | None, Array | None] = (None, None),
-) -> Result:
-    mask = None if mask_constant is None else np.asarray(mask_constant, x1.dtype)
-    out = compiled.forward(
-        compiled.kfn.params,
-        x1,
-        x2,
-        get=get,
-        mask_constant=mask,
-        pattern1=patterns[0],
-        pattern2=patterns[1],
-    )
-    return compiled.kfn.to_host(out, x2 is None)
 
 
 def _vmapped(kfn: KernelFn, get: tuple[str, ...], with_x2: bool) -> Callable[..., Any]:
@@ -145,7 +124,7 @@ class DynamicBatcher:
         extras = mask_constant is not None or patterns[0] is not None
         if extras or not self.wants(compiled, x1, x2):
             self.device_calls += 1
-            call = functools.partial(_forward, compiled, x1, x2, get, mask_constant, patterns)
+            call = functools.partial(run_forward, compiled, x1, x2, get, mask_constant, patterns)
             return await loop.run_in_executor(self._executor, call)
         key: Key = (
             compiled.kfn.id,
@@ -213,7 +192,7 @@ class DynamicBatcher:
     ) -> list[Result]:
         """One device call for all `inputs` (worker thread)."""
         if len(inputs) == 1:
-            return [_forward(compiled, *inputs[0], get)]
+            return [run_forward(compiled, *inputs[0], get)]
         n = len(inputs)
         size = max(n, min(self.max_batch, 1 << (n - 1).bit_length()))
         padded = inputs + [inputs[-1]] * (size - n)

@@ -132,20 +132,10 @@ class ComputeEngine:
         mask_constant: float | None = None,
         patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> tuple[Array, ...]:
-        kfn = compiled.kfn
-        kfn.check_inputs(
+        compiled.kfn.check_inputs(
             x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
         )
-        out = compiled.forward(
-            kfn.params,
-            x1,
-            x2,
-            get=get,
-            mask_constant=_scalar(mask_constant, x1),
-            pattern1=patterns[0],
-            pattern2=patterns[1],
-        )
-        return kfn.to_host(out, x2 is None)
+        return run_forward(compiled, x1, x2, get, mask_constant, patterns)
 
     def value_and_grad(
         self,
@@ -167,7 +157,7 @@ class ComputeEngine:
             x1,
             x2,
             cotangents,
-            _scalar(mask_constant, x1),
+            mask_scalar(mask_constant, x1),
             patterns,
             get=get,
             with_params=bool(hyper_parameters),
@@ -180,7 +170,29 @@ class ComputeEngine:
         return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path
 
 
-def _scalar(mask_constant: float | None, like: Array) -> Array | None:
+def run_forward(
+    compiled: Compiled,
+    x1: Array,
+    x2: Array | None,
+    get: tuple[str, ...],
+    mask_constant: float | None = None,
+    patterns: tuple[Array | None, Array | None] = (None, None),
+) -> tuple[Array, ...]:
+    """The forward program on checked inputs, its kernels on the host (exactly symmetric
+    for x2 = None): what `ComputeEngine.kernel` and an unbatched call of the batcher run."""
+    out = compiled.forward(
+        compiled.kfn.params,
+        x1,
+        x2,
+        get=get,
+        mask_constant=mask_scalar(mask_constant, x1),
+        pattern1=patterns[0],
+        pattern2=patterns[1],
+    )
+    return compiled.kfn.to_host(out, x2 is None)
+
+
+def mask_scalar(mask_constant: float | None, like: Array) -> Array | None:
     """The mask constant as a 0-d array of the inputs' dtype: a program input, so every
     constant shares one compilation (None compiles the program without masking)."""
     return None if mask_constant is None else np.asarray(mask_constant, like.dtype)

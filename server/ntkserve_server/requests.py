@@ -84,10 +84,6 @@ class KernelInputs:
     pattern1: Array | None = None
     pattern2: Array | None = None
 
-    @property
-    def pattern_shapes(self) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-        return tuple(None if p is None else p.shape for p in (self.pattern1, self.pattern2))  # type: ignore[return-value]
-
 
 def require_id(architecture_id: str) -> str:
     if not architecture_id:

@@ -21,7 +21,7 @@ from ntkserve_server import requests, streaming, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
-from ntkserve_server.compute import Compiled, ComputeEngine
+from ntkserve_server.compute import Compiled, ComputeEngine, pattern_shapes
 from ntkserve_server.kernels import EngineError, KernelFn
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
@@ -219,7 +219,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                     inputs.x1.shape,
                     None if inputs.x2 is None else inputs.x2.shape,
                     inputs.x1.dtype,
-                    inputs.pattern_shapes,
+                    pattern_shapes((inputs.pattern1, inputs.pattern2)),
                 )
             except (requests.InvalidRequest, EngineError) as e:
                 raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ntkserve_server.compute import mask_scalar
 from ntkserve_server.kernels import KernelFn
 
 WORKING_SET_FACTOR = 6
@@ -277,7 +278,7 @@ class TilePrograms:
     ) -> tuple[Array, ...]:
         """One tile's kernels as numpy arrays (blocks until computed)."""
         program = self.program(kfn, shape, device)
-        mask = None if mask_constant is None else np.asarray(mask_constant, x1.dtype)
+        mask = mask_scalar(mask_constant, x1)
         out = kfn.to_host(program(kfn.params, x1, x2, mask, patterns), x2 is None)
         with self._lock:
             self.tiles_computed[device.id] += 1

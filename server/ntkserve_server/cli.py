@@ -1,4 +1,11 @@
-"""The `ntkserve` command line: `ntkserve serve [--host] [--port] [--data-dir] ...`."""
+"""The server's command line: `ntkserve serve [--host] [--port] [--data-dir] ...`.
+
+Every flag can also come from the environment, as NTKSERVE_ and the flag's name in capitals
+with underscores (`--max-queue 8` or NTKSERVE_MAX_QUEUE=8; `--insecure` or NTKSERVE_INSECURE=1):
+containers and Kubernetes manifests configure the server that way. A flag on the command line
+wins over the environment. (`ntkserve` itself is the client's command, which hands `serve`
+to `main` here.)
+"""
 
 from __future__ import annotations
 
@@ -144,7 +151,37 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="text: key=value lines (default); json: one JSON object per line",
     )
+    _environment_defaults(serve)
     return parser
+
+
+ENV_PREFIX = "NTKSERVE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _environment_defaults(command: argparse.ArgumentParser) -> None:
+    """Sets each flag's default from NTKSERVE_<FLAG>, refusing a value its type rejects."""
+    for action in command._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        name = ENV_PREFIX + action.dest.upper()
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            if raw.strip().lower() not in _TRUE | _FALSE:
+                raise SystemExit(f"ntkserve: {name}={raw!r}: expected 1/0, true/false, yes/no")
+            value: object = raw.strip().lower() in _TRUE
+        else:
+            convert = action.type if callable(action.type) else str
+            try:
+                value = convert(raw)
+            except (TypeError, ValueError) as e:
+                raise SystemExit(f"ntkserve: {name}={raw!r}: {e}") from e
+            if action.choices is not None and value not in action.choices:
+                raise SystemExit(f"ntkserve: {name}={raw!r}: choose from {list(action.choices)}")
+        command.set_defaults(**{action.dest: value})
 
 
 def main(argv: list[str] | None = None) -> None:

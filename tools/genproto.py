@@ -1,7 +1,12 @@
-"""Regenerates the Python code for proto/ into client/ntkserve/v1/: the one command.
+"""Regenerates the Python code for proto/: the one command.
 
-    uv run python -m tools.genproto          # write client/ntkserve/v1/
+    uv run python -m tools.genproto          # write the generated packages
     uv run python -m tools.genproto --check  # exit 1 if the committed code drifted
+
+proto/ntkserve/v1 becomes client/ntkserve/v1 (messages and stubs). proto/inference (the
+KServe v2 / Open Inference Protocol) becomes server/ntkserve_server/kserve_v2, messages only:
+its package is the protocol's bare `inference`, whose stubs would import a top-level
+`inference` module, so the server binds that service itself (`ntkserve_server.inference`).
 
 Messages come from protoc's own Python and .pyi generators (bundled in the pinned
 grpcio-tools); the gRPC stubs from grpc_tools' plugin, typed by mypy-protobuf's
@@ -24,6 +29,11 @@ PROTO_ROOT = ROOT / "proto"
 PACKAGE_DIR = Path("ntkserve") / "v1"
 OUT_ROOT = ROOT / "client"
 INIT_TEXT = '"""Generated protobuf and gRPC code for ntkserve.v1 (tools/genproto.py)."""\n'
+INFERENCE_PROTO = Path("inference") / "grpc_predict_v2.proto"
+INFERENCE_DIR = ROOT / "server" / "ntkserve_server" / "kserve_v2"
+INFERENCE_INIT = (
+    '"""Generated protobuf messages of the KServe v2 inference protocol (tools/genproto.py)."""\n'
+)
 
 
 def _plugin(name: str) -> str:
@@ -62,6 +72,29 @@ def generate(out_root: Path) -> Path:
     return target
 
 
+def generate_inference(target: Path) -> Path:
+    """Writes the inference protocol's messages (and .pyi) into `target` and returns it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTO_ROOT}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            str(INFERENCE_PROTO),
+        ]
+        subprocess.run(cmd, check=True, cwd=PROTO_ROOT)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for made in (Path(tmp) / INFERENCE_PROTO.parent).iterdir():
+            shutil.copy(made, target / made.name)
+    (target / "__init__.py").write_text(INFERENCE_INIT)
+    (target / "py.typed").write_text("")
+    return target
+
+
 def _drift(expected: Path, actual: Path) -> list[str]:
     cmp = filecmp.dircmp(expected, actual)
     problems = [f"missing: {n}" for n in cmp.left_only] + [f"extra: {n}" for n in cmp.right_only]
@@ -75,11 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.check:
         print(f"generated {generate(OUT_ROOT).relative_to(ROOT)}")
+        print(f"generated {generate_inference(INFERENCE_DIR).relative_to(ROOT)}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        problems = _drift(generate(Path(tmp)), OUT_ROOT / PACKAGE_DIR)
+        client = [
+            f"client/{PACKAGE_DIR}: {p}"
+            for p in _drift(generate(Path(tmp)), OUT_ROOT / PACKAGE_DIR)
+        ]
+        inference = Path(tmp) / "kserve_v2"
+        server = [
+            f"{INFERENCE_DIR.relative_to(ROOT)}: {p}"
+            for p in _drift(generate_inference(inference), INFERENCE_DIR)
+        ]
+    problems = client + server
     for p in problems:
-        print(f"client/{PACKAGE_DIR}: {p}", file=sys.stderr)
+        print(p, file=sys.stderr)
     if problems:
         print("generated code drifted: run `uv run python -m tools.genproto`", file=sys.stderr)
         return 1

@@ -32,6 +32,9 @@ OPEN_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
+    # The inference protocol's liveness and readiness, like health: probes carry no token.
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
 )
 EXPECTED = (
     "send metadata 'authorization: Bearer <token>' with a token from the server's "

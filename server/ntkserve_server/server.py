@@ -1,4 +1,5 @@
-"""Assembles and runs the gRPC server: KernelService, health, reflection, graceful stop.
+"""Assembles and runs the gRPC server: KernelService, the KServe v2 inference protocol,
+health, reflection, graceful stop.
 
 Health reports SERVING only once jax has initialised its device and the port is open; on
 SIGTERM or SIGINT it turns NOT_SERVING first, then in-flight calls get `grace` seconds to
@@ -22,7 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ntkserve.v1 import kernel_service_pb2
 
-from ntkserve_server import wire
+import ntkserve_server
+from ntkserve_server import inference, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
@@ -139,11 +141,23 @@ async def serve(config: ServerConfig) -> None:
         observer=metrics,
     )
     wire.add_to_server(kernel_service, server)
+    draining = asyncio.Event()
+    inference.add_to_server(
+        inference.InferenceService(
+            kernel_service,
+            admission=admission,
+            server_version=ntkserve_server.__version__,
+            ready=lambda: not draining.is_set(),
+            observer=metrics,
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
+            inference.SERVICE.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -177,6 +191,7 @@ async def serve(config: ServerConfig) -> None:
 
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, draining for up to %.0fs", config.grace_seconds)
+    draining.set()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.grace_seconds)
     # stop() returns once every call has *queued* its last frames; give the transports a

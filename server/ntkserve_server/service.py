@@ -106,6 +106,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 return found
         return await self._run(self._compiled, tenant, architecture_id)
 
+    async def holds(self, architecture_id: str) -> bool:
+        """Whether the caller's tenant has registered `architecture_id`."""
+        tenant = caller_tenant()
+        if self._registry.known(tenant, architecture_id):
+            return True
+        return await self._run(self._registry.holds, tenant, architecture_id)
+
     def _delete(self, tenant: str, architecture_id: str) -> bool:
         """Deletes the tenant's registration; the compiled architecture is dropped only when
         no other tenant holds it (blocking)."""
@@ -158,6 +165,12 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
+        return await self.compute_kernel(request)
+
+    async def compute_kernel(self, request: ks.ComputeKernelRequest) -> ks.ComputeKernelResponse:
+        """ComputeKernel's work, for the caller's tenant, inside a call boundary and an
+        admission slot that the caller holds (ComputeKernel's, or the inference protocol's
+        ModelInfer's)."""
         tenant = caller_tenant()
         if len(request.x1.data) + len(request.x2.data) <= INLINE_BYTES:
             inputs = requests.kernel_inputs(request, self._max_elements)

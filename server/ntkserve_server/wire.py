@@ -1,4 +1,4 @@
-"""Binds KernelService's methods to the server with request decoding that cannot fail.
+"""Binds a service's methods to the server with request decoding that cannot fail.
 
 The generated `add_KernelServiceServicer_to_server` decodes requests inside gRPC, where
 bytes that are not a valid message become UNKNOWN or INTERNAL before any handler runs. Here
@@ -74,12 +74,14 @@ async def decoded(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield message
 
 
-def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
-    """What the generated add_KernelServiceServicer_to_server does, with tolerant decoding."""
+def bind(service: Any, messages: Any, servicer: Any, server: grpc.aio.Server) -> None:
+    """What a generated add_XServicer_to_server does, with tolerant decoding: every method
+    of `service` (a ServiceDescriptor) goes to the servicer's method of the same name, its
+    request and response types looked up in the generated module `messages`."""
     handlers = {}
-    for method in SERVICE.methods:
-        request_type = getattr(ks, method.input_type.name)
-        response_type = getattr(ks, method.output_type.name)
+    for method in service.methods:
+        request_type = getattr(messages, method.input_type.name)
+        response_type = getattr(messages, method.output_type.name)
         make = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),
@@ -87,6 +89,11 @@ def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
             response_serializer=response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+    """KernelService's methods, bound with tolerant decoding."""
+    bind(SERVICE, ks, servicer, server)

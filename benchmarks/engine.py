@@ -54,7 +54,6 @@ import json
 import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -154,49 +153,19 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    return statistics.median(_timed(fn) for _ in range(repeats))
+    from benchmarks.rates import median_seconds
+
+    return median_seconds(fn, repeats)
 
 
 def measure_machine(repeats: int) -> dict[str, float]:
-    """The GEMM rate (FLOP/s) and the memory bandwidth (bytes read + written per s)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    """The float32 GEMM rate (FLOP/s) and the memory bandwidth (bytes read + written per s)."""
+    from benchmarks import rates
 
-    n = 4096
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
-    gemm = _median_time(lambda: matmul(a, a).block_until_ready(), repeats)
-
-    size = 64 * 2**20  # float32 entries: 256 MiB, far beyond the caches
-    pass_bytes = 2.0 * size * 4  # one read and one write per entry
-    # In place (the input buffer donated): the memory's own rate. A pass into a fresh
-    # buffer also pays the kernel's page faults, which is what an unfused engine sees.
-    step = jax.jit(lambda x: x * 1.5 + 1.0, donate_argnums=0)
-    state = [jnp.ones((size,), jnp.float32)]
-
-    def in_place() -> None:
-        state[0] = step(state[0])
-        state[0].block_until_ready()
-
-    in_place()
-    stream = _median_time(in_place, repeats)
-    fresh_fn = jax.jit(lambda x: x * 1.5 + 1.0)
-    big = jnp.ones((size,), jnp.float32)
-    fresh_fn(big).block_until_ready()
-    fresh = _median_time(lambda: fresh_fn(big).block_until_ready(), repeats)
     return {
-        "gemm_flops_per_s": 2.0 * n**3 / gemm,
-        "bytes_per_s": pass_bytes / stream,
-        "fresh_buffer_bytes_per_s": pass_bytes / fresh,
+        "gemm_flops_per_s": rates.gemm_flops_per_s("float32", repeats),
+        **rates.bandwidth_bytes_per_s(repeats),
     }
 
 

@@ -8,7 +8,7 @@ as long as you like.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -48,19 +48,28 @@ def test_undecodable_bytes_are_invalid_argument(fuzzer: RequestFuzzer) -> None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT, method.name
 
 
-@pytest.mark.parametrize("method", [m.name for m in SERVICE.methods])
-def test_mutated_requests(fuzzer: RequestFuzzer, method: str) -> None:
+def _codes(
+    fuzzer: RequestFuzzer, target: Callable[[st.DrawFn], grpc.StatusCode], examples: int
+) -> dict[grpc.StatusCode, int]:
+    """Runs `target` on `examples` derandomized draws; how often each status came back.
+    The server must still compute afterwards."""
     codes: dict[grpc.StatusCode, int] = {}
 
-    @settings(FUZZ, max_examples=150)
+    @settings(FUZZ, max_examples=examples)
     @given(st.data())
     def run(data: st.DataObject) -> None:
-        code = fuzzer.mutated(method, data.draw)
+        code = target(data.draw)
         codes[code] = codes.get(code, 0) + 1
 
     run()
     fuzzer.check_alive()
-    print(method, {c.name: n for c, n in codes.items()})
+    print({c.name: n for c, n in codes.items()})
+    return codes
+
+
+@pytest.mark.parametrize("method", [m.name for m in SERVICE.methods])
+def test_mutated_requests(fuzzer: RequestFuzzer, method: str) -> None:
+    codes = _codes(fuzzer, lambda draw: fuzzer.mutated(method, draw), 150)
     if method != "ListArchitectures":  # its request has no field that can be wrong
         assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
 
@@ -73,17 +82,8 @@ def test_undecodable_inference_requests_are_invalid_argument(fuzzer: RequestFuzz
 
 @pytest.mark.parametrize("method", ["ModelInfer", "ModelReady", "ModelMetadata"])
 def test_mutated_inference_requests(fuzzer: RequestFuzzer, method: str) -> None:
-    codes: dict[grpc.StatusCode, int] = {}
-
-    @settings(FUZZ, max_examples=150 if method == "ModelInfer" else 40)
-    @given(st.data())
-    def run(data: st.DataObject) -> None:
-        code = fuzzer.inference(method, data.draw)
-        codes[code] = codes.get(code, 0) + 1
-
-    run()
-    fuzzer.check_alive()
-    print(method, {c.name: n for c, n in codes.items()})
+    examples = 150 if method == "ModelInfer" else 40
+    codes = _codes(fuzzer, lambda draw: fuzzer.inference(method, draw), examples)
     if method != "ModelReady":  # an unknown model is not ready: never an error
         assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
     if method == "ModelInfer":
@@ -91,15 +91,5 @@ def test_mutated_inference_requests(fuzzer: RequestFuzzer, method: str) -> None:
 
 
 def test_mutated_architectures_computed(fuzzer: RequestFuzzer) -> None:
-    codes: dict[grpc.StatusCode, int] = {}
-
-    @settings(FUZZ, max_examples=100)
-    @given(st.data())
-    def run(data: st.DataObject) -> None:
-        code = fuzzer.architecture(data.draw)
-        codes[code] = codes.get(code, 0) + 1
-
-    run()
-    fuzzer.check_alive()
-    print({c.name: n for c, n in codes.items()})
+    codes = _codes(fuzzer, fuzzer.architecture, 100)
     assert codes.get(grpc.StatusCode.OK, 0) >= 5  # enough of them reached the device

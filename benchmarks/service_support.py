@@ -1,6 +1,7 @@
 """Processes and probes for `benchmarks.service`: a real ntkserve server, a raw gRPC
 bytes-stream server (the transport's ceiling on the same loopback), CPU readings (memory
-readings are `benchmarks.memory`'s).
+readings are `benchmarks.memory`'s), a server's Prometheus metrics, a report section's command
+line.
 
     python -m benchmarks.service_support raw-server   # prints "raw listening on HOST:PORT"
 
@@ -18,11 +19,12 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -190,6 +192,55 @@ def proc_meminfo() -> dict[str, int]:
         if parts and parts[-1] == "kB":
             found[name] = int(parts[0]) * 1024
     return found
+
+
+# -- Prometheus metrics of a server started with --metrics-port --------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (bound and released: a small race, fine here)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The samples of http://HOST:PORT/metrics (Prometheus text), by name with labels as
+    written, e.g. 'ntkserve_compile_cache_misses_total{cache="topology"}'."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def section_main(
+    doc: str | None,
+    run: Callable[[bool], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """`python -m benchmarks.<section> [--quick] [--json PATH]`: runs one report section
+    alone (its `run` and `markdown`) and prints its markdown."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    results = run(args.quick)
+    results["seconds"] = time.monotonic() - start
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
 
 
 # -- server processes ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
     python3 dev.py serve [ntkserve serve options]   # start a server (CPU, or GPU if jax sees one)
     python3 dev.py test [pytest options]            # the whole test suite (what CI runs)
-    python3 dev.py gen                              # regenerate client/ntkserve/v1 from proto/
+    python3 dev.py gen                              # regenerate the code generated from proto/
     python3 dev.py lint                             # ruff format + ruff check --fix + mypy
 
 It installs what it needs on first use: uv (pinned, into .tools/), then the locked

@@ -72,8 +72,9 @@ class Workload:
         return PASSES_PER_LAYER * KERNEL_ARRAYS * BYTES[dtype] * entries
 
     def floor_seconds(self, n: int, dtype: str, rates: dict[str, Any]) -> float:
-        gemm = rates[f"gemm_{dtype}_flops_per_s"]
-        return self.gram_flops(n) / gemm + self.kernel_bytes_moved(n, dtype) / rates["bytes_per_s"]
+        gemm = float(rates[f"gemm_{dtype}_flops_per_s"])
+        bandwidth = float(rates["bytes_per_s"])
+        return self.gram_flops(n) / gemm + self.kernel_bytes_moved(n, dtype) / bandwidth
 
 
 def _fc(nonlinearity: str) -> Callable[[], Any]:
@@ -146,7 +147,9 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def measure(workload: Workload, dtype: str, sizes: Sequence[int], repeats: int) -> list[dict]:
+def measure(
+    workload: Workload, dtype: str, sizes: Sequence[int], repeats: int
+) -> list[dict[str, Any]]:
     """Every point of one workload and dtype, in this process (N ascending)."""
     import jax
     import numpy as np
@@ -159,7 +162,7 @@ def measure(workload: Workload, dtype: str, sizes: Sequence[int], repeats: int) 
     jitted = jax.jit(kfn.apply, static_argnames=("get",))
     get = ("nngp", "ntk")
     baseline = _peak_rss_bytes()
-    points = []
+    points: list[dict[str, Any]] = []
     for n in sorted(sizes):
         x = np.random.default_rng(n).standard_normal((n, *workload.example_shape)).astype(dtype)
         x1 = jax.device_put(x)
@@ -192,13 +195,13 @@ def measure(workload: Workload, dtype: str, sizes: Sequence[int], repeats: int) 
     return points
 
 
-def _child(name: str, dtype: str, sizes: Sequence[int], repeats: int) -> list[dict]:
+def _child(name: str, dtype: str, sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
     cmd = [sys.executable, "-m", "benchmarks.sweep", "--child", name, dtype]
     cmd += ["--sizes", *map(str, sizes), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} {dtype} failed (rc {proc.returncode})")
-    points: list[dict] = json.loads(proc.stdout.strip().splitlines()[-1])
+    points: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
     return points
 
 

@@ -34,6 +34,7 @@ from ntkserve import errors
 from ntkserve.client import Client
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES
+from ntkserve.tensor import TensorError
 
 DEFAULT_TARGET = "localhost:50051"
 KINDS = ("nngp", "ntk")
@@ -42,6 +43,13 @@ LAYERS_WIDTH = 60  # `ls` shortens a long chain of top-level layers to about thi
 
 class UsageError(Exception):
     """A bad argument or file: exit status 2."""
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def _common() -> argparse.ArgumentParser:
@@ -67,7 +75,7 @@ def _common() -> argparse.ArgumentParser:
         help="CA of the server's certificate: use TLS",
     )
     common.add_argument(
-        "--timeout", type=float, default=None, help="seconds per call (default: none)"
+        "--timeout", type=_positive, default=None, help="seconds per call (default: none)"
     )
     return common
 
@@ -126,10 +134,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client(args: argparse.Namespace) -> Client:
-    token = os.environ.get("NTKSERVE_TOKEN") or None
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: one word, from --token-file or $NTKSERVE_TOKEN (or none)."""
+    where = "$NTKSERVE_TOKEN"
+    text = os.environ.get("NTKSERVE_TOKEN")
     if args.token_file is not None:
-        token = _read_bytes(args.token_file).decode().strip()
+        where = str(args.token_file)
+        try:
+            text = _read_bytes(args.token_file).decode()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{where}: not text: {e}") from e
+    if text is None or not text.strip():
+        return None
+    token = text.strip()
+    if len(token.split()) != 1:
+        raise UsageError(f"{where}: must hold the token alone (no spaces or second line)")
+    return token
+
+
+def _client(args: argparse.Namespace) -> Client:
+    token = _token(args)
     roots = None if args.root_certificates is None else _read_bytes(args.root_certificates)
     return Client(args.target, token=token, root_certificates=roots, timeout=args.timeout)
 
@@ -177,9 +201,23 @@ def _register(args: argparse.Namespace) -> None:
         print(client.register(arch))
 
 
+def _writable(out: Path) -> Path:
+    """OUT with the .npy suffix numpy gives it, in a folder that exists: checked before the
+    server computes anything."""
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    folder = out.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"--out {out}: {folder} is not a folder this user can write to")
+    return out
+
+
 def _kernel(args: argparse.Namespace) -> None:
     kinds = _kinds(args.get)
+    args.out = _writable(args.out)
     arch_path = Path(args.arch)
+    if not arch_path.exists() and (args.arch.endswith(".json") or os.sep in args.arch):
+        raise UsageError(f"--arch {args.arch}: no such file (nor is it an architecture id)")
     arch: Architecture | str = _architecture(arch_path) if arch_path.exists() else args.arch
     x1 = _array(args.x1)
     x2 = _array(args.x2)
@@ -259,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except UsageError as e:
+    except (UsageError, TensorError) as e:
         print(f"ntkserve {args.command}: {e}", file=sys.stderr)
         return 2
     except errors.NtkServeError as e:

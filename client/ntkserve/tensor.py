@@ -70,12 +70,26 @@ def encode_into(out: tensor_pb2.Tensor, array: Any, field: str = "tensor") -> in
     return wire.nbytes
 
 
+MAX_DIMENSIONS = 32
+
+
 def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray[Any, Any]:
     """Decodes a Tensor into a read-only numpy view of its bytes, validating everything first."""
     dtype = wire_dtype(tensor.dtype, f"{field}.dtype")
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"{field}.shape", f"dimensions must be >= 0, got {list(shape)}")
+    if len(shape) > MAX_DIMENSIONS:
+        raise TensorError(
+            f"{field}.shape", f"has {len(shape)} dimensions, at most {MAX_DIMENSIONS}"
+        )
+    # numpy refuses a shape whose nonzero sizes multiply past its index range even when
+    # another size is 0 (so no bytes are needed): say so here, not as numpy's ValueError.
+    span = dtype.itemsize
+    for d in shape:
+        span *= max(d, 1)
+    if span >= 2**63:
+        raise TensorError(f"{field}.shape", f"{list(shape)} is too large for any array")
     count = 1
     for d in shape:
         count *= d

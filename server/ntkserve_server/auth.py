@@ -1,7 +1,8 @@
 """Bearer-token authentication: the token file, the interceptor, and the caller's tenant.
 
 `ntkserve serve --auth-tokens FILE` reads one `TOKEN TENANT` per line. Every call of every
-service except health and reflection must then carry `authorization: Bearer TOKEN` metadata,
+service except health, reflection and the inference protocol's ServerLive and ServerReady
+(`OPEN_PREFIXES`) must then carry `authorization: Bearer TOKEN` metadata,
 or it is answered UNAUTHENTICATED before any handler runs (and before its request is parsed).
 Tokens are kept only as SHA-256 digests and a presented token is compared with every one of
 them in constant time, so neither the comparison's timing nor its early exit tells a caller

@@ -1,4 +1,5 @@
-"""The call boundary of KernelService: request ids, status codes, the log line, call metrics.
+"""The call boundary of every RPC (KernelService and the inference protocol): request ids,
+status codes, the log line, call metrics.
 
 Every RPC gets a request id: the client's `x-request-id` metadata when it sends one, else
 one made here. The id is in the call's log line, in the message of every error, and in the

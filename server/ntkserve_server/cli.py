@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ntkserve_server import logs
-from ntkserve_server.server import ServerConfig
+from ntkserve_server.config import ServerConfig
 from ntkserve_server.transport import Security, SecurityError
 
 
@@ -167,7 +167,7 @@ def _environment_defaults(command: argparse.ArgumentParser) -> None:
             continue
         name = ENV_PREFIX + action.dest.upper()
         raw = os.environ.get(name)
-        if raw is None:
+        if not raw:  # unset, or set to nothing (compose's `NTKSERVE_X=`): the default
             continue
         if isinstance(action, argparse._StoreTrueAction):
             if raw.strip().lower() not in _TRUE | _FALSE:
@@ -187,7 +187,7 @@ def _environment_defaults(command: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    data_dir = args.data_dir or Path(os.environ.get("NTKSERVE_DATA_DIR") or _default_data_dir())
+    data_dir = args.data_dir or _default_data_dir()  # --data-dir, or $NTKSERVE_DATA_DIR
     try:  # refuse bad security flags before jax initialises a device
         security = Security.load(
             auth_tokens=args.auth_tokens,

@@ -6,8 +6,9 @@ The mapping (also in proto/inference/grpc_predict_v2.proto and the README):
   id, with the one version "1" (an empty version means it too);
 - ModelInfer is a ComputeKernel: inputs X1 (required), X2 (optional; absent: x2 = x1),
   PATTERN1/PATTERN2 (Aggregate layers), FP32 or FP64, batch first, as raw little-endian
-  bytes (`raw_input_contents`) or typed `contents`; outputs NNGP and NTK, (N1, N2), in the
-  inputs' datatype, always as raw bytes; no outputs requested means all of them;
+  bytes (`raw_input_contents`) or typed `contents`; outputs NNGP and NTK, (N1, N2,
+  *positions left), in the inputs' datatype, always as raw bytes; no outputs requested means
+  all of them;
 - request parameter "mask_constant" (double or integer) is ComputeKernelRequest's.
 
 It is KernelService's work behind another front: the same call boundary (request ids,
@@ -18,7 +19,6 @@ are the protocol's (`inputs[X1].shape`, `parameters[mask_constant]`, `model_name
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -47,6 +47,9 @@ DATATYPE_OF = {dtype: name for name, (dtype, _, _) in DATATYPES.items()}
 INPUTS = {"X1": "x1", "X2": "x2", "PATTERN1": "pattern1", "PATTERN2": "pattern2"}
 OUTPUTS = {"NNGP": ks.KERNEL_KIND_NNGP, "NTK": ks.KERNEL_KIND_NTK}
 PARAMETERS = ("mask_constant",)
+# Sent by stock clients (tritonclient's infer(priority=, timeout=)); accepted and ignored:
+# ntkserve has one queue, and the call's gRPC deadline bounds its time.
+IGNORED_PARAMETERS = ("priority", "timeout")
 # ComputeKernelRequest field -> the protocol's path, for errors raised by the kernel work.
 FIELD_PATHS = {
     **{field: f"inputs[{name}]" for name, field in INPUTS.items()},
@@ -62,19 +65,21 @@ def _protocol_path(field: str) -> str:
     return FIELD_PATHS.get(head, head) + dot + rest
 
 
-def _in_protocol_terms(error: EngineError | requests.InvalidRequest) -> requests.InvalidRequest:
-    """The same problems, their field paths the protocol's (x1.shape -> inputs[X1].shape)."""
-    violations = tuple((_protocol_path(f), p) for f, p in error.violations)
-    renamed = requests.InvalidRequest(*violations[0])
-    renamed.violations = violations
-    renamed.args = ("; ".join(f"{f}: {p}" for f, p in violations),)
-    return renamed
+def _in_protocol_terms(error: Exception) -> Exception:
+    """The same problem, its field paths the protocol's (x1.shape -> inputs[X1].shape)."""
+    if isinstance(error, (EngineError, requests.InvalidRequest)):
+        return requests.InvalidRequest.of([(_protocol_path(f), p) for f, p in error.violations])
+    field, colon, rest = str(error).partition(":")  # OverLimit: "x1: shape [...] holds ..."
+    return requests.OverLimit(_protocol_path(field) + colon + rest) if colon else error
 
 
 def _parameter_number(name: str, value: pb.InferParameter) -> float:
     kind = value.WhichOneof("parameter_choice")
     if kind not in ("double_param", "int64_param", "uint64_param"):
-        raise requests.InvalidRequest(f"parameters[{name}]", f"must be a number, not {kind}")
+        raise requests.InvalidRequest(
+            f"parameters[{name}]",
+            f"must be a number (double_param or int64_param), not {kind or 'unset'}",
+        )
     return float(getattr(value, kind))
 
 
@@ -108,6 +113,10 @@ def _tensor(
     if any(s < 0 for s in shape):
         raise requests.InvalidRequest(f"{path}.shape", f"{shape} has a negative size")
     elements = math.prod(shape)
+    if request.raw_input_contents and tensor.HasField("contents"):
+        raise requests.InvalidRequest(
+            f"{path}.contents", "given with raw_input_contents: send the data one way only"
+        )
     if request.raw_input_contents:
         if len(request.raw_input_contents) != len(request.inputs):
             raise requests.InvalidRequest(
@@ -147,9 +156,13 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
             raise requests.InvalidRequest(
                 f"outputs[{index}].name", f"{output.name!r} is not one of {', '.join(OUTPUTS)}"
             )
+        if OUTPUTS[output.name] in kinds:
+            raise requests.InvalidRequest(f"outputs[{index}].name", f"{output.name} asked twice")
         _check_no_parameters(output.parameters, f"outputs[{output.name}]")
         kinds.append(OUTPUTS[output.name])
     for name, value in request.parameters.items():
+        if name in IGNORED_PARAMETERS:
+            continue
         if name not in PARAMETERS:
             raise requests.InvalidRequest(
                 f"parameters[{name}]",
@@ -181,13 +194,11 @@ class InferenceService:
         *,
         admission: Admission,
         server_version: str,
-        ready: Callable[[], bool],
         observer: CallObserver | None = None,
     ) -> None:
         self._kernels = kernels
         self._admission = admission  # `admitted` takes slots from KernelService's pool
         self._server_version = server_version
-        self._ready = ready
         self.observer = observer
 
     @rpc
@@ -200,7 +211,9 @@ class InferenceService:
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._ready())
+        """Ready whenever it answers: the service is added once the device is up, and a
+        draining server refuses new calls (UNAVAILABLE) instead of answering not ready."""
+        return pb.ServerReadyResponse(ready=True)
 
     @rpc
     async def ServerMetadata(
@@ -215,16 +228,17 @@ class InferenceService:
         """Ready: registered by this tenant (an unknown model is not ready, not an error)."""
         _check_version(request.version, "version")
         ready = bool(request.name) and await self._kernels.holds(request.name)
-        return pb.ModelReadyResponse(ready=ready and self._ready())
+        return pb.ModelReadyResponse(ready=ready)
 
     @rpc
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        """X1 and X2 are (N, *features): their rank depends on the network, so only the
-        batch axis is declared; FP64 is accepted as well as the FP32 declared."""
+        """X1 and X2 are (N, *features), the outputs (N1, N2, *positions left): their ranks
+        depend on the network, so only the first axis is declared; FP64 is accepted as well
+        as the FP32 declared."""
         _check_version(request.version, "version")
-        name = requests.require_id(request.name)
+        name = requests.require_id(request.name, "name")
         if not await self._kernels.holds(name):
             raise UnknownArchitecture(name, "; register it with KernelService first")
         return pb.ModelMetadataResponse(
@@ -232,7 +246,7 @@ class InferenceService:
             versions=[VERSION],
             platform=PLATFORM,
             inputs=[_tensor_metadata("X1", [-1]), _tensor_metadata("X2", [-1])],
-            outputs=[_tensor_metadata(n, [-1, -1]) for n in OUTPUTS],
+            outputs=[_tensor_metadata(n, [-1]) for n in OUTPUTS],
         )
 
     @rpc
@@ -243,7 +257,7 @@ class InferenceService:
         _check_version(request.model_version, "model_version")
         try:
             computed = await self._kernels.compute_kernel(kernel_request(request))
-        except (EngineError, requests.InvalidRequest) as e:
+        except (EngineError, requests.InvalidRequest, requests.OverLimit) as e:
             raise _in_protocol_terms(e) from e
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=VERSION, id=request.id

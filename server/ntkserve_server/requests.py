@@ -27,13 +27,17 @@ class InvalidRequest(ValueError):
         super().__init__(f"{field}: {problem}")
 
     @classmethod
+    def of(cls, violations: Sequence[tuple[str, str]]) -> InvalidRequest:
+        """One error holding several (field, problem) violations."""
+        error = cls(*violations[0])
+        error.violations = tuple(violations)
+        error.args = ("; ".join(f"{f}: {p}" for f, p in violations),)
+        return error
+
+    @classmethod
     def within(cls, prefix: str, violations: Sequence[tuple[str, str]]) -> InvalidRequest:
         """The same violations, their fields under `prefix` (e.g. "requests[3]")."""
-        moved = tuple((f"{prefix}.{field}", problem) for field, problem in violations)
-        error = cls(*moved[0])
-        error.violations = moved
-        error.args = ("; ".join(f"{f}: {p}" for f, p in moved),)
-        return error
+        return cls.of([(f"{prefix}.{field}", problem) for field, problem in violations])
 
 
 class OverLimit(Exception):
@@ -74,6 +78,22 @@ def check_entries(
     return entries
 
 
+# What a response message carries besides its tensors' bytes (field tags, shapes, dtypes),
+# with room to spare.
+RESPONSE_OVERHEAD_BYTES = 4096
+
+
+def check_response_bytes(payload: int, max_bytes: int, what: str = "the kernel") -> None:
+    """OverLimit when a response carrying `payload` tensor bytes would exceed the largest
+    message this server may send (0: no check): refused before computing, not after."""
+    if max_bytes and payload + RESPONSE_OVERHEAD_BYTES > max_bytes:
+        raise OverLimit(
+            f"{what} would be {payload} bytes, over this server's largest message of "
+            f"{max_bytes} bytes (--max-message-mb); use StreamKernel (the client's "
+            "Client.kernel streams on its own, with tile= and out=), or send fewer rows per call"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelInputs:
     architecture_id: str
@@ -85,9 +105,9 @@ class KernelInputs:
     pattern2: Array | None = None
 
 
-def require_id(architecture_id: str) -> str:
+def require_id(architecture_id: str, field: str = "architecture_id") -> str:
     if not architecture_id:
-        raise InvalidRequest("architecture_id", "is required")
+        raise InvalidRequest(field, "is required")
     return architecture_id
 
 

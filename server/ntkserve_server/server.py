@@ -9,7 +9,6 @@ finish while new ones are refused, then the process exits.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -28,49 +27,15 @@ from ntkserve_server import inference, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.config import ServerConfig
 from ntkserve_server.metrics import ComponentCollector, Metrics
 from ntkserve_server.registry import Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
-from ntkserve_server.transport import Security
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
 SERVICE_NAME = kernel_service_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    data_dir: Path = Path("ntkserve-data")
-    max_message_bytes: int = 256 * 1024 * 1024
-    workers: int = 4
-    grace_seconds: float = 30.0
-    # Device memory one streamed tile may use; None: half the device's memory where jax
-    # reports it (GPUs), else 1 GiB.
-    tile_memory_bytes: int | None = None
-    max_tile_size: int = 2048
-    max_stream_input_bytes: int = 4 << 30
-    max_tile_programs: int = 64
-    # Topologies whose compiled programs stay in memory (least recently used dropped).
-    max_topologies: int = 64
-    # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
-    batch_window_seconds: float = 0.002
-    batch_max_entries: int = 65536
-    # Limits (RESOURCE_EXHAUSTED past them): elements of one request tensor; entries of one
-    # unary kernel (bigger ones stream); compute calls running at once (None: 8 * workers,
-    # so dynamic batching still merges many small calls), waiting beyond those, and running
-    # or waiting per tenant (0: no limit).
-    max_tensor_elements: int = 1 << 28
-    max_unary_kernel_entries: int = 1 << 26
-    max_concurrent_jobs: int | None = None
-    max_queue: int = 64
-    max_jobs_per_tenant: int = 0
-    # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
-    security: Security = dataclasses.field(default_factory=Security)
-    # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).
-    metrics_port: int | None = None
 
 
 def _devices() -> str:
@@ -138,16 +103,15 @@ async def serve(config: ServerConfig) -> None:
         admission=admission,
         max_tensor_elements=config.max_tensor_elements,
         max_unary_kernel_entries=config.max_unary_kernel_entries,
+        max_response_bytes=config.max_message_bytes,
         observer=metrics,
     )
     wire.add_to_server(kernel_service, server)
-    draining = asyncio.Event()
     inference.add_to_server(
         inference.InferenceService(
             kernel_service,
             admission=admission,
             server_version=ntkserve_server.__version__,
-            ready=lambda: not draining.is_set(),
             observer=metrics,
         ),
         server,
@@ -167,7 +131,7 @@ async def serve(config: ServerConfig) -> None:
     if port == 0:
         raise SystemExit(f"cannot listen on {config.host}:{config.port}")
     await server.start()
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE_NAME, inference.SERVICE.full_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     stop = asyncio.Event()
@@ -191,7 +155,6 @@ async def serve(config: ServerConfig) -> None:
 
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, draining for up to %.0fs", config.grace_seconds)
-    draining.set()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.grace_seconds)
     # stop() returns once every call has *queued* its last frames; give the transports a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -33,9 +34,16 @@ _T = TypeVar("_T")
 
 
 def _kernel_shape(compiled: Compiled, inputs: requests.KernelInputs) -> tuple[int, ...]:
-    return compiled.kfn.kernel_shape(
-        inputs.x1.shape, None if inputs.x2 is None else inputs.x2.shape
+    """The kernel's shape, once the inputs are known to fit the network (InputError if not:
+    a rank-0 x1, say, must be INVALID_ARGUMENT, not an IndexError)."""
+    x2_shape = None if inputs.x2 is None else inputs.x2.shape
+    compiled.kfn.check_inputs(
+        inputs.x1.shape,
+        x2_shape,
+        inputs.x1.dtype,
+        pattern_shapes((inputs.pattern1, inputs.pattern2)),
     )
+    return compiled.kfn.kernel_shape(inputs.x1.shape, x2_shape)
 
 
 def _record_message(record: Record) -> ks.ArchitectureRecord:
@@ -64,6 +72,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         admission: Admission,
         max_tensor_elements: int = 0,
         max_unary_kernel_entries: int = 0,
+        max_response_bytes: int = 0,
         observer: CallObserver | None = None,
     ) -> None:
         # Every registry call is keyed by the caller's tenant (`caller_tenant()`), and every id is
@@ -79,6 +88,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._admission = admission
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
+        # The largest message the server may send (its --max-message-mb): a kernel that
+        # would not fit is refused before it is computed, with a way out (0: no check).
+        self._max_response_bytes = max_response_bytes
         self.observer = observer  # told of every call's end (`calls.rpc`)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -189,7 +201,11 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
         shape = _kernel_shape(compiled, inputs)
-        requests.check_entries(shape, inputs.get, self._max_entries)
+        entries = requests.check_entries(shape, inputs.get, self._max_entries)
+        grads = inputs.x1.nbytes + (0 if inputs.x2 is None else inputs.x2.nbytes)
+        requests.check_response_bytes(
+            entries * inputs.x1.dtype.itemsize + grads, self._max_response_bytes, "the response"
+        )
         cotangents = await self._run(
             requests.cotangents, request, inputs, shape, self._max_elements
         )
@@ -241,15 +257,26 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             entries += self._entries(compiled, inputs, f"requests[{i}]'s kernel")
             items.append((inputs, compiled))
         requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
+        requests.check_response_bytes(
+            sum(
+                math.prod(_kernel_shape(c, x)) * len(x.get) * x.x1.dtype.itemsize for x, c in items
+            ),
+            self._max_response_bytes,
+            "the batch's response",
+        )
         responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
     def _entries(
         self, compiled: Compiled, inputs: requests.KernelInputs, what: str = "the kernel"
     ) -> int:
-        return requests.check_entries(
+        entries = requests.check_entries(
             _kernel_shape(compiled, inputs), inputs.get, self._max_entries, what
         )
+        requests.check_response_bytes(
+            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, what
+        )
+        return entries
 
     async def _kernel(
         self, compiled: Compiled, inputs: requests.KernelInputs

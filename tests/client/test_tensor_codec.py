@@ -45,3 +45,17 @@ def test_unknown_dtype_and_negative_shape() -> None:
     with pytest.raises(tensor.TensorError) as info:
         tensor.decode(tensor_pb2.Tensor(dtype=1, shape=[-1], data=b""), "x2")
     assert info.value.field == "x2.shape"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[0, 2**40, 2**40], [2**62, 0, 4], [0] * 40],
+    ids=["empty-but-huge", "huge-but-empty", "too-many-dimensions"],
+)
+def test_shapes_numpy_cannot_hold_are_refused_as_shapes(shape: list[int]) -> None:
+    # No bytes are needed (a size is 0), but numpy cannot make the array: once a ValueError
+    # from numpy, which the server answered INTERNAL (found by the request fuzzer).
+    with pytest.raises(tensor.TensorError) as info:
+        tensor.decode(tensor_pb2.Tensor(dtype=1, shape=shape, data=b""), "x1")
+    assert info.value.field == "x1.shape"
+    assert tensor.decode(tensor_pb2.Tensor(dtype=1, shape=[0, 3], data=b""), "x1").shape == (0, 3)

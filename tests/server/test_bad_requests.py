@@ -113,6 +113,10 @@ def _kernel_cases() -> list[Any]:
         pytest.param({"x2": _x((2, 5))}, "x2.shape", id="feature-shapes-differ"),
         pytest.param({"x2": _x((2, 4), np.float64)}, "x2.dtype", id="dtypes-differ"),
         pytest.param({"x1": _x((3,))}, "x1.shape", id="rank-1"),
+        pytest.param(  # once an IndexError (INTERNAL) before the shape was checked
+            {"x1": tensor_pb2.Tensor(dtype=1, shape=[], data=b"\0" * 4)}, "x1.shape", id="rank-0"
+        ),
+        pytest.param({"x1": _x((0, 4))}, "x1.shape", id="empty-batch"),
         pytest.param({"get": [ks.KERNEL_KIND_UNSPECIFIED]}, "get[0]", id="unspecified-kind"),
         pytest.param({"get": [ks.KERNEL_KIND_NTK, ks.KERNEL_KIND_NTK]}, "get[1]", id="kind-twice"),
         pytest.param({"architecture_id": ""}, "architecture_id", id="missing-id"),

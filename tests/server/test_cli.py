@@ -164,6 +164,41 @@ def test_bad_inputs_exit_nonzero_and_name_the_problem(
     assert get.returncode == 2 and "--get" in get.stderr
     assert not (tmp_path / "k.npy").exists()
 
+    np.save(tmp_path / "ints.npy", np.ones((3, 8), np.int64))
+    ints = ntkserve(
+        server.target, "kernel", "--arch", EXAMPLES / "fc.json", "--x1", tmp_path / "ints.npy",
+        "--out", tmp_path / "k.npy",
+    )  # fmt: skip
+    assert ints.returncode == 2 and "int64" in ints.stderr and "Traceback" not in ints.stderr
+
+    nowhere = ntkserve(
+        server.target, "kernel", "--arch", EXAMPLES / "fc.json", "--x1", tmp_path / "a.npy",
+        "--out", tmp_path / "no" / "such" / "k.npy",
+    )  # fmt: skip
+    assert nowhere.returncode == 2 and "not a folder" in nowhere.stderr
+
+    no_file = ntkserve(
+        server.target, "kernel", "--arch", EXAMPLES / "nope.json", "--x1", tmp_path / "a.npy",
+        "--out", tmp_path / "k.npy",
+    )  # fmt: skip
+    assert no_file.returncode == 2 and "no such file" in no_file.stderr
+
+
+def test_out_gets_the_npy_suffix_whichever_way_the_kernel_comes(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    _save(tmp_path / "a.npy", (4, 8), 5)
+    fc = EXAMPLES / "fc.json"
+    for way, extra in (("unary", ()), ("streamed", ("--tile", "2"))):
+        out = ntkserve(
+            server.target, "kernel", "--arch", fc, "--x1", tmp_path / "a.npy",
+            "--get", "nngp,ntk", "--out", tmp_path / way, *extra,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        printed = out.stdout.split()
+        assert printed == [str(tmp_path / f"{way}.{k}.npy") for k in ("nngp", "ntk")]
+        assert all(np.load(p).shape == (4, 4) for p in printed)
+
 
 def test_the_token_comes_from_the_environment_or_a_file(
     start_server: type[ServerProcess], tmp_path: Path
@@ -181,6 +216,9 @@ def test_the_token_comes_from_the_environment_or_a_file(
     token_file.write_text("s3cret-token-for-the-lab\n")
     from_file = ntkserve(srv.target, "ls", "--token-file", token_file)
     assert from_file.returncode == 0, from_file.stderr
+    # The server's token file (TOKEN TENANT) is not a client token file: said so, not sent.
+    wrong = ntkserve(srv.target, "ls", "--token-file", tokens)
+    assert wrong.returncode == 2 and "the token alone" in wrong.stderr
 
 
 def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
@@ -199,6 +237,7 @@ def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
     assert "NTKSERVE_MAX_QUEUE" in refused.stderr
 
     env["NTKSERVE_MAX_QUEUE"] = "3"
+    env["NTKSERVE_AUTH_TOKENS"] = ""  # set to nothing (compose's `VAR=`): the default, no tokens
     proc = subprocess.Popen(
         [sys.executable, "-m", "ntkserve.cli", "serve"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

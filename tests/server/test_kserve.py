@@ -129,6 +129,40 @@ def test_typed_contents_give_the_same_kernel(
     np.testing.assert_array_equal(got, expected)
 
 
+def test_data_sent_both_raw_and_typed_is_refused(server: ServerProcess, arch_id: str) -> None:
+    (x,) = _rng_inputs(5, (2, 12))
+    request = service_pb2.ModelInferRequest(model_name=arch_id)
+    request.inputs.add(name="X1", datatype="FP32", shape=list(x.shape))
+    request.inputs[0].contents.fp32_contents.extend(x.ravel().tolist())
+    request.raw_input_contents.append(x.tobytes())
+    with grpc.insecure_channel(server.target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inputs[X1].contents" in info.value.details()
+
+
+def test_limits_are_refused_before_computing_in_the_protocols_terms(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    srv = start_server(tmp_path / "data", "--max-tensor-elements=5000", "--max-message-mb=1")
+    with Client(srv.target) as client:
+        arch_id = client.register(ARCH)
+    triton_client = triton.InferenceServerClient(srv.target)
+    try:
+        (big,) = _rng_inputs(6, (500, 12))  # 6000 elements
+        message = _refused(triton_client, arch_id, [_input("X1", big)])
+        assert "RESOURCE_EXHAUSTED" in message and "inputs[X1]: shape [500, 12]" in message
+        # 600 x 600 float32 NTK: 1.4 MB, over the 1 MiB a message may carry.
+        (wide,) = _rng_inputs(7, (600, 1))
+        message = _refused(triton_client, arch_id, [_input("X1", wide)], outputs=[])
+        assert "RESOURCE_EXHAUSTED" in message and "--max-message-mb" in message
+        assert srv.wait_for_log("code=RESOURCE_EXHAUSTED")
+    finally:
+        triton_client.close()
+
+
 def _refused(
     triton_client: triton.InferenceServerClient, model: str, inputs: list, **kwargs: object
 ) -> str:
@@ -167,10 +201,19 @@ def test_bad_requests_name_the_field(
     )
     unknown_output = [triton.InferRequestedOutput("LOGITS")]
     assert "outputs[0].name" in _refused(triton_client, arch_id, [good], outputs=unknown_output)
+    twice = [triton.InferRequestedOutput("NTK"), triton.InferRequestedOutput("NTK")]
+    assert "outputs[1].name" in _refused(triton_client, arch_id, [good], outputs=twice)
+    scalar = triton.InferInput("X1", [], "FP32")
+    scalar._raw_content = np.float32(1).tobytes()
+    assert "inputs[X1].shape" in _refused(triton_client, arch_id, [scalar])
     assert "NOT_FOUND" in _refused(triton_client, "0" * 32, [good])
     assert "model_version" in _refused(triton_client, arch_id, [good], model_version="3")
+    with pytest.raises(InferenceServerException, match="name: is required"):
+        triton_client.get_model_metadata("")
+    # What tritonclient sends on its own is accepted (and ignored: one queue, gRPC deadlines).
+    kept = triton_client.infer(arch_id, [good], priority=3, timeout=10_000_000)
     # After all of that the server still answers.
-    assert triton_client.infer(arch_id, [good]).as_numpy("NTK").shape == (4, 4)
+    assert kept.as_numpy("NTK").shape == (4, 4)
 
 
 def test_tokens_and_tenants_hold_for_the_inference_protocol(

@@ -1,0 +1,43 @@
+"""The server's settings, in a module that imports no jax: `ntkserve serve --help` and a
+refused flag answer at once, and jax is configured (device memory, x64) before it loads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ntkserve_server.transport import Security
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("ntkserve-data")
+    max_message_bytes: int = 256 * 1024 * 1024
+    workers: int = 4
+    grace_seconds: float = 30.0
+    # Device memory one streamed tile may use; None: half the device's memory where jax
+    # reports it (GPUs), else 1 GiB.
+    tile_memory_bytes: int | None = None
+    max_tile_size: int = 2048
+    max_stream_input_bytes: int = 4 << 30
+    max_tile_programs: int = 64
+    # Topologies whose compiled programs stay in memory (least recently used dropped).
+    max_topologies: int = 64
+    # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
+    batch_window_seconds: float = 0.002
+    batch_max_entries: int = 65536
+    # Limits (RESOURCE_EXHAUSTED past them): elements of one request tensor; entries of one
+    # unary kernel (bigger ones stream); compute calls running at once (None: 8 * workers,
+    # so dynamic batching still merges many small calls), waiting beyond those, and running
+    # or waiting per tenant (0: no limit).
+    max_tensor_elements: int = 1 << 28
+    max_unary_kernel_entries: int = 1 << 26
+    max_concurrent_jobs: int | None = None
+    max_queue: int = 64
+    max_jobs_per_tenant: int = 0
+    # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
+    security: Security = dataclasses.field(default_factory=Security)
+    # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).
+    metrics_port: int | None = None

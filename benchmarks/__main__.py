@@ -7,8 +7,8 @@ Sections, in order: the machine and its measured rates (`rates`), the engine's t
 memory against N beside the floor (`sweep`), the service's overhead over the in-process
 engine (`overhead`), compilations across a hyper-parameter and batch-size sweep
 (`compilation`), and the GPU note. Results also go to benchmarks/results.json, so the
-report can be re-rendered. The CPU suite takes under 15 minutes on 2 cores (`--quick`,
-a smoke run, about 3).
+report can be re-rendered. The CPU suite took about 5 minutes on the 2-core development
+machine (the issue asks under 15); `--quick`, a smoke run, about 2.
 """
 
 from __future__ import annotations

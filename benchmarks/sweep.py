@@ -205,7 +205,7 @@ def _child(name: str, dtype: str, sizes: Sequence[int], repeats: int) -> list[di
     return points
 
 
-def run(quick: bool, rates: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
+def run(quick: bool, rates: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
     """Every workload and dtype, each in a fresh process; points with floors and ratios."""
     gpu = rates["platform"] == "gpu"
     results: dict[str, Any] = {"gpu": gpu, "repeats": repeats, "workloads": []}
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="two sizes per workload")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--sizes", nargs="+", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -17,6 +17,8 @@ from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.kernels import ArchitectureError, kernel_fn
 
+from tests.kernels.gradient_helpers import assert_hyper_gradients_match, central_difference
+
 
 def _network(**attention: object) -> stax.Architecture:
     return stax.serial(
@@ -70,12 +72,6 @@ def _loss(kfn, x2=None):  # type: ignore[no-untyped-def]
     return loss
 
 
-def _central_difference(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:  # type: ignore[no-untyped-def]
-    steps = np.eye(x.size).reshape(x.size, *x.shape) * eps
-    values = jax.jit(jax.vmap(f))(np.concatenate([x + steps, x - steps]))
-    return np.asarray((values[: x.size] - values[x.size :]) / (2 * eps)).reshape(x.shape)
-
-
 @pytest.mark.parametrize("arch", SMALL)
 def test_input_gradients_match_finite_differences(arch: stax.Architecture) -> None:
     """Central differences with step 1e-6 in float64 are good to ~1e-9 relative on a
@@ -87,7 +83,7 @@ def test_input_gradients_match_finite_differences(arch: stax.Architecture) -> No
         loss = _loss(kfn, other)
         np.testing.assert_allclose(
             np.asarray(jax.jit(jax.grad(loss))(x1)),
-            _central_difference(loss, x1),
+            central_difference(loss, x1),
             rtol=1e-5,
             atol=1e-7,
         )
@@ -102,17 +98,7 @@ def test_hyper_parameter_gradients_match_finite_differences(arch: stax.Architect
     def loss(params):  # type: ignore[no-untyped-def]
         return jnp.sum(kfn(x1, x2, get="ntk", params=params))
 
-    grads, _ = jax.tree.flatten(jax.jit(jax.grad(loss))(kfn.params))
-    values, tree = jax.tree.flatten(kfn.params)
-    for i, (grad, value) in enumerate(zip(grads, values, strict=True)):
-
-        def shifted(delta: float, i: int = i, value: float = value) -> float:
-            moved = list(values)
-            moved[i] = value + delta
-            return float(loss(jax.tree.unflatten(tree, moved)))
-
-        fd = (shifted(1e-6) - shifted(-1e-6)) / 2e-6
-        np.testing.assert_allclose(float(grad), fd, rtol=1e-5, atol=1e-7)
+    assert_hyper_gradients_match(loss, kfn.params)
 
 
 @pytest.mark.parametrize("arch", SMALL)

@@ -13,14 +13,11 @@ from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
 
 from tests.kernels.architectures import ALL
-from tests.kernels.gradient_helpers import cotangent_loss
-
-
-def _central_difference(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Central differences along every coordinate, evaluated as one batched call."""
-    steps = np.eye(x.size).reshape(x.size, *x.shape) * eps
-    values = jax.jit(jax.vmap(f))(np.concatenate([x + steps, x - steps]))
-    return np.asarray((values[: x.size] - values[x.size :]) / (2 * eps)).reshape(x.shape)
+from tests.kernels.gradient_helpers import (
+    assert_hyper_gradients_match,
+    central_difference,
+    cotangent_loss,
+)
 
 
 @pytest.mark.parametrize("arch", ALL)
@@ -32,10 +29,10 @@ def test_input_gradients_match_finite_differences(arch: stax.Architecture) -> No
     for other in (None, x2):
         loss = cotangent_loss(kfn, get, other)
         g = np.asarray(jax.grad(loss)(x1))
-        np.testing.assert_allclose(g, _central_difference(loss, x1), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(g, central_difference(loss, x1), rtol=1e-5, atol=1e-7)
     loss2 = lambda b: cotangent_loss(kfn, get)(x1, b)  # noqa: E731
     np.testing.assert_allclose(
-        np.asarray(jax.grad(loss2)(x2)), _central_difference(loss2, x2), rtol=1e-5, atol=1e-7
+        np.asarray(jax.grad(loss2)(x2)), central_difference(loss2, x2), rtol=1e-5, atol=1e-7
     )
 
 
@@ -48,17 +45,7 @@ def test_hyper_parameter_gradients_match_finite_differences(arch: stax.Architect
     def loss(params):  # type: ignore[no-untyped-def]
         return jnp.sum(kfn(x1, x2, get="ntk", params=params))
 
-    grads, _ = jax.tree.flatten(jax.grad(loss)(kfn.params))
-    values, tree = jax.tree.flatten(kfn.params)
-    for i, (grad, value) in enumerate(zip(grads, values, strict=True)):
-
-        def shifted(delta: float, i: int = i, value: float = value) -> float:
-            moved = list(values)
-            moved[i] = value + delta
-            return float(loss(jax.tree.unflatten(tree, moved)))
-
-        fd = (shifted(1e-6) - shifted(-1e-6)) / 2e-6
-        np.testing.assert_allclose(float(grad), fd, rtol=1e-5, atol=1e-7)
+    assert_hyper_gradients_match(loss, kfn.params)
 
 
 def test_hyper_parameters_are_inputs_not_constants() -> None:

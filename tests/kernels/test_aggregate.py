@@ -17,7 +17,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_server.kernels import kernel_fn
 
-from tests.kernels.test_gradients import _central_difference
+from tests.kernels.gradient_helpers import central_difference
 from tests.kernels.test_monte_carlo import SAMPLES, TOLERANCE, WIDTH, _rel
 
 GET = ("nngp", "ntk")
@@ -121,6 +121,6 @@ def test_gradients_match_finite_differences(with_x2: bool) -> None:
     b, pattern = (x2, (p1, p2)) if with_x2 else (None, (p1, None))
     loss = lambda a: jnp.sum(kfn(a, b, get="ntk", pattern=pattern) ** 2)  # noqa: E731
     np.testing.assert_allclose(
-        jax.jit(jax.grad(loss))(x1), _central_difference(loss, x1), rtol=1e-5, atol=1e-7
+        jax.jit(jax.grad(loss))(x1), central_difference(loss, x1), rtol=1e-5, atol=1e-7
     )
     assert np.all(np.isfinite(jax.jit(jax.grad(loss))(np.zeros_like(x1))))

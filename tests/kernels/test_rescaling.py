@@ -13,7 +13,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_server.kernels import ArchitectureError, InputError, kernel_fn
 
-from tests.kernels.test_gradients import _central_difference
+from tests.kernels.gradient_helpers import central_difference
 
 W_STD, B_STD = 1.3, 0.2
 
@@ -152,7 +152,7 @@ def test_dropout_gradients_match_finite_differences() -> None:
     for other in (None, x2):
         loss = lambda a, b=other: jnp.sum(kfn(a, b, get="ntk") ** 2)  # noqa: E731
         np.testing.assert_allclose(
-            jax.jit(jax.grad(loss))(x1), _central_difference(loss, x1), rtol=1e-5, atol=1e-7
+            jax.jit(jax.grad(loss))(x1), central_difference(loss, x1), rtol=1e-5, atol=1e-7
         )
     rate_loss = lambda r: jnp.sum(  # noqa: E731
         kfn(x1, get="ntk", params=jax.tree.map(lambda v: v, _with_rate(kfn.params, r)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -189,7 +188,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         else:  # NaN scans are O(bytes)
             inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
-        self._entries(compiled, inputs)
+        self._entries(_kernel_shape(compiled, inputs), inputs)
         return await self._kernel(compiled, inputs)
 
     @rpc
@@ -239,40 +238,30 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
         tenant = caller_tenant()
-        items, entries = [], 0
+        items, entries, payload = [], 0, 0
         for i, item in enumerate(request.requests):
             try:
                 inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
                 compiled = await self._resolve(tenant, inputs.architecture_id)
-                compiled.kfn.check_inputs(
-                    inputs.x1.shape,
-                    None if inputs.x2 is None else inputs.x2.shape,
-                    inputs.x1.dtype,
-                    pattern_shapes((inputs.pattern1, inputs.pattern2)),
-                )
+                shape = _kernel_shape(compiled, inputs)  # checks the inputs fit the network
             except (requests.InvalidRequest, EngineError) as e:
                 raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
             except requests.OverLimit as e:
                 raise requests.OverLimit(f"requests[{i}].{e}") from e
-            entries += self._entries(compiled, inputs, f"requests[{i}]'s kernel")
+            item_entries = self._entries(shape, inputs, f"requests[{i}]'s kernel")
+            entries += item_entries
+            payload += item_entries * inputs.x1.dtype.itemsize
             items.append((inputs, compiled))
         requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
-        requests.check_response_bytes(
-            sum(
-                math.prod(_kernel_shape(c, x)) * len(x.get) * x.x1.dtype.itemsize for x, c in items
-            ),
-            self._max_response_bytes,
-            "the batch's response",
-        )
+        requests.check_response_bytes(payload, self._max_response_bytes, "the batch's response")
         responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
     def _entries(
-        self, compiled: Compiled, inputs: requests.KernelInputs, what: str = "the kernel"
+        self, shape: tuple[int, ...], inputs: requests.KernelInputs, what: str = "the kernel"
     ) -> int:
-        entries = requests.check_entries(
-            _kernel_shape(compiled, inputs), inputs.get, self._max_entries, what
-        )
+        """The entries of a unary kernel of `shape`, within the entry and message limits."""
+        entries = requests.check_entries(shape, inputs.get, self._max_entries, what)
         requests.check_response_bytes(
             entries * inputs.x1.dtype.itemsize, self._max_response_bytes, what
         )

@@ -57,9 +57,11 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.rates import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 W_STD, B_STD = 1.5, 0.05
@@ -153,12 +155,6 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    from benchmarks.rates import median_seconds
-
-    return median_seconds(fn, repeats)
-
-
 def measure_machine(repeats: int) -> dict[str, float]:
     """The float32 GEMM rate (FLOP/s) and the memory bandwidth (bytes read + written per s)."""
     from benchmarks import rates
@@ -196,7 +192,7 @@ def measure_case(case: Case, repeats: int) -> dict[str, Any]:
     start = time.perf_counter()
     out = run()
     first = time.perf_counter() - start
-    warm = _median_time(run, repeats)
+    warm = median_seconds(run, repeats)
     finite = all(bool(np.isfinite(np.asarray(a)).all()) for a in out)
     peak = _peak_rss_bytes()
 

@@ -168,7 +168,7 @@ def measure_machine(repeats: int) -> dict[str, float]:
 def measure_case(case: Case, repeats: int) -> dict[str, Any]:
     import jax
     import numpy as np
-    from ntkserve_server.kernels import kernel_fn
+    from ntkserve_engine.kernels import kernel_fn
 
     rng = np.random.default_rng(0)
     shape = (*case.spatial, case.channels)

@@ -75,7 +75,7 @@ def _engine() -> Callable[[Any, Any], None]:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
-    from ntkserve_server.kernels import kernel_fn
+    from ntkserve_engine.kernels import kernel_fn
 
     kfn = kernel_fn(fc3())
     f = jax.jit(kfn.apply, static_argnames=("get",))
@@ -93,7 +93,7 @@ def _tiled_engine(x: Any, size: int) -> Callable[[], None]:
     numpy kernel; no mirroring. What a stream costs without the service around it."""
     import jax
     import numpy as np
-    from ntkserve_server.kernels import kernel_fn
+    from ntkserve_engine.kernels import kernel_fn
     from ntkserve_server.tile_programs import TiledKernel, TilePrograms
     from ntkserve_server.tiles import TileGrid, padded_rows
 

@@ -104,7 +104,7 @@ def _cnn(readout: str) -> Callable[[], Any]:
 
 
 def _wrn() -> Any:
-    from tests.kernels.architectures_wrn import wide_resnet
+    from tests.engine.architectures_wrn import wide_resnet
 
     return wide_resnet(block_size=1, k=1, num_classes=1, pool=2)
 
@@ -153,7 +153,7 @@ def measure(
     """Every point of one workload and dtype, in this process (N ascending)."""
     import jax
     import numpy as np
-    from ntkserve_server.kernels import kernel_fn
+    from ntkserve_engine.kernels import kernel_fn
 
     from benchmarks.rates import median_seconds
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from ntkserve import stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
-from ntkserve_server.kernels.canonical import every_layer
+from ntkserve_engine.kernels.canonical import every_layer
 from tritonclient.grpc import service_pb2 as inference_pb2
 
 SERVICE = ks.DESCRIPTOR.services_by_name["KernelService"]

@@ -1,6 +1,8 @@
-"""ntkserve-server: the analytic kernel engine (`kernels`) and the gRPC service around it.
+"""ntkserve-server: the gRPC service around the analytic engine (`ntkserve_engine`).
 
-Dependencies point one way: service -> compute -> kernels; `kernels` knows nothing of gRPC.
+Dependencies point one way: server -> engine -> messages. This package keeps what is service:
+transport, admission, registry, tiles, streaming, batching, auth, metrics, the inference
+protocol; the math is the engine's.
 """
 
 __version__ = "0.1.0"

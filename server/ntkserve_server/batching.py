@@ -38,9 +38,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import Compiled, pattern_shapes, run_forward
-from ntkserve_server.kernels import KernelFn
 
 Array = np.ndarray[Any, Any]
 Result = tuple[Array, ...]

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
+from ntkserve_engine.kernels import EngineError
 
 from ntkserve_server import auth, requests, statuses, wire
 from ntkserve_server.admission import Busy
-from ntkserve_server.kernels import EngineError
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
 from ntkserve_server.tile_programs import TileTooLarge
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import jax
 import numpy as np
-
-from ntkserve_server.kernels import KernelFn
-from ntkserve_server.kernels.compile import Params
+from ntkserve_engine.kernels import KernelFn
+from ntkserve_engine.kernels.compile import Params
 
 Array = np.ndarray[Any, Any]
 

@@ -25,11 +25,11 @@ import grpc
 import numpy as np
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
+from ntkserve_engine.kernels import EngineError
 
 from ntkserve_server import requests, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.calls import CallObserver, admitted, rpc
-from ntkserve_server.kernels import EngineError
 from ntkserve_server.kserve_v2 import grpc_predict_v2_pb2 as pb
 from ntkserve_server.registry import UnknownArchitecture
 from ntkserve_server.service import KernelService

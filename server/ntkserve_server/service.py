@@ -16,13 +16,13 @@ import grpc
 from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
+from ntkserve_engine.kernels import EngineError, KernelFn
 
 from ntkserve_server import requests, streaming, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
 from ntkserve_server.compute import Compiled, ComputeEngine, pattern_shapes
-from ntkserve_server.kernels import EngineError, KernelFn
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import mask_scalar
-from ntkserve_server.kernels import KernelFn
 
 WORKING_SET_FACTOR = 6
 Array = np.ndarray[Any, Any]

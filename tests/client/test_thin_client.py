@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 IMPORT_EVERYTHING = """
 import sys
-import ntkserve, ntkserve.client, ntkserve.stax, ntkserve.tensor, ntkserve.errors
+import ntkserve, ntkserve.client, ntkserve.stax, ntkserve.tensor, ntkserve.errors, ntkserve.cli
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc, tensor_pb2
-heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'ntkserve_server'))
+HEAVY = ('jax', 'jaxlib', 'ntkserve_engine', 'ntkserve_server')
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)
 assert not heavy, heavy
 import numpy, google.protobuf
 spec = ntkserve.stax.serial(ntkserve.stax.Dense(8, b_std=0.0), ntkserve.stax.Relu())

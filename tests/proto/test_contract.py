@@ -7,7 +7,7 @@ import inspect
 import pytest
 from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
-from ntkserve_server.kernels.table import COMBINATORS, LAYERS
+from ntkserve_engine.kernels.table import COMBINATORS, LAYERS
 
 LAYER_FIELDS = list(pb.Layer.DESCRIPTOR.oneofs_by_name["layer"].fields)
 # Where neural-tangents' builder name is not a valid protobuf message name.

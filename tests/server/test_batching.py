@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import Compiled, ComputeEngine
-from ntkserve_server.kernels import KernelFn
 
 jax.config.update("jax_enable_x64", True)
 

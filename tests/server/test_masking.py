@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from ntkserve import Client, errors, stax
-from ntkserve_server.kernels import kernel_fn
+from ntkserve_engine.kernels import kernel_fn
 
 from tests.conftest import ServerProcess
 

@@ -1,0 +1,107 @@
+"""`LayerRow`: what the engine knows about one layer message type.
+
+One row per proto layer message (see `table.py`): its defaults, which parameters are
+required, which floats are hyper-parameters (inputs of the compiled function, so a sweep
+over W_std reuses one compilation), range checks, and the rule that maps a `Kernel` to
+the next `Kernel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf.message import Message
+from jax import Array
+
+from ntkserve_engine.kernels.kernel import Kernel
+
+Hyper = Mapping[str, Array]
+Rule = Callable[[Kernel, Hyper], Kernel]
+Violations = list[tuple[str, str]]
+
+
+class Role(enum.Enum):
+    """How a layer changes Gaussianity: nonlinearities need Gaussian inputs."""
+
+    AFFINE = "affine"  # outputs are Gaussian (Dense, Conv)
+    NONLINEAR = "nonlinear"  # needs Gaussian inputs; outputs are not Gaussian
+    LINEAR = "linear"  # keeps whatever its inputs were (pooling)
+    # needs Gaussian inputs and keeps them Gaussian: a rescaling that is deterministic in
+    # the infinite-width limit (LayerNorm divides by a variance that concentrates)
+    RESCALING = "rescaling"
+    # multiplies by random masks (Dropout in 'train' mode): takes any inputs, and its
+    # outputs are not Gaussian
+    MASKING = "masking"
+    FLATTEN = "flatten"  # outputs mix positions into one vector: not one Gaussian kernel
+
+
+Spatial = tuple[int, ...]
+
+
+def same_spatial(message: Any, spatial: Spatial) -> Spatial:
+    return spatial
+
+
+def no_canonical(message: Any) -> None:
+    return None
+
+
+def no_checks(message: Any) -> Violations:
+    return []
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    message: type[Message]
+    role: Role
+    build: Callable[[Any], Rule]
+    defaults: Mapping[str, float | int] = dataclasses.field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    hyper: tuple[str, ...] = ()
+    check: Callable[[Any], Violations] = no_checks
+    # Fills what `defaults` cannot express (enums' zero values, empty strides).
+    canonical: Callable[[Any], None] = no_canonical
+    # The positions after this layer; raises windows.ShapeProblem when it cannot apply.
+    out_spatial: Callable[[Any, Spatial], Spatial] = same_spatial
+    # Pooling over positions needs the covariance of every pair of positions.
+    needs_full_spatial: bool = False
+    # The role when it depends on the message (Dropout: identity in 'test' mode, not
+    # Gaussian-preserving in 'train' mode); `role` otherwise.
+    role_of: Callable[[Any], Role] | None = None
+    # Masked inputs: which output positions are present, from the input's keep (n, *S)
+    # (see masking.py). None: the layer keeps its positions (and so the mask); a layer
+    # that changes positions without one refuses masked inputs.
+    keep_after: Callable[[Any, Array], Array | None] | None = None
+
+    def role_for(self, message: Message) -> Role:
+        return self.role if self.role_of is None else self.role_of(message)
+
+    def hyper_values(self, message: Message) -> dict[str, float | tuple[float, ...]]:
+        """The hyper-parameters set on a canonical message, by name (a repeated field, such
+        as Polynomial's coef, gives a tuple)."""
+        out: dict[str, float | tuple[float, ...]] = {}
+        for name in self.hyper:
+            value = getattr(message, name)
+            if not isinstance(value, float):
+                out[name] = tuple(float(v) for v in value)
+            elif message.HasField(name):
+                out[name] = value
+        return out
+
+
+def finite(message: Message, *names: str, nonnegative: bool = False) -> Violations:
+    """Range checks shared by the rows: each named float present must be finite (and >= 0)."""
+    out: Violations = []
+    for name in names:
+        if not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        if not math.isfinite(value):
+            out.append((name, f"must be finite, got {value}"))
+        elif nonnegative and value < 0:
+            out.append((name, f"must be >= 0, got {value}"))
+    return out

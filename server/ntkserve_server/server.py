@@ -1,5 +1,11 @@
-"""Assembles and runs the gRPC server: KernelService, the KServe v2 inference protocol,
-health, reflection, graceful stop.
+"""Assembles the gRPC server (KernelService, the KServe v2 inference protocol, health,
+reflection) from a ServerConfig, and runs it until a signal, then drains.
+
+Building and running are apart so that a test can build a server in its own process, start
+it on port 0, call it and stop it, with no subprocess and no signal: `build` returns the
+assembled, bound, not yet started server and its parts; `start` opens it and says SERVING;
+`stop` drains it. `serve` is the three around a wait for SIGTERM or SIGINT: what
+`ntkserve serve` runs.
 
 Health reports SERVING only once jax has initialised its device and the port is open; on
 SIGTERM or SIGINT it turns NOT_SERVING first, then in-flight calls get `grace` seconds to
@@ -9,12 +15,12 @@ finish while new ones are refused, then the process exits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import jax
@@ -36,15 +42,48 @@ from ntkserve_server.tile_programs import TilePrograms
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
 SERVICE_NAME = kernel_service_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name
+HEALTH_SERVICES = ("", SERVICE_NAME, inference.SERVICE.full_name)
+
+
+class CannotListen(OSError):
+    """The configured host and port cannot be bound."""
+
+
+@dataclasses.dataclass
+class BuiltServer:
+    """An assembled server and the parts a caller (or a test) may want to look at; bound to
+    `port`, not started."""
+
+    config: ServerConfig
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    kernel_service: KernelService
+    registry: Registry
+    executor: ThreadPoolExecutor
+    programs: TilePrograms
+    engine: ComputeEngine
+    admission: Admission
+    metrics: Metrics | None
+
+    @property
+    def target(self) -> str:
+        """host:port, for a client's channel."""
+        return f"{self.config.host}:{self.port}"
 
 
 def _devices() -> str:
     return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.local_devices())
 
 
-def _persistent_compilation_cache(path: Path) -> None:
-    """jax's on-disk cache of compiled programs, in the data dir: a restarted server loads
-    what it compiled before instead of compiling it again (every program, however quick)."""
+def configure_jax(config: ServerConfig) -> None:
+    """What the server sets for its whole process, before anything compiles: float64 requests
+    stay float64 end to end, and compiled programs go to jax's on-disk cache in the data dir
+    (a restarted server loads what it compiled before instead of compiling it again, every
+    program, however quick). Process-wide, so `serve` does it, not `build`: a test that
+    builds a server in its own process keeps its jax settings."""
+    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+    path = config.data_dir / "jax-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # type: ignore[no-untyped-call]
@@ -59,20 +98,34 @@ def _tile_budget(config: ServerConfig) -> int:
     return int(limit) // 2 if limit else 1 << 30
 
 
-async def serve(config: ServerConfig) -> None:
-    """Runs until SIGTERM/SIGINT, then drains and returns."""
-    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]  # float64 requests stay float64 end to end
-    _persistent_compilation_cache(config.data_dir / "jax-cache")
-    devices = _devices()  # initialises the backend before we say SERVING
-    registry = Registry(config.data_dir / "registry.sqlite3")
-    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
-    server = grpc.aio.server(
+def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
+    return grpc.aio.server(
         interceptors=config.security.interceptors(),
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
         ],
     )
+
+
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    reflection.enable_server_reflection(
+        (
+            *HEALTH_SERVICES[1:],
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+
+
+def build(config: ServerConfig) -> BuiltServer:
+    """The server `config` describes, its services added and its port bound (port 0: a free
+    one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
+    Raises CannotListen."""
+    registry = Registry(config.data_dir / "registry.sqlite3")
+    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
+    server = _grpc_server(config)
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
     )
@@ -118,49 +171,83 @@ async def serve(config: ServerConfig) -> None:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            inference.SERVICE.full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    _enable_reflection(server)
     port = config.security.bind(server, config.host, config.port)
     if port == 0:
-        raise SystemExit(f"cannot listen on {config.host}:{config.port}")
-    await server.start()
-    for service in ("", SERVICE_NAME, inference.SERVICE.full_name):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "devices: %s; registry: %s; tile memory budget %d MiB; device memory preallocate=%s",
-        devices,
-        registry.path,
-        programs.budget_bytes >> 20,
-        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true (jax's default)"),
+        executor.shutdown(wait=False)
+        registry.close()
+        raise CannotListen(f"cannot listen on {config.host}:{config.port}")
+    return BuiltServer(
+        config,
+        server,
+        port,
+        health_servicer,
+        kernel_service,
+        registry,
+        executor,
+        programs,
+        engine,
+        admission,
+        metrics,
     )
-    config.security.log_summary(config.host)
-    if metrics is not None:
-        metrics_port = metrics.serve(config.host, config.metrics_port or 0)
-        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
-    # The one line that says where it listens (tests read it to learn the port).
-    print(f"ntkserve listening on {config.host}:{port}", flush=True)
-    sys.stdout.flush()
 
-    await stop.wait()
-    log.info("shutting down: health NOT_SERVING, draining for up to %.0fs", config.grace_seconds)
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(config.grace_seconds)
+
+async def start(built: BuiltServer) -> None:
+    """Opens the port and reports SERVING for every service."""
+    await built.server.start()
+    for service in HEALTH_SERVICES:
+        await built.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def stop(built: BuiltServer) -> None:
+    """Health NOT_SERVING, new calls refused, in-flight calls given `grace_seconds` to
+    finish; then the workers and the registry are closed."""
+    log.info(
+        "shutting down: health NOT_SERVING, draining for up to %.0fs", built.config.grace_seconds
+    )
+    await built.health.enter_graceful_shutdown()
+    await built.server.stop(built.config.grace_seconds)
     # stop() returns once every call has *queued* its last frames; give the transports a
     # moment to flush them before the process exits, or a large final response can be cut
     # off (the client then sees "connection reset" for a call that had completed).
     await asyncio.sleep(FLUSH_SECONDS)
-    executor.shutdown(wait=True)
-    registry.close()
+    built.executor.shutdown(wait=True)
+    built.registry.close()
     log.info("stopped")
+
+
+def _announce(built: BuiltServer, devices: str) -> None:
+    """The startup log, the metrics endpoint, and the one line that says where it listens."""
+    config = built.config
+    log.info(
+        "devices: %s; registry: %s; tile memory budget %d MiB; device memory preallocate=%s",
+        devices,
+        built.registry.path,
+        built.programs.budget_bytes >> 20,
+        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true (jax's default)"),
+    )
+    config.security.log_summary(config.host)
+    if built.metrics is not None:
+        metrics_port = built.metrics.serve(config.host, config.metrics_port or 0)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
+    # The one line that says where it listens (tests read it to learn the port).
+    print(f"ntkserve listening on {config.host}:{built.port}", flush=True)
+    sys.stdout.flush()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Runs until SIGTERM/SIGINT, then drains and returns."""
+    configure_jax(config)
+    devices = _devices()  # initialises the backend before we say SERVING
+    try:
+        built = build(config)
+    except CannotListen as e:
+        raise SystemExit(str(e)) from None
+    await start(built)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    _announce(built, devices)
+    await stopping.wait()
+    await stop(built)

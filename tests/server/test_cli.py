@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ntkserve import Architecture, Client
+from ntkserve_server.testing import SERVER_LISTENING, ListeningProcess
 
-from tests.conftest import LISTENING, ServerProcess
+from tests.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "architectures"
@@ -238,24 +239,14 @@ def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
 
     env["NTKSERVE_MAX_QUEUE"] = "3"
     env["NTKSERVE_AUTH_TOKENS"] = ""  # set to nothing (compose's `VAR=`): the default, no tokens
-    proc = subprocess.Popen(
+    with ListeningProcess(
         [sys.executable, "-m", "ntkserve.cli", "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            match = LISTENING.search(line)
-            if match:
-                break
-        else:
-            pytest.fail("the server did not start")
-        target = f"{match.group(1)}:{match.group(2)}"
-        assert ntkserve(target, "ls").returncode == 0
+        SERVER_LISTENING,
+        "ntkserve serve, configured by the environment",
+        env=env,
+    ) as proc:
+        assert ntkserve(proc.target, "ls").returncode == 0
         assert (tmp_path / "data" / "registry.sqlite3").exists()
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def test_the_command_line_imports_no_jax() -> None:

@@ -1,10 +1,14 @@
-"""Shared fixtures: a real `ntkserve serve` process on a free loopback port (the harness is
-`ntkserve_server.testing`, which the benchmarks use too)."""
+"""Shared fixtures and helpers: a real `ntkserve serve` process on a free loopback port (the
+harness is `ntkserve_server.testing`, which the benchmarks use too), a stream that holds a
+slot, waiting for a condition, a server's Prometheus metrics, per-test timeouts."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,56 @@ import pytest
 from ntkserve_server.testing import ServerProcess
 
 __all__ = ["HeldStream", "ServerProcess"]
+
+# How long a test waits for what should happen at once (a log line, a held slot, a gauge's
+# change): long enough for a busy machine, and a passing test never waits it out.
+WAIT_SECONDS = 120.0
+# Timeouts guard against hangs, not slowness: under load (two pytest workers on two cores and
+# a second job) tests ran over 4x slower than alone. A test's own timeout is this many times
+# its time alone, never below the global one of pyproject.toml (300 s, for tests of up to
+# ~35 s alone).
+BUSY_FACTOR = 8
+GLOBAL_TIMEOUT_SECONDS = 300
+
+
+def timeout_for(seconds_alone: float) -> pytest.MarkDecorator:
+    """The timeout marker of a test that takes `seconds_alone` on an idle 2-core machine."""
+    return pytest.mark.timeout(max(GLOBAL_TIMEOUT_SECONDS, BUSY_FACTOR * seconds_alone))
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = WAIT_SECONDS) -> None:
+    """Polls `condition` until it holds; fails saying `what` did not happen within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s"
+        time.sleep(0.05)
+
+
+METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server: ServerProcess) -> Samples:
+    """The /metrics samples of a server started with --metrics-port, by (name, labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert server.wait_for_log("metrics on http://")
+    host, port = METRICS_LINE.search(server.log_text()).groups()  # type: ignore[union-attr]
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def jobs_running(server: ServerProcess) -> float:
+    return metric(scrape(server), "ntkserve_jobs_running")
 
 
 class HeldStream:
@@ -25,10 +79,10 @@ class HeldStream:
         self._release = threading.Event()
         self._channel = grpc.insecure_channel(target)
         stub = kernel_service_pb2_grpc.KernelServiceStub(self._channel)
-        self.call = stub.StreamKernel(self._nothing(), timeout=30, metadata=metadata)
+        self.call = stub.StreamKernel(self._nothing(), timeout=WAIT_SECONDS, metadata=metadata)
 
     def _nothing(self) -> Iterator[Any]:
-        self._release.wait(30)
+        self._release.wait(WAIT_SECONDS)
         return
         yield
 

@@ -18,6 +18,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import kernel_fn
 
+from tests.conftest import timeout_for
 from tests.engine import reference, reference_conv
 from tests.engine.architectures_wrn import wide_resnet
 
@@ -156,6 +157,7 @@ def test_reference_is_the_fully_connected_recursion_on_one_position() -> None:
         np.testing.assert_allclose(g, w, rtol=1e-13)
 
 
+@timeout_for(75)  # seconds alone on two cores; the global 300 s was hit under load
 def test_wide_resnet_of_issue_123() -> None:
     """neural-tangents #123: WideResNet(block_size=4, k=1, num_classes=1), standard
     parameterization, all-zero 32x32x3 inputs. value_and_grad returns exactly the plain

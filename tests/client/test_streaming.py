@@ -24,7 +24,7 @@ from ntkserve.replicas import job_tiles, split
 from ntkserve.streaming import CHUNK_BYTES, prepare, requests
 from ntkserve.v1 import kernel_service_pb2 as ks
 
-from tests.conftest import ServerProcess
+from tests.conftest import WAIT_SECONDS, ServerProcess
 
 Array = np.ndarray[Any, Any]
 MLP = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
@@ -315,7 +315,7 @@ def test_round_robin_resolver_target(trio: list[ServerProcess]) -> None:
         report = c.last_stream
     assert_close(got, want)
     assert report is not None and len(report.lanes) == 2
-    deadline = time.monotonic() + 30  # log lines follow the last message; wait for them
+    deadline = time.monotonic() + WAIT_SECONDS  # log lines follow the last message; wait for them
     while not all(_tiles_computed(s) > b for s, b in zip(trio[1:], before, strict=True)):
         assert time.monotonic() < deadline, [_tiles_computed(s) for s in trio[1:]]
         time.sleep(0.05)

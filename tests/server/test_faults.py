@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from ntkserve import Client, errors, stax
 
-from tests.conftest import ServerProcess
+from tests.conftest import WAIT_SECONDS, ServerProcess
 
 
 def test_device_out_of_memory_is_resource_exhausted(server: ServerProcess) -> None:
@@ -71,7 +71,7 @@ def test_sigkill_during_registrations_and_a_stream(start_server: Any) -> None:
     for thread in threads:
         thread.start()
     assert tiles_done.wait(60), "the stream never delivered a tile"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WAIT_SECONDS
     while len(acknowledged) < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
     first.proc.kill()  # SIGKILL: no drain, no flush, no close

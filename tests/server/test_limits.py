@@ -4,7 +4,6 @@ calls (RESOURCE_EXHAUSTED, with RetryInfo where waiting helps), on one server wi
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +18,7 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_server.admission import Admission, Busy
 
-from tests.conftest import HeldStream, ServerProcess
+from tests.conftest import WAIT_SECONDS, HeldStream, ServerProcess, jobs_running, wait_until
 
 NET = stax.serial(stax.Dense(16, b_std=0.1), stax.Relu(), stax.Dense(1))
 
@@ -33,6 +32,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         "--max-concurrent-jobs=1",
         "--max-queue=1",
         "--batch-window-ms=0",
+        "--metrics-port=0",  # ntkserve_jobs_running says when a held stream has its slot
     )
     yield proc
     proc.terminate()
@@ -117,15 +117,14 @@ def test_a_burst_past_the_queue_is_refused_with_retry_info(
     limited: ServerProcess, stub: Any, arch_id: str
 ) -> None:
     held = HeldStream(limited.target)  # the one running slot
-    time.sleep(0.5)
     try:
+        wait_until(lambda: jobs_running(limited) == 1, "the held stream takes the running slot")
         with ThreadPoolExecutor(9) as pool:
             futures = [
-                pool.submit(stub.ComputeKernel, _kernel(arch_id, 8), timeout=30) for _ in range(9)
+                pool.submit(stub.ComputeKernel, _kernel(arch_id, 8), timeout=WAIT_SECONDS)
+                for _ in range(9)
             ]
-            deadline = time.monotonic() + 10
-            while sum(f.done() for f in futures) < 8 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_until(lambda: sum(f.done() for f in futures) >= 8, "eight calls are refused")
             refused = [f for f in futures if f.done()]
             assert len(refused) == 8  # one queued behind the held stream, eight refused at once
             for future in refused:

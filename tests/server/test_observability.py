@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,13 +17,11 @@ import pytest
 from ntkserve import Client, errors, stax
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import HeldStream, ServerProcess
+from tests.conftest import HeldStream, ServerProcess, jobs_running, metric, scrape, wait_until
 
 NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
 X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +48,6 @@ def _call_entry(server: ServerProcess, request_id: str) -> dict[str, Any]:
     assert server.wait_for_log(f'"request_id": "{request_id}"')
     (entry,) = [e for e in _log_entries(server) if e.get("request_id") == request_id]
     return entry
-
-
-def _scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    assert server.wait_for_log("metrics on http://")
-    host, port = METRICS_LINE.search(server.log_text()).groups()  # type: ignore[union-attr]
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_device_memory_is_not_preallocated(observed: ServerProcess) -> None:
@@ -121,24 +105,20 @@ def test_a_malformed_request_id_is_refused(observed: ServerProcess) -> None:
     assert "forged" not in raised.value.details()
 
 
-def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_metrics_count_calls_compilations_and_tiles(
     observed: ServerProcess, client: Client
 ) -> None:
     net = stax.serial(stax.Dense(4), stax.Erf(), stax.Dense(1))  # a topology new to the server
-    before = _scrape(observed)
+    before = scrape(observed)
     client.kernel(net, X)
     client.kernel(net, X)
     with pytest.raises(errors.NotFoundError):
         client.kernel("1" * 64, X)
     client.kernel(net, X, tile=2, progress=False)  # 3 x 3 tiles, 6 of them computed
-    after = _scrape(observed)
+    after = scrape(observed)
 
     def grew(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert grew("ntkserve_calls_total", method="ComputeKernel", code="OK") == 2
     assert grew("ntkserve_calls_total", method="ComputeKernel", code="NOT_FOUND") == 1
@@ -149,18 +129,12 @@ def test_metrics_count_calls_compilations_and_tiles(
     assert grew("ntkserve_xla_compile_seconds_count") >= 1
     assert grew("ntkserve_xla_compile_seconds_sum") > 0
     assert grew("ntkserve_tiles_computed_total", device="0") == 6
-    assert _value(after, "ntkserve_jobs_running") == 0
-    assert _value(after, "ntkserve_queue_depth") == 0
+    assert metric(after, "ntkserve_jobs_running") == 0
+    assert metric(after, "ntkserve_queue_depth") == 0
 
 
 def test_metrics_show_a_running_job(observed: ServerProcess, client: Client) -> None:
     """A stream that holds its slot is a running job until it ends."""
     with HeldStream(observed.target):
-        deadline = time.monotonic() + 10
-        while _value(_scrape(observed), "ntkserve_jobs_running") != 1:
-            assert time.monotonic() < deadline, "the held stream never showed as running"
-            time.sleep(0.05)
-    deadline = time.monotonic() + 10
-    while _value(_scrape(observed), "ntkserve_jobs_running") != 0:
-        assert time.monotonic() < deadline, "the cancelled stream still shows as running"
-        time.sleep(0.05)
+        wait_until(lambda: jobs_running(observed) == 1, "the held stream shows as running")
+    wait_until(lambda: jobs_running(observed) == 0, "the cancelled stream stops showing")

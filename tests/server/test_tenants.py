@@ -19,7 +19,7 @@ from ntkserve import Client, errors, stax
 from ntkserve.endpoints import proto_of
 from ntkserve_server.registry import DEFAULT_TENANT, SCHEMA_VERSION, Registry
 
-from tests.conftest import HeldStream, ServerProcess
+from tests.conftest import WAIT_SECONDS, HeldStream, ServerProcess
 
 ALICE = "alice-token-tenants-0123456789"
 BOB = "bob-token-tenants-9876543210ab"
@@ -108,7 +108,7 @@ def test_one_tenant_at_its_job_limit_leaves_the_other_served(
     alice.kernel(architecture_id, X)  # compiled before the race below starts
     held = HeldStream(tenants_server.target, token)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WAIT_SECONDS
         while True:  # until the stream holds alice's slot
             if held.call.done():  # it lost the race to one of her calls and was refused
                 held = HeldStream(tenants_server.target, token)

@@ -21,7 +21,7 @@ from ntkserve import Client, stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 
-from tests.conftest import ServerProcess
+from tests.conftest import WAIT_SECONDS, ServerProcess
 
 MLP = stax.serial(stax.Dense(64, W_std=1.3, b_std=0.1), stax.Relu(), stax.Dense(1))
 CNN_GAP = stax.serial(
@@ -232,6 +232,35 @@ def test_auto_tile_blocks_and_both_devices(
     assert plan.tile_size == 700 and plan.tiles == 1  # auto: the whole kernel fits
 
 
+def test_any_n_reuses_the_tile_programs(client: Client, stub: Any, server: ServerProcess) -> None:
+    """Any N streams right through the one 8 x 8 tile shape, compiling no program for it
+    after the first call but on a device that computed none of its tiles yet. The counter in
+    the log is the server's, over every stream: the exact count, one program for any N, is
+    test_tile_programs' (a TilePrograms of its own). It runs before the tests whose cancelled,
+    expired or failed streams leave tiles in flight, which may compile after their call ended."""
+    aid = client.register(MLP)
+    rng = np.random.default_rng(5)
+    compiled, devices_used = [], []
+    for n in (37, 45, 29):  # ragged edges, padded to the one 8 x 8 tile shape
+        x, y = rng.standard_normal((n, 8)), rng.standard_normal((n + 3, 8))
+        after = len(server.log_text().splitlines())
+        _, streamed, _, _ = _assemble(
+            stub.StreamKernel(_messages(aid, x, y, get=("ntk",), tile_size=8)), ("ntk",)
+        )
+        assert _relative(streamed["ntk"], client.kernel(aid, x, y)) <= 1e-12
+        line = _stream_log(server, after)
+        m = re.search(r"tile_programs_compiled=(\d+)", line)
+        assert m
+        compiled.append(int(m.group(1)))
+        used = re.search(r"computed=(\S*)", line)
+        assert used
+        devices_used.append({part.split(":")[0] for part in used.group(1).split(",") if part})
+    # Under load one device may compute every tile of a call: the other compiles its program
+    # when it computes its first tile, in a later call. Nothing else is compiled for any N.
+    new_devices = len((devices_used[1] | devices_used[2]) - devices_used[0])
+    assert compiled[2] - compiled[0] <= new_devices, (compiled, devices_used)
+
+
 def test_plan_only_and_a_selection_of_tiles(client: Client, stub: Any) -> None:
     x = np.random.default_rng(2).standard_normal((20, 8))
     aid = client.register(MLP)
@@ -328,7 +357,7 @@ def test_limits_give_resource_exhausted_with_the_numbers(client: Client, stub: A
 
 
 def _stream_log(server: ServerProcess, after: int) -> str:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         lines = server.log_text().splitlines()[after:]
         found = [ln for ln in lines if "method=StreamKernel" in ln]
@@ -371,20 +400,3 @@ def test_cancelled_and_expired_streams_stop_within_a_tile(
     line = _stream_log(server, after)
     sent, planned, computed = _tiles(line)
     assert computed <= sent + 2 * 2 + 2 and computed < planned, line
-
-
-def test_any_n_reuses_the_tile_programs(client: Client, stub: Any, server: ServerProcess) -> None:
-    aid = client.register(MLP)
-    rng = np.random.default_rng(5)
-    compiled = []
-    for n in (37, 45, 29):  # ragged edges, padded to the one 8 x 8 tile shape
-        x, y = rng.standard_normal((n, 8)), rng.standard_normal((n + 3, 8))
-        after = len(server.log_text().splitlines())
-        _, streamed, _, _ = _assemble(
-            stub.StreamKernel(_messages(aid, x, y, get=("ntk",), tile_size=8)), ("ntk",)
-        )
-        assert _relative(streamed["ntk"], client.kernel(aid, x, y)) <= 1e-12
-        m = re.search(r"tile_programs_compiled=(\d+)", _stream_log(server, after))
-        assert m
-        compiled.append(int(m.group(1)))
-    assert compiled[0] == compiled[1] == compiled[2], compiled

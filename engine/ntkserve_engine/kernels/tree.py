@@ -62,4 +62,4 @@ def _layer_node(row: LayerRow, message: Any, here: str) -> Node:
         return out
 
     values = row.hyper_values(message)
-    return Node(apply, values, spatial, row.needs_full_spatial, _leaf_names(values, here))
+    return Node(apply, values, spatial, row.needs_position_pairs, _leaf_names(values, here))

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels.errors import ArchitectureError
-from ntkserve_engine.kernels.rows import LayerRow, Violations
+from ntkserve_engine.kernels.rows import CombinatorRow, LayerRow, Violations
 from ntkserve_engine.kernels.table import COMBINATORS, LAYERS
 from ntkserve_engine.kernels.walk import check_tree
 
@@ -91,27 +91,32 @@ def _flatten_one(
         violations.append((here, "no layer type is set (a layer this server does not know?)"))
         return
     at = f"{here}.{kind}"
-    _unknown(getattr(layer, kind), at, violations)
+    message = getattr(layer, kind)
+    _unknown(message, at, violations)
     if kind in LAYERS:
-        yield (
-            at,
-            _layer_of(kind, _canonical_layer(LAYERS[kind], getattr(layer, kind), at, violations)),
-        )
-        return
-    row = COMBINATORS[kind]
-    message = getattr(layer, kind).__deepcopy__()
-    _fill_defaults(message, row.defaults)
-    violations.extend((f"{at}.{field}", problem) for field, problem in row.check(message))
+        yield at, _layer_of(kind, _canonical_layer(LAYERS[kind], message, at, violations))
+    else:
+        yield from _canonical_combinator(COMBINATORS[kind], kind, message, at, violations)
+
+
+def _canonical_combinator(
+    row: CombinatorRow, kind: str, message: Message, here: str, violations: Violations
+) -> Iterator[tuple[str, pb.Layer]]:
+    """A combinator with its defaults filled and its sub-layers canonical; for a serial, its
+    sub-layers in its place."""
+    out = message.__deepcopy__()
+    _fill_defaults(out, row.defaults)
+    violations.extend((f"{here}.{field}", problem) for field, problem in row.check(out))
     children = [
-        list(_flatten_one(child, f"{at}.{field}", violations))
-        for field, child in row.children_of(message)
+        list(_flatten_one(child, f"{here}.{field}", violations))
+        for field, child in row.children_of(out)
     ]
     if row.inline:
         for sequence in children:
             yield from sequence
         return
-    row.with_children(message, [_single(sequence) for sequence in children if sequence])
-    yield at, _layer_of(kind, message)
+    row.with_children(out, [_single(sequence) for sequence in children if sequence])
+    yield here, _layer_of(kind, out)
 
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:

@@ -66,7 +66,7 @@ class Job:
             tiles=len(self.tiles),
             kernel_shape=kfn.kernel_shape(self.header.x1_shape, self.header.x2_shape),
             tile_bytes=self.tile_bytes,
-            position_pairs=kfn.full_spatial
+            position_pairs=kfn.position_pairs
             and len(kfn.kernel_shape(self.header.x1_shape, None)) > 2,
         )
 

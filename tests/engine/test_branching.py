@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_engine.kernels import ArchitectureError, kernel_fn
 
 from tests.engine.architectures_wrn import wide_resnet
@@ -94,6 +95,13 @@ def test_repeat_equals_unrolled_and_compiles_as_a_loop() -> None:
     )
 
 
+BAD = pb.Layer(dense=pb.Dense(out_dim=2, w_std=-1.0))
+
+
+def _proto(*layers: pb.Layer) -> pb.Architecture:
+    return pb.Architecture(layers=list(layers))
+
+
 @pytest.mark.parametrize(
     ("arch", "path", "needle"),
     [
@@ -138,6 +146,34 @@ def test_repeat_equals_unrolled_and_compiles_as_a_loop() -> None:
             stax.serial(stax.Dense(2), stax.FanOut(2), stax.FanInConcat(axis=0)),
             "architecture.layers[2].fan_in_concat.axis",
             "-1",
+        ),
+        # A sub-layer's field path is its path in the message: canonical checks and the walk
+        # name it alike (they once said branches[0][0] and layer[0]). Protos, not stax: the
+        # client may refuse these values itself.
+        (
+            _proto(
+                pb.Layer(dense=pb.Dense(out_dim=2)),
+                pb.Layer(fan_out=pb.FanOut(num=2)),
+                pb.Layer(parallel=pb.Parallel(branches=[pb.Layer(identity=pb.Identity()), BAD])),
+                pb.Layer(fan_in_sum=pb.FanInSum()),
+            ),
+            "architecture.layers[2].parallel.branches[1].dense.w_std",
+            ">= 0",
+        ),
+        (
+            _proto(pb.Layer(dense=pb.Dense(out_dim=2)), pb.Layer(repeat=pb.Repeat(layer=BAD, n=2))),
+            "architecture.layers[1].repeat.layer.dense.w_std",
+            ">= 0",
+        ),
+        (
+            _proto(pb.Layer(repeat=pb.Repeat(layer=pb.Layer(dense=pb.Dense(out_dim=2)), n=0))),
+            "architecture.layers[0].repeat.n",
+            "between 1 and 10000",
+        ),
+        (
+            _proto(pb.Layer(dense=pb.Dense(out_dim=2)), pb.Layer(fan_out=pb.FanOut(num=300))),
+            "architecture.layers[1].fan_out.num",
+            "between 1 and 256",
         ),
     ],
 )

@@ -100,7 +100,7 @@ def _check_literal(builder: Any, shape: tuple[int, ...], args: dict[str, Any]) -
     x = _x(shape, 1)
     arch = builder(1, **args)
     exact = _jacobian_kernel(arch, x)
-    full = _kernels(KernelFn(arch, force_full_spatial=True), x)
+    full = _kernels(KernelFn(arch, force_position_pairs=True), x)
     diagonal = _kernels(kernel_fn(arch), x)
     # ntk parameterization: J is taken at theta ~ N(0, I), so J J^T is the covariance (and
     # the NTK); standard: J is taken with respect to the trained parameters, so J J^T is the
@@ -151,7 +151,7 @@ def test_conv_local_is_conv_with_a_flatten_readout(parameterization: str, paddin
     x1, x2 = _x((3, 4, 5, 2), 2), _x((2, 4, 5, 2), 3)
     local = kernel_fn(_with(stax.ConvLocal(8, **args), stax.Flatten()))
     shared = kernel_fn(_with(stax.Conv(8, **args), stax.Flatten()))
-    assert not local.full_spatial
+    assert not local.position_pairs
     for other in (None, x2):
         for a, b in zip(
             _kernels(local, x1, other),
@@ -165,7 +165,7 @@ def test_conv_local_is_conv_with_a_flatten_readout(parameterization: str, paddin
 def test_conv_local_full_layout_is_zero_between_positions(parameterization: str) -> None:
     def upto(layer: stax.Architecture) -> KernelFn:
         arch = stax.serial(stax.Conv(8, (2, 2), padding="SAME", W_std=1.4), stax.Relu(), layer)
-        return KernelFn(arch, force_full_spatial=True)
+        return KernelFn(arch, force_position_pairs=True)
 
     args = dict(padding="SAME", W_std=1.3, b_std=0.2, parameterization=parameterization)
     x1, x2 = _x((3, 4, 3, 2), 4), _x((2, 4, 3, 2), 5)

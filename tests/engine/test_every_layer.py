@@ -118,7 +118,7 @@ SPATIAL = {
 
 
 def test_every_layer_has_an_example() -> None:
-    assert set(EXAMPLES) == set(LAYERS) | COMBINATORS
+    assert set(EXAMPLES) == set(LAYERS) | set(COMBINATORS)
 
 
 def _kinds(layers: Any) -> set[str]:

@@ -350,7 +350,7 @@ def test_kernels_with_positions_are_exactly_symmetric(full: bool) -> None:
     """Kernels that keep positions: (N, N, H, W) swaps the samples; the full (N, N, H, W,
     H, W) swaps the samples and the two position groups, diagonal blocks K[i, i] included."""
     arch = stax.serial(stax.Conv(2, (2, 2), padding="SAME"), stax.Relu(), stax.Conv(1, (2, 2)))
-    kfn = KernelFn(arch.to_proto(), force_full_spatial=full)
+    kfn = KernelFn(arch.to_proto(), force_position_pairs=full)
     x = np.random.RandomState(0).randn(3, 3, 4, 2)
     engine = ComputeEngine()  # by id, as the server does: the full variant has the same id
     for k in engine.kernel(engine.compiled(kfn), x, None, GET):
@@ -358,7 +358,7 @@ def test_kernels_with_positions_are_exactly_symmetric(full: bool) -> None:
         swap = (1, 0, 4, 5, 2, 3) if full else (1, 0, 2, 3)
         np.testing.assert_array_equal(k, np.transpose(k, swap))
     raw = np.random.RandomState(1).randn(3, 3, 2, 3, 2, 3)  # mirror_upper keeps the upper part
-    mirrored = mirror_upper(raw, full=True)
+    mirrored = mirror_upper(raw, position_pairs=True)
     np.testing.assert_array_equal(mirrored, np.transpose(mirrored, (1, 0, 4, 5, 2, 3)))
     np.testing.assert_array_equal(mirrored[0, 1], raw[0, 1])
     np.testing.assert_array_equal(mirrored[2, 0], np.transpose(raw[0, 2], (2, 3, 0, 1)))
@@ -383,6 +383,6 @@ def test_mirror_upper_in_blocks(shape: tuple[int, ...]) -> None:
     """The host mirror copies in blocks of rows (past one block too, and with positions):
     the upper triangle kept, the lower one its transpose, nothing else touched."""
     a = np.random.default_rng(0).random(shape)
-    out = mirror_upper(a, full=False)
+    out = mirror_upper(a, position_pairs=False)
     upper = np.triu(np.ones(shape[:2], dtype=bool)).reshape(shape[:2] + (1,) * (len(shape) - 2))
     np.testing.assert_array_equal(out, np.where(upper, a, a.swapaxes(0, 1)))

@@ -37,17 +37,17 @@ def _images(n: int, seed: int = 0, shape: tuple[int, ...] = (5, 4, 3)) -> np.nda
 
 
 def test_layout_is_decided_per_network() -> None:
-    assert not kernel_fn(CNN_FLATTEN).full_spatial  # O(N1 N2 |S|)
-    assert kernel_fn(CNN_POOL).full_spatial  # pooling needs every pair of positions
+    assert not kernel_fn(CNN_FLATTEN).position_pairs  # O(N1 N2 |S|)
+    assert kernel_fn(CNN_POOL).position_pairs  # pooling needs every pair of positions
 
 
-def test_flatten_readout_is_the_same_with_full_spatial_covariance() -> None:
+def test_flatten_readout_is_the_same_with_position_pairs() -> None:
     x1, x2 = _images(3), _images(2, 1)
     get = ("nngp", "ntk")
-    diagonal_fn, full_fn = kernel_fn(CNN_FLATTEN), KernelFn(CNN_FLATTEN, force_full_spatial=True)
-    diagonal = jax.jit(diagonal_fn.apply, static_argnums=3)(diagonal_fn.params, x1, x2, get)
-    full = jax.jit(full_fn.apply, static_argnums=3)(full_fn.params, x1, x2, get)
-    for a, b in zip(diagonal, full, strict=True):
+    same_fn, pairs_fn = kernel_fn(CNN_FLATTEN), KernelFn(CNN_FLATTEN, force_position_pairs=True)
+    same = jax.jit(same_fn.apply, static_argnums=3)(same_fn.params, x1, x2, get)
+    pairs = jax.jit(pairs_fn.apply, static_argnums=3)(pairs_fn.params, x1, x2, get)
+    for a, b in zip(same, pairs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 

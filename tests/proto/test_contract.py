@@ -16,8 +16,8 @@ EXAMPLE_ARGS = {"activation": "tanh"}  # required arguments that are not numbers
 
 
 def test_table_covers_exactly_the_oneof() -> None:
-    assert set(LAYERS) | COMBINATORS == {f.name for f in LAYER_FIELDS}
-    assert not set(LAYERS) & COMBINATORS
+    assert set(LAYERS) | set(COMBINATORS) == {f.name for f in LAYER_FIELDS}
+    assert not set(LAYERS) & set(COMBINATORS)
 
 
 @pytest.mark.parametrize("field", LAYER_FIELDS, ids=lambda f: f.name)
@@ -26,6 +26,11 @@ def test_each_layer_has_builder_rule_and_row(field) -> None:  # type: ignore[no-
     builder = getattr(stax, NT_SPELLING.get(name, name), None) or getattr(stax, name.lower(), None)
     assert builder is not None, f"ntkserve.stax has no builder for {name}"
     if field.name in COMBINATORS:
+        combinator = COMBINATORS[field.name]
+        assert combinator.message.DESCRIPTOR.full_name == field.message_type.full_name
+        named = (*combinator.defaults, *([combinator.children] if combinator.children else []))
+        for param in named:
+            assert param in combinator.message.DESCRIPTOR.fields_by_name, f"{name}.{param}"
         return
     row = LAYERS[field.name]
     assert row.message.DESCRIPTOR.full_name == field.message_type.full_name

@@ -5,7 +5,7 @@ positions of (N, *S, C) inputs as a graph's nodes and pattern[n] (|S| x |S|, any
 weights) the adjacency of example n's graph, the layer computes y[n, s] = sum_t
 pattern[n, s, t] x[n, t], linear in x and with no weights of its own, so
     K'(x1 s, x2 v) = sum_{t, u} P1[s, t] K(x1 t, x2 u) P2[v, u],     NTK likewise,
-over the covariance of every pair of positions (the row asks for the full layout). Each
+over the covariance of every pair of positions (the row asks for position pairs). Each
 example brings its own graph: the patterns travel with the inputs as request tensors
 (`pattern1` for x1, `pattern2` for x2), shaped (N, *S, *S) with S the positions the layer
 sees. Every Aggregate layer of a network uses the same patterns, as in neural-tangents.
@@ -80,6 +80,6 @@ AGGREGATE = LayerRow(
     message=pb.Aggregate,
     role=Role.LINEAR,
     build=aggregate_rule,
-    needs_full_spatial=True,
+    needs_position_pairs=True,
     out_spatial=_needs_positions,
 )

@@ -31,7 +31,7 @@ to C (weighted by the share of channels, as the NTK parameterization divides by 
     (C / (C + P), W_pos^2 P / (C + P)) for CONCAT,
 for the keys and queries, and for the values too when `val_pos_emb`.
 
-Every pair of positions is needed (the full spatial layout), and the positions stay.
+Every pair of positions is needed (position pairs), and the positions stay.
 Masked positions (`mask_constant`) are absent, as in neural-tangents: a masked key gets no
 weight (softmax's logit -1e20; the other mechanisms see a logit of 0), a masked position has
 no embedding, and the remask after every layer (masking.py) zeroes what involves it.
@@ -254,5 +254,5 @@ GLOBAL_SELF_ATTENTION = LayerRow(
     hyper=_STDS,
     check=check_attention,
     canonical=canonical_attention,
-    needs_full_spatial=True,
+    needs_position_pairs=True,
 )

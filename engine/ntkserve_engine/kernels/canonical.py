@@ -1,7 +1,8 @@
 """Validation and the canonical form of an `Architecture`, and the id that hashes it.
 
 Canonical: nested serials flattened, absent parameters filled with neural-tangents'
-defaults. Two specs of the same network (one spelling out defaults, one nesting
+defaults (a fold over the rows of `table.py`: a layer's row, or a combinator's row and its
+sub-layers). Two specs of the same network (one spelling out defaults, one nesting
 serials) get the same canonical form and so the same id. Every violation is reported
 with its field path, all at once.
 """
@@ -18,9 +19,14 @@ from google.protobuf.message import Message
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels.errors import ArchitectureError
-from ntkserve_engine.kernels.rows import Violations
+from ntkserve_engine.kernels.rows import CombinatorRow, LayerRow, Violations
 from ntkserve_engine.kernels.table import COMBINATORS, LAYERS
-from ntkserve_engine.kernels.tree import MAX_BRANCHES, MAX_LAYERS, MAX_REPEAT, check_tree
+from ntkserve_engine.kernels.walk import check_tree
+
+# Layers in all, nested ones included: a bound that keeps one registration from taking the
+# server's time (a million layers traced one by one); far beyond any network in the
+# literature. The combinators' own bounds are in combinators.py.
+MAX_LAYERS = 10_000
 
 
 def _unknown(message: Message, path: str, violations: Violations) -> None:
@@ -55,80 +61,62 @@ def _single(layers: list[tuple[str, pb.Layer]]) -> pb.Layer:
     return pb.Layer(serial=pb.Serial(layers=[layer for _, layer in layers]))
 
 
-def _combinator(kind: str, message: Any, here: str, violations: Violations) -> Any:
-    """The canonical form of a combinator message (its sub-layers canonical too)."""
+def _canonical_layer(row: LayerRow, message: Message, here: str, violations: Violations) -> Any:
+    """A layer's message with its defaults filled, once its checks pass."""
     out = message.__deepcopy__()
-    if kind == "parallel":
-        if not message.branches:
-            violations.append((f"{here}.branches", "is empty: parallel needs branches"))
-        elif len(message.branches) > MAX_BRANCHES:
-            violations.append(
-                (f"{here}.branches", f"at most {MAX_BRANCHES}, got {len(message.branches)}")
-            )
-        del out.branches[:]
-        for i, branch in enumerate(message.branches):
-            seq = list(_flatten([branch], f"{here}.branches[{i}]", violations))
-            if seq:
-                out.branches.append(_single(seq))
-    elif kind == "repeat":
-        if not message.HasField("layer"):
-            violations.append((f"{here}.layer", "is required"))
-        if not 1 <= message.n <= MAX_REPEAT:
-            violations.append(
-                (
-                    f"{here}.n",
-                    f"is required and must be between 1 and {MAX_REPEAT}, got {message.n}",
-                )
-            )
-        seq = list(_flatten([message.layer], f"{here}.layer", violations))
-        if seq:
-            out.layer.CopyFrom(_single(seq))
-    elif kind == "fan_out" and not 1 <= message.num <= MAX_BRANCHES:
-        violations.append(
-            (
-                f"{here}.num",
-                f"is required and must be between 1 and {MAX_BRANCHES}, got {message.num}",
-            )
-        )
-    elif kind == "fan_in_concat":
-        if not message.HasField("axis"):
-            out.axis = -1
-        elif message.axis != -1:
-            violations.append(
-                (f"{here}.axis", f"only -1 (channels) is supported, got {message.axis}")
-            )
+    for name in row.required:
+        if not out.HasField(name):
+            violations.append((f"{here}.{name}", "is required"))
+    _fill_defaults(out, row.defaults)
+    problems = row.check(out)
+    violations.extend((f"{here}.{field}", problem) for field, problem in problems)
+    if not problems:
+        row.canonical(out)
     return out
 
 
 def _flatten(layers: Any, path: str, violations: Violations) -> Iterator[tuple[str, pb.Layer]]:
     for i, layer in enumerate(layers):
-        here = f"{path}[{i}]"
-        _unknown(layer, here, violations)
-        kind = layer.WhichOneof("layer")
-        if kind is None:
-            violations.append((here, "no layer type is set (a layer this server does not know?)"))
-            continue
-        _unknown(getattr(layer, kind), f"{here}.{kind}", violations)
-        if kind == "serial":
-            if not layer.serial.layers:
-                violations.append((f"{here}.serial.layers", "is empty: a serial needs layers"))
-            yield from _flatten(layer.serial.layers, f"{here}.serial.layers", violations)
-            continue
-        if kind in COMBINATORS:
-            combinator = _combinator(kind, getattr(layer, kind), f"{here}.{kind}", violations)
-            yield f"{here}.{kind}", _layer_of(kind, combinator)
-            continue
-        row = LAYERS[kind]
-        message = getattr(layer, kind).__deepcopy__()
-        for name in row.required:
-            if not message.HasField(name):
-                violations.append((f"{here}.{kind}.{name}", "is required"))
-        _fill_defaults(message, row.defaults)
-        problems = row.check(message)
-        violations.extend((f"{here}.{kind}.{f}", problem) for f, problem in problems)
-        if not problems:
-            row.canonical(message)
-        yield f"{here}.{kind}", _layer_of(kind, message)
+        yield from _flatten_one(layer, f"{path}[{i}]", violations)
+
+
+def _flatten_one(
+    layer: pb.Layer, here: str, violations: Violations
+) -> Iterator[tuple[str, pb.Layer]]:
+    """The canonical form of one layer, as (path, layer) pairs: the layer itself, or the
+    layers of a serial (flattened away); a combinator's sub-layers canonical too."""
+    _unknown(layer, here, violations)
+    kind = layer.WhichOneof("layer")
+    if kind is None:
+        violations.append((here, "no layer type is set (a layer this server does not know?)"))
+        return
+    at = f"{here}.{kind}"
+    message = getattr(layer, kind)
+    _unknown(message, at, violations)
+    if kind in LAYERS:
+        yield at, _layer_of(kind, _canonical_layer(LAYERS[kind], message, at, violations))
+    else:
+        yield from _canonical_combinator(COMBINATORS[kind], kind, message, at, violations)
+
+
+def _canonical_combinator(
+    row: CombinatorRow, kind: str, message: Message, here: str, violations: Violations
+) -> Iterator[tuple[str, pb.Layer]]:
+    """A combinator with its defaults filled and its sub-layers canonical; for a serial, its
+    sub-layers in its place."""
+    out = message.__deepcopy__()
+    _fill_defaults(out, row.defaults)
+    violations.extend((f"{here}.{field}", problem) for field, problem in row.check(out))
+    children = [
+        list(_flatten_one(child, f"{here}.{field}", violations))
+        for field, child in row.children_of(out)
+    ]
+    if row.inline:
+        for sequence in children:
+            yield from sequence
+        return
+    row.with_children(out, [_single(sequence) for sequence in children if sequence])
+    yield here, _layer_of(kind, out)
 
 
 def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
@@ -178,13 +166,10 @@ def topology_id(canonical: pb.Architecture) -> str:
 
 
 def every_layer(layers: Any) -> Iterator[pb.Layer]:
-    """Every Layer message of a sequence, nested ones (serial, parallel, repeat) included."""
+    """Every Layer message of a sequence, nested ones (in serial, parallel, repeat) included."""
     for layer in layers:
         yield layer
         kind = layer.WhichOneof("layer")
-        if kind == "serial":
-            yield from every_layer(layer.serial.layers)
-        elif kind == "parallel":
-            yield from every_layer(layer.parallel.branches)
-        elif kind == "repeat":
-            yield from every_layer([layer.repeat.layer])
+        if kind in COMBINATORS:
+            children = COMBINATORS[kind].children_of(getattr(layer, kind))
+            yield from every_layer(child for _, child in children)

@@ -56,18 +56,20 @@ def _as_proto(arch: Any) -> pb.Architecture:
 class KernelFn:
     """The analytic NNGP/NTK of one architecture. Build with `kernel_fn(arch)`."""
 
-    def __init__(self, arch: Any, *, force_full_spatial: bool = False) -> None:
+    def __init__(self, arch: Any, *, force_position_pairs: bool = False) -> None:
         self.architecture = canonicalize(_as_proto(arch))
         self.id = architecture_id(self.architecture)
         # Shared by networks that differ only in hyper-parameter values: one compilation.
-        self.topology_id = topology_id(self.architecture) + ("-full" if force_full_spatial else "")
+        self.topology_id = topology_id(self.architecture) + (
+            "-pairs" if force_position_pairs else ""
+        )
         self._network = build_sequence(self.architecture.layers, "architecture.layers")
         self.params: Params = self._network.params
         # The path of each hyper-parameter, in the order of jax.tree.leaves(params).
         self.hyper_parameter_paths: tuple[str, ...] = tuple(jax.tree.leaves(self._network.names))
         # Decided once per network: only pooling over positions pays for the covariance of
         # every pair of positions; a Flatten readout needs same-position covariances only.
-        self.full_spatial = force_full_spatial or self._network.pools
+        self.position_pairs = force_position_pairs or self._network.needs_position_pairs
         # Aggregate layers read each example's graph, sent with the inputs.
         self.uses_patterns = any(
             layer.WhichOneof("layer") == "aggregate"
@@ -138,7 +140,7 @@ class KernelFn:
                 )
 
     def kernel_shape(self, shape1: Sequence[int], shape2: Sequence[int] | None) -> tuple[int, ...]:
-        """(N1, N2, *P): the positions left at the output, once (or twice when full)."""
+        """(N1, N2, *P): the positions left at the output, once (or twice with position pairs)."""
         try:
             spatial = self._network.spatial(tuple(shape1[1:-1]))
         except ShapeProblem as e:
@@ -146,7 +148,7 @@ class KernelFn:
                 "x1.shape", f"inputs of shape {list(shape1)} do not fit: {e}"
             ) from None
         n2 = shape1[0] if shape2 is None else shape2[0]
-        return (shape1[0], n2, *spatial, *(spatial if self.full_spatial else ()))
+        return (shape1[0], n2, *spatial, *(spatial if self.position_pairs else ()))
 
     def to_host(self, out: Sequence[Any], symmetric: bool) -> tuple[np.ndarray[Any, Any], ...]:
         """A compiled program's kernels as numpy arrays; exactly symmetric ones when
@@ -154,7 +156,7 @@ class KernelFn:
         arrays = tuple(np.asarray(k) for k in out)
         if not symmetric:
             return arrays
-        return tuple(mirror_upper(a, self.full_spatial) for a in arrays)
+        return tuple(mirror_upper(a, self.position_pairs) for a in arrays)
 
     def apply(
         self,
@@ -176,13 +178,17 @@ class KernelFn:
             x1,
             x2,
             with_ntk="ntk" in get,
-            full=self.full_spatial,
+            position_pairs=self.position_pairs,
             mask_constant=mask_constant,
             patterns=(pattern1, pattern2),
         )
         k = self._network.apply(k, jax.tree.map(lambda v: jnp.asarray(v, dtype), params))
         out = tuple(getattr(k, name) for name in get)
-        return tuple(_symmetrized(a, len(k.spatial), k.full) for a in out) if k.symmetric else out
+        return (
+            tuple(_symmetrized(a, len(k.spatial), k.position_pairs) for a in out)
+            if k.symmetric
+            else out
+        )
 
     def __call__(
         self,
@@ -217,16 +223,16 @@ class KernelFn:
         return out[0] if isinstance(get, str) else out
 
 
-def _symmetrized(a: Array, d: int, full: bool) -> Array:
+def _symmetrized(a: Array, d: int, position_pairs: bool) -> Array:
     """K made exactly symmetric for x2 = x1: pooling sums the two positions of a pair in a
     fixed order, which leaves K and K^T a rounding apart, and users expect a symmetric matrix.
 
     The upper triangle is mirrored by a select, not averaged: under jit XLA contracts the
     multiply before an average into an FMA (fma(a_ij, s, round(a_ji * s))), so (K + K^T) / 2
-    came out a rounding from symmetric. With positions (full spatial covariance), the order
+    came out a rounding from symmetric. With position pairs, the order
     is on (sample, position) pairs, so the diagonal blocks K[i, i] come out symmetric too.
     """
-    if d == 0 or not full:
+    if d == 0 or not position_pairs:
         swap = (1, 0, *range(2, a.ndim))
         rows = lax.broadcasted_iota(jnp.int32, a.shape[:2], 0)
         cols = lax.broadcasted_iota(jnp.int32, a.shape[:2], 1)
@@ -247,16 +253,16 @@ def _symmetrized(a: Array, d: int, full: bool) -> Array:
 MIRROR_BLOCK = 256  # rows per block of the host-side mirror
 
 
-def mirror_upper(a: np.ndarray[Any, Any], full: bool) -> np.ndarray[Any, Any]:
+def mirror_upper(a: np.ndarray[Any, Any], position_pairs: bool) -> np.ndarray[Any, Any]:
     """A kernel of x2 = x1, exactly symmetric: its upper triangle (over (sample, position)
-    pairs when full) copied onto the lower one, on the host.
+    pairs with position pairs) copied onto the lower one, on the host.
 
     The compiled programs symmetrize too (`_symmetrized`), but XLA may fuse the last layer's
     update into that select and compute it twice, once per triangle, with different FMA
     contractions: a rounding apart. A copy on the host is exact whatever the compiler does.
     """
     n = a.shape[0]
-    if a.ndim == 2 or not full:
+    if a.ndim == 2 or not position_pairs:
         # In blocks of rows: a whole-array np.where reads the transpose with a stride of a
         # row per element (80 ms for 4000^2 float32, against 22 ms for these block copies).
         out = np.array(a)  # the program's own buffer is read-only

@@ -9,7 +9,7 @@ and at equal positions the update is Conv's, with A(k)(q) the mean of k(q s + t 
 over the filter's offsets t (p: the padding before; same-position inputs only):
     nngp'(q, q) = W_std^2 A(nngp)(q) + b_std^2,   ntk'(q, q) = nngp'(q, q) + W_std^2 A(ntk)(q)
     ntk'(q, q)  = (C_in |F| / s_in) A(nngp)(q) + W_std^2 A(ntk)(q) + [bias present]  (standard)
-In the diagonal layout (a Flatten readout) it is Conv exactly; pooling after it sees the zeros.
+With same positions only (a Flatten readout) it is Conv exactly; pooling after it sees the zeros.
 
 ConvTranspose, y = W_std / sqrt(C_in |F|) lax.conv_transpose(x, W) + b_std b (neural-tangents'
 weights and normalisation; W and b shared over positions). Upsample the input covariance as
@@ -42,9 +42,8 @@ from ntkserve_engine.kernels.spatial import (
     conv_rule,
     map_windowed,
     position_axes,
-    window_strides,
 )
-from ntkserve_engine.kernels.windows import ShapeProblem, window_sums
+from ntkserve_engine.kernels.windows import ShapeProblem, window_of, window_sums
 
 # -- ConvLocal ----------------------------------------------------------------------------
 
@@ -77,14 +76,14 @@ def conv_local_rule(layer: pb.ConvLocal) -> Rule:
     same_position_update = conv_rule(layer)
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        if not k.full:
+        if not k.position_pairs:
             return same_position_update(k, hp)
         diagonal = map_windowed(
-            k, lambda a, batch: _same_positions(a, batch, k.spatial), full=False
+            k, lambda a, batch: _same_positions(a, batch, k.spatial), position_pairs=False
         )
         out = same_position_update(diagonal, hp)
         return map_windowed(
-            out, lambda a, batch: _on_position_diagonal(a, batch, out.spatial), full=True
+            out, lambda a, batch: _on_position_diagonal(a, batch, out.spatial), position_pairs=True
         )
 
     return rule
@@ -109,7 +108,7 @@ CONV_LOCAL = LayerRow(
 # image). The output grows by the stride (and the filter): without a bound, a one-position
 # input and a stride of 2**60 would reach XLA as a shape, and positions cost host memory
 # even when nothing is computed (tracing indexes them: 2**28 positions took 14 GiB just to
-# estimate a tile's memory); squared (full layout), 2**40 entries per pair still fit int64.
+# estimate a tile's memory); squared (position pairs), 2**40 entries per pair still fit int64.
 MAX_TRANSPOSED_POSITIONS = 1 << 20
 
 
@@ -140,12 +139,10 @@ def transposed_size(size: int, window: int, stride: int, padding: int) -> int:
 
 
 def transposed_shape(layer: pb.ConvTranspose, spatial: Spatial) -> Spatial:
-    window = list(layer.filter_shape)
+    window, strides, padding = window_of(layer)
     check_dimensions(window, spatial)
-    strides = window_strides(layer, window)
     out = tuple(
-        transposed_size(n, w, s, layer.padding)
-        for n, w, s in zip(spatial, window, strides, strict=True)
+        transposed_size(n, w, s, padding) for n, w, s in zip(spatial, window, strides, strict=True)
     )
     if math.prod(out) > MAX_TRANSPOSED_POSITIONS:
         raise ShapeProblem(
@@ -168,10 +165,9 @@ def _wrap_sum(a: Array, axis: int, period: int, offset: int) -> Array:
 
 
 def conv_transpose_rule(layer: pb.ConvTranspose) -> Rule:
-    window = list(layer.filter_shape)
-    strides = window_strides(layer, window)
-    circular = layer.padding == pb.PADDING_CIRCULAR
-    lax_padding = pb.PADDING_VALID if circular else layer.padding
+    window, strides, padding = window_of(layer)
+    circular = padding == pb.PADDING_CIRCULAR
+    lax_padding = pb.PADDING_VALID if circular else padding
     out_width = layer.out_chan * layer.s_out
     scale = 1.0 / math.prod(window)
 

@@ -36,19 +36,22 @@ def diagonal_of(pair: PairMoments) -> DiagMoments:
 
 
 def elementwise(moments: Moments) -> Rule:
-    """Builds the Kernel -> Kernel rule of a nonlinearity from its Gaussian moments."""
+    """Builds the (Kernel, Hyper) -> Kernel rule of a nonlinearity from its Gaussian moments."""
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
         pair, diag = moments(hp)
         want_tdot = k.ntk is not None
-        d, full = len(k.spatial), k.full
+        d, position_pairs = len(k.spatial), k.position_pairs
         var1, var2 = k.var1, k.var2
         nngp, tdot = pair(
-            as_rows(var1, d, full, True), as_cols(var2, d, full, True), k.nngp, want_tdot
+            as_rows(var1, d, position_pairs, True),
+            as_cols(var2, d, position_pairs, True),
+            k.nngp,
+            want_tdot,
         )
         cov1 = cov2 = None
         if k.symmetric:
-            index = diagonal_index(nngp.shape[0], k.spatial, full, True)
+            index = diagonal_index(nngp.shape[0], k.spatial, position_pairs, True)
             var, tdot_diag = diag(var1, want_tdot)
             nngp = nngp.at[index].set(var)
             if tdot is not None:
@@ -68,9 +71,9 @@ def elementwise(moments: Moments) -> Rule:
 def _self_block(
     pair: PairMoments, diag: DiagMoments, cov: Array | None, var: Array, k: Kernel
 ) -> Array:
-    """The update of an example's covariance with itself (across positions when full)."""
+    """The update of an example's covariance with itself (across positions with position pairs)."""
     assert cov is not None
-    if not k.full:
+    if not k.position_pairs:
         return diag(var, False)[0]
     d = len(k.spatial)
     block = pair(as_rows(var, d, True, False), as_cols(var, d, True, False), cov, False)[0]

@@ -1,15 +1,28 @@
 """`Kernel`: the state every layer rule maps to a new state (NT's `Kernel`, pared down).
 
-A rule is a function Kernel -> Kernel (the contract of jax's `example_libraries/stax`).
+A rule is a function (Kernel, Hyper) -> Kernel (`rows.Rule`): the layer's input kernel and
+its hyper-parameters (traced values, so one compilation serves every W_std) to its output
+kernel; jax's `example_libraries/stax` contract, with the hyper-parameters an argument.
 Arrays are traced; the other fields are static, decided when the network is compiled.
 
 Layout of the arrays, for inputs of shape (N, *S, C) with spatial positions S (S = () for
 (N, C) inputs):
-- diagonal spatial (`full=False`): only same-position covariances, nngp (N1, N2, *S).
-  Enough for networks whose readout is Flatten: O(N1 N2 |S|) work (Novak et al. 2019).
-- full spatial (`full=True`): every pair of positions, nngp (N1, N2, *S, *S), positions of
-  x1 first. Needed by pooling readouts: O(N1 N2 |S|^2) work.
+- same positions (`position_pairs=False`): only same-position covariances, nngp
+  (N1, N2, *S). Enough for networks whose readout is Flatten: O(N1 N2 |S|) work (Novak et
+  al. 2019).
+- position pairs (`position_pairs=True`): every pair of positions, nngp (N1, N2, *S, *S),
+  positions of x1 first. Needed by pooling readouts: O(N1 N2 |S|^2) work.
 cov1 (N1, *P) and cov2 (N2, *P) are the same-example blocks in that layout (P = S or S + S).
+
+One name per concept, in the engine and the server alike:
+- `position_pairs`: the covariance of every pair of positions is tracked (the wire's
+  `StreamKernelPlan.position_pairs` means the same); a layer that needs it says
+  `needs_position_pairs` (`LayerRow`, `Node`).
+- `symmetric`: x2 is x1 (x2=None). The wire's `StreamKernelPlan.mirrored` is what the client
+  does about it: it mirrors the tiles below the diagonal.
+- "diagonal" means an example (or a position) with itself (`diagonal_index`,
+  `position_diagonal`), never x2 = x1. The server's tiles "on the diagonal" of a tile grid
+  (rows and columns over the same examples) are another concept and keep that name.
 
 Masked inputs (`mask_constant`, as in neural-tangents): keep1 (N1, *S) and keep2 (N2, *S) are
 1 where a position holds data and 0 where every channel of it equals the mask constant;
@@ -41,7 +54,7 @@ class Kernel:
       nonlinearity's expectation can be taken in closed form.
     symmetric: x2 is x1.
     spatial: the positions S (() for inputs without spatial dimensions).
-    full: covariances between all pairs of positions are tracked (see the module doc).
+    position_pairs: covariances between all pairs of positions are tracked (see the module doc).
     keep1, keep2: 1 at the positions of x1 (x2) that hold data, 0 at masked ones, (N, *S);
       None when nothing is masked (keep2 None and keep1 set: x2 is x1).
     pattern1, pattern2: the graphs' adjacency of x1's (x2's) examples, (N, *S, *S), for
@@ -56,7 +69,7 @@ class Kernel:
     is_gaussian: bool
     symmetric: bool
     spatial: tuple[int, ...] = ()
-    full: bool = False
+    position_pairs: bool = False
     keep1: Array | None = None
     keep2: Array | None = None
     pattern1: Array | None = None
@@ -69,15 +82,17 @@ class Kernel:
     def var1(self) -> Array:
         """Variances of the x1 rows at each position: (N1, *S)."""
         if self.cov1 is None:
-            return self.nngp[diagonal_index(self.nngp.shape[0], self.spatial, self.full, True)]
-        return position_diagonal(self.cov1, self.spatial, self.full)
+            return self.nngp[
+                diagonal_index(self.nngp.shape[0], self.spatial, self.position_pairs, True)
+            ]
+        return position_diagonal(self.cov1, self.spatial, self.position_pairs)
 
     @property
     def var2(self) -> Array:
         """Variances of the x2 rows at each position: (N2, *S)."""
         if self.cov2 is None:
             return self.var1
-        return position_diagonal(self.cov2, self.spatial, self.full)
+        return position_diagonal(self.cov2, self.spatial, self.position_pairs)
 
     def map_arrays(self, fn: Callable[[Array, int], Array], **changes: object) -> Kernel:
         """Applies fn(array, number of batch axes) to every array: a linear layer's update."""
@@ -93,42 +108,42 @@ class Kernel:
 jax.tree_util.register_dataclass(
     Kernel,
     data_fields=["nngp", "cov1", "cov2", "ntk", "keep1", "keep2", "pattern1", "pattern2"],
-    meta_fields=["width", "is_gaussian", "symmetric", "spatial", "full"],
+    meta_fields=["width", "is_gaussian", "symmetric", "spatial", "position_pairs"],
 )
 
 
 def diagonal_index(
-    n: int, spatial: tuple[int, ...], full: bool, pair: bool
+    n: int, spatial: tuple[int, ...], position_pairs: bool, pair: bool
 ) -> tuple[np.ndarray, ...]:
     """Index of the entries where an example meets itself at the same position.
 
-    For a (n, n, *P) array when `pair`, else for a (n, *P) array with `full`; the indexed
+    For a (n, n, *P) array when `pair`, else for a (n, *P) array; the indexed
     result has shape (n, *S).
     """
     d = len(spatial)
     batch = np.arange(n).reshape((n,) + (1,) * d)
     grids = tuple(g[None] for g in np.indices(spatial)) if d else ()
-    positions = grids * 2 if full else grids
+    positions = grids * 2 if position_pairs else grids
     return ((batch, batch) if pair else (batch,)) + positions
 
 
-def position_diagonal(cov: Array, spatial: tuple[int, ...], full: bool) -> Array:
+def position_diagonal(cov: Array, spatial: tuple[int, ...], position_pairs: bool) -> Array:
     """(n, *P) -> (n, *S): each position with itself."""
-    if not full or not spatial:
+    if not position_pairs or not spatial:
         return cov
     return cov[diagonal_index(cov.shape[0], spatial, True, False)]
 
 
-def as_rows(var: Array, d: int, full: bool, pair: bool) -> Array:
+def as_rows(var: Array, d: int, position_pairs: bool, pair: bool) -> Array:
     """(n, *S) variances, shaped to broadcast along the first batch axis of a block."""
     x = var[:, None] if pair else var
-    return x.reshape(x.shape + (1,) * d) if full else x
+    return x.reshape(x.shape + (1,) * d) if position_pairs else x
 
 
-def as_cols(var: Array, d: int, full: bool, pair: bool) -> Array:
+def as_cols(var: Array, d: int, position_pairs: bool, pair: bool) -> Array:
     """(n, *S) variances, shaped to broadcast along the last batch axis of a block."""
     x = var[None] if pair else var
-    if not full:
+    if not position_pairs:
         return x
     batch = x.shape[: x.ndim - d]
     return x.reshape(batch + (1,) * d + x.shape[x.ndim - d :])
@@ -138,14 +153,14 @@ def scale_positions(k: Kernel, s1: Array, s2: Array | None) -> Kernel:
     """Every entry times s1 at its x1 position and s2 at its x2 position (s: (n, *S); s2
     None: x2 is x1). A per-example, per-position rescaling: LayerNorm's variances, masks,
     counts of the positions an average runs over."""
-    d, full = len(k.spatial), k.full
+    d, position_pairs = len(k.spatial), k.position_pairs
     s2_ = s1 if s2 is None else s2
-    pair = as_rows(s1, d, full, True) * as_cols(s2_, d, full, True)
+    pair = as_rows(s1, d, position_pairs, True) * as_cols(s2_, d, position_pairs, True)
 
     def self_block(cov: Array | None, s: Array) -> Array | None:
         if cov is None:
             return None
-        return cov * (as_rows(s, d, full, False) * as_cols(s, d, full, False))
+        return cov * (as_rows(s, d, position_pairs, False) * as_cols(s, d, position_pairs, False))
 
     return k.replace(
         nngp=k.nngp * pair,
@@ -155,21 +170,21 @@ def scale_positions(k: Kernel, s1: Array, s2: Array | None) -> Kernel:
     )
 
 
-def _gram(a: Array, b: Array, full: bool) -> Array:
+def _gram(a: Array, b: Array, position_pairs: bool) -> Array:
     """Inner products over channels at full precision (no TF32: CPU and GPU agree)."""
     d = a.ndim - 2
     s1 = string.ascii_lowercase[:d]
-    s2 = string.ascii_lowercase[d : 2 * d] if full else s1
-    spec = f"n{s1}z,m{s2}z->nm{s1}{s2 if full else ''}"
+    s2 = string.ascii_lowercase[d : 2 * d] if position_pairs else s1
+    spec = f"n{s1}z,m{s2}z->nm{s1}{s2 if position_pairs else ''}"
     return jnp.einsum(spec, a, b, precision=lax.Precision.HIGHEST)
 
 
-def _self_gram(a: Array, full: bool) -> Array:
+def _self_gram(a: Array, position_pairs: bool) -> Array:
     """Each example with itself: (n, *P)."""
     d = a.ndim - 2
     s1 = string.ascii_lowercase[:d]
-    s2 = string.ascii_lowercase[d : 2 * d] if full else s1
-    spec = f"n{s1}z,n{s2}z->n{s1}{s2 if full else ''}"
+    s2 = string.ascii_lowercase[d : 2 * d] if position_pairs else s1
+    spec = f"n{s1}z,n{s2}z->n{s1}{s2 if position_pairs else ''}"
     return jnp.einsum(spec, a, a, precision=lax.Precision.HIGHEST)
 
 
@@ -183,7 +198,7 @@ def input_kernel(
     x1: Array,
     x2: Array | None,
     with_ntk: bool,
-    full: bool = False,
+    position_pairs: bool = False,
     mask_constant: Array | float | None = None,
     patterns: tuple[Array | None, Array | None] = (None, None),
 ) -> Kernel:
@@ -203,18 +218,18 @@ def input_kernel(
             x2 = jnp.where(masked2, 0, x2)
     width = x1.shape[-1]
     spatial = tuple(x1.shape[1:-1])
-    full = full and bool(spatial)
+    position_pairs = position_pairs and bool(spatial)
     # Multiply by the reciprocal, never divide by a constant: XLA rewrites x / c into
     # x * (1 / c) in some programs and not others, and eager, jitted and differentiated
     # calls must return the same bits.
     scale = 1.0 / width
     if x2 is None:
-        nngp = _gram(x1, x1, full) * scale
+        nngp = _gram(x1, x1, position_pairs) * scale
         cov1 = cov2 = None
     else:
-        nngp = _gram(x1, x2, full) * scale
-        cov1 = _self_gram(x1, full) * scale
-        cov2 = _self_gram(x2, full) * scale
+        nngp = _gram(x1, x2, position_pairs) * scale
+        cov1 = _self_gram(x1, position_pairs) * scale
+        cov2 = _self_gram(x2, position_pairs) * scale
     return Kernel(
         nngp=nngp,
         cov1=cov1,
@@ -224,7 +239,7 @@ def input_kernel(
         is_gaussian=False,
         symmetric=x2 is None,
         spatial=spatial,
-        full=full,
+        position_pairs=position_pairs,
         keep1=keep1,
         keep2=keep2,
         pattern1=patterns[0],

@@ -21,7 +21,7 @@ from jax import Array
 
 from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.kernels.kernel import Kernel, scale_positions
-from ntkserve_engine.kernels.windows import window_sums
+from ntkserve_engine.kernels.windows import Windowed, window_of, window_sums
 
 
 def remask(k: Kernel) -> Kernel:
@@ -81,16 +81,10 @@ def carry(
     return remask(after.replace(keep1=keep1, keep2=keep2))
 
 
-def windowed(
-    window_of: Callable[[Any], tuple[list[int], list[int], int]],
-) -> Callable[[Any, Array], Array | None]:
-    """`keep_after` of a windowed layer, given (window, strides, padding) of its message."""
-
-    def keep_after(message: Any, keep: Array) -> Array | None:
-        window, strides, padding = window_of(message)
-        return windowed_keep(keep, window, strides, padding)
-
-    return keep_after
+def windowed(message: Windowed, keep: Array) -> Array | None:
+    """`keep_after` of a windowed layer (Conv, ConvLocal, AvgPool, SumPool)."""
+    window, strides, padding = window_of(message)
+    return windowed_keep(keep, window, strides, padding)
 
 
 def positions_removed(message: Any, keep: Array) -> None:

@@ -126,12 +126,12 @@ def dropout_rule(layer: pb.Dropout) -> Rule:
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
         factor = 1 / hp["rate"]
-        d, full = len(k.spatial), k.full
+        d, position_pairs = len(k.spatial), k.position_pairs
 
         def self_block(cov: Array | None) -> Array | None:
             if cov is None:
                 return None
-            if not full or d == 0:
+            if not position_pairs or d == 0:
                 return cov * factor  # every entry is a position with itself
             return cov.at[diagonal_index(cov.shape[0], k.spatial, True, False)].multiply(
                 factor, unique_indices=True
@@ -139,7 +139,7 @@ def dropout_rule(layer: pb.Dropout) -> Rule:
 
         nngp, ntk = k.nngp, k.ntk
         if k.symmetric:  # the Gram matrix: its diagonal is each example with itself
-            index = diagonal_index(nngp.shape[0], k.spatial, full, True)
+            index = diagonal_index(nngp.shape[0], k.spatial, position_pairs, True)
             nngp = nngp.at[index].multiply(factor, unique_indices=True)
             ntk = None if ntk is None else ntk.at[index].multiply(factor, unique_indices=True)
         return k.replace(

@@ -1,9 +1,13 @@
-"""`LayerRow`: what the engine knows about one layer message type.
+"""The rows of the layer table: what the engine knows about each `Layer` message type.
 
-One row per proto layer message (see `table.py`): its defaults, which parameters are
+`LayerRow`, one per layer message (see `table.py`): its defaults, which parameters are
 required, which floats are hyper-parameters (inputs of the compiled function, so a sweep
-over W_std reuses one compilation), range checks, and the rule that maps a `Kernel` to
-the next `Kernel`.
+over W_std reuses one compilation), range checks, and its rule, a function
+(Kernel, Hyper) -> Kernel that maps the layer's input kernel to its output kernel.
+
+`CombinatorRow`, one per combinator message (Serial, Parallel, Repeat, FanOut, FanIn*,
+Identity; see `combinators.py`): which field holds its sub-layers, its checks and defaults,
+the `Node` it compiles to from its children's nodes, and how the static walk passes it.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
 from jax import Array
+from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels.kernel import Kernel
 
@@ -68,7 +73,7 @@ class LayerRow:
     # The positions after this layer; raises windows.ShapeProblem when it cannot apply.
     out_spatial: Callable[[Any, Spatial], Spatial] = same_spatial
     # Pooling over positions needs the covariance of every pair of positions.
-    needs_full_spatial: bool = False
+    needs_position_pairs: bool = False
     # The role when it depends on the message (Dropout: identity in 'test' mode, not
     # Gaussian-preserving in 'train' mode); `role` otherwise.
     role_of: Callable[[Any], Role] | None = None
@@ -105,3 +110,66 @@ def finite(message: Message, *names: str, nonnegative: bool = False) -> Violatio
         elif nonnegative and value < 0:
             out.append((name, f"must be >= 0, got {value}"))
     return out
+
+
+# -- what rows compile to, and what the static walk passes through them -------------------
+
+State = Any  # Kernel | tuple[Kernel, ...]: one kernel, or one per branch (FanOut to a FanIn)
+Shapes = Any  # Spatial | tuple[Spatial, ...], likewise
+Abstract = bool | tuple[bool, ...]  # the static walk's state: is_gaussian, of each branch
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """What a layer or a combinator compiles to (see `tree.py`): `apply(state, params)`, its
+    hyper-parameters, the positions it leaves (`spatial`), and whether it needs the
+    covariance of every pair of positions (`needs_position_pairs`: pooling does)."""
+
+    apply: Callable[[State, Any], State]
+    params: Any
+    spatial: Callable[[Shapes], Shapes]
+    needs_position_pairs: bool
+    # `params` with each float replaced by its path in the architecture (same tree structure),
+    # e.g. "architecture.layers[0].dense.w_std": how gradients are named on the wire.
+    names: Any = dataclasses.field(default_factory=dict)
+
+
+Step = Callable[[Abstract], Abstract]  # the static walk through one child of a combinator
+
+
+@dataclasses.dataclass(frozen=True)
+class CombinatorRow:
+    message: type[Message]
+    # (message, its path, its children's nodes) -> its node: a fold over the children.
+    build: Callable[[Any, str, list[Node]], Node]
+    # (message, its path, input, the walk through each child, violations) -> output.
+    walk: Callable[[Any, str, Abstract, list[Step], Violations], Abstract]
+    # The field that holds its sub-layers (repeated, or a single Layer); None: it has none.
+    children: str | None = None
+    defaults: Mapping[str, float | int] = dataclasses.field(default_factory=dict)
+    check: Callable[[Any], Violations] = no_checks
+    # Its sub-layers take its place in the canonical sequence (Serial: flattened away).
+    inline: bool = False
+
+    def children_of(self, message: Message) -> list[tuple[str, pb.Layer]]:
+        """Its sub-layers, each with its field path relative to the message ("layer",
+        "branches[0]")."""
+        if self.children is None:
+            return []
+        value = getattr(message, self.children)
+        if isinstance(value, pb.Layer):
+            return [(self.children, value)] if message.HasField(self.children) else []
+        return [(f"{self.children}[{i}]", layer) for i, layer in enumerate(value)]
+
+    def with_children(self, message: Message, layers: Sequence[pb.Layer]) -> None:
+        """Puts `layers` (its sub-layers' canonical forms) in place of its sub-layers."""
+        if self.children is None:
+            return
+        if isinstance(getattr(message, self.children), pb.Layer):
+            message.ClearField(self.children)
+            if layers:
+                getattr(message, self.children).CopyFrom(layers[0])
+            return
+        value = getattr(message, self.children)
+        del value[:]
+        value.extend(layers)

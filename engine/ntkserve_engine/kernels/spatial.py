@@ -25,19 +25,16 @@ from ntkserve_engine.kernels.kernel import Kernel
 from ntkserve_engine.kernels.rows import Hyper, LayerRow, Role, Rule, Spatial, Violations
 from ntkserve_engine.kernels.windows import (
     ShapeProblem,
+    Windowed,
     in_image_counts,
     out_size,
+    window_of,
     window_sum,
     window_sums,
 )
 
 CONVOLUTIONS = (pb.Conv, pb.ConvTranspose, pb.ConvLocal)
 Convolution = pb.Conv | pb.ConvTranspose | pb.ConvLocal
-Windowed = Convolution | pb.AvgPool | pb.SumPool
-
-
-def window_strides(message: Windowed, window: list[int]) -> list[int]:
-    return list(message.strides) or [1] * len(window)
 
 
 def check_dimensions(window: list[int], spatial: Spatial) -> None:
@@ -49,12 +46,13 @@ def check_dimensions(window: list[int], spatial: Spatial) -> None:
         )
 
 
-def windowed_shape(
-    window: list[int], strides: list[int], padding: int, spatial: Spatial
-) -> Spatial:
-    check_dimensions(window, spatial)
+def windowed_shape(message: Windowed, spatial: Spatial) -> Spatial:
+    """The positions after a windowed layer (Conv, ConvLocal, AvgPool, SumPool)."""
+    window = window_of(message)
+    check_dimensions(window.sizes, spatial)
     return tuple(
-        out_size(n, w, s, padding) for n, w, s in zip(spatial, window, strides, strict=True)
+        out_size(n, w, s, window.padding)
+        for n, w, s in zip(spatial, window.sizes, window.strides, strict=True)
     )
 
 
@@ -78,7 +76,7 @@ def map_windowed(k: Kernel, fn: Callable[[Array, int], Array], **changes: object
 
 
 def position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
-    """The axes of spatial dimension i: one (diagonal layout) or an (x1, x2) pair (full)."""
+    """The axes of spatial dimension i: one (same positions) or an (x1, x2) pair (pairs)."""
     return (batch + i, batch + d + i) if a.ndim - batch == 2 * d else (batch + i,)
 
 
@@ -86,20 +84,17 @@ def position_axes(a: Array, batch: int, i: int, d: int) -> tuple[int, ...]:
 
 
 def conv_rule(layer: pb.Conv | pb.ConvLocal) -> Rule:
-    window = list(layer.filter_shape)
-    strides = window_strides(layer, window)
+    window, strides, padding = window_of(layer)
     out_width = layer.out_chan * layer.s_out
     scale = 1.0 / math.prod(window)
 
     def offsets_mean(a: Array, batch: int) -> Array:
         d = len(window)
         axes = [position_axes(a, batch, i, d) for i in range(d)]
-        return window_sums(a, axes, window, strides, layer.padding) * scale
+        return window_sums(a, axes, window, strides, padding) * scale
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        mean = map_windowed(
-            k, offsets_mean, spatial=windowed_shape(window, strides, layer.padding, k.spatial)
-        )
+        mean = map_windowed(k, offsets_mean, spatial=windowed_shape(layer, k.spatial))
         return affine_update(k, mean, hp, layer, k.width * math.prod(window), out_width)
 
     return rule
@@ -124,11 +119,8 @@ def canonical_windowed(message: Windowed) -> None:
     an explicit parameterization."""
     if isinstance(message, CONVOLUTIONS):
         ntk_by_default(message)
-        window = list(message.filter_shape)
-    else:
-        window = list(message.window_shape)
     if not message.strides:
-        message.strides.extend([1] * len(window))
+        message.strides.extend(window_of(message).strides)
     if message.padding == pb.PADDING_UNSPECIFIED:
         message.padding = pb.PADDING_VALID
 
@@ -145,31 +137,19 @@ CONV = LayerRow(
     hyper=("w_std", "b_std"),
     check=check_conv,
     canonical=canonical_windowed,
-    keep_after=masking.windowed(lambda layer: filter_window(layer)),
-    out_spatial=lambda layer, spatial: windowed_shape(
-        list(layer.filter_shape),
-        window_strides(layer, list(layer.filter_shape)),
-        layer.padding,
-        spatial,
-    ),
+    keep_after=masking.windowed,
+    out_spatial=windowed_shape,
 )
-
-
-def filter_window(layer: pb.Conv) -> tuple[list[int], list[int], int]:
-    """(window, strides, padding) of a convolution's filter."""
-    window = list(layer.filter_shape)
-    return window, window_strides(layer, window), layer.padding
 
 
 # -- pooling ------------------------------------------------------------------------------
 
 
 def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
-    window = list(layer.window_shape)
-    strides = window_strides(layer, window)
+    window, strides, padding = window_of(layer)
     average = isinstance(layer, pb.AvgPool)
     by_counts = (
-        isinstance(layer, pb.AvgPool) and layer.normalize_edges and layer.padding == pb.PADDING_SAME
+        isinstance(layer, pb.AvgPool) and layer.normalize_edges and padding == pb.PADDING_SAME
     )
 
     def pool(a: Array, batch: int, divide: bool = True) -> Array:
@@ -177,11 +157,11 @@ def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
         for i in range(d):
             size = a.shape[batch + i]
             for axis in position_axes(a, batch, i, d):
-                a = window_sum(a, (axis,), window[i], strides[i], layer.padding)
+                a = window_sum(a, (axis,), window[i], strides[i], padding)
                 if not divide:
                     continue
                 if by_counts:
-                    counts = in_image_counts(size, window[i], strides[i], layer.padding)
+                    counts = in_image_counts(size, window[i], strides[i], padding)
                     shape = [1] * a.ndim
                     shape[axis] = counts.shape[0]
                     a = a * (1.0 / counts.astype(a.dtype)).reshape(shape)
@@ -192,14 +172,14 @@ def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
     def denominators(keep: Array) -> Array:
         """With masks: the positions present in each window, plus the padded ones unless
         normalize_edges (as the unmasked average counts them)."""
-        present = masking.window_counts(keep, window, strides, layer.padding)
+        present = masking.window_counts(keep, window, strides, padding)
         if by_counts:
             return present
-        in_image = masking.window_counts(jnp.ones_like(keep), window, strides, layer.padding)
+        in_image = masking.window_counts(jnp.ones_like(keep), window, strides, padding)
         return present + (math.prod(window) - in_image)
 
     def rule(k: Kernel, hp: Hyper) -> Kernel:
-        spatial = windowed_shape(window, strides, layer.padding, k.spatial)
+        spatial = windowed_shape(layer, k.spatial)
         if k.keep1 is None or not average:
             return map_windowed(k, pool, spatial=spatial)
         sums = map_windowed(k, lambda a, batch: pool(a, batch, divide=False), spatial=spatial)
@@ -209,11 +189,6 @@ def pool_rule(layer: pb.AvgPool | pb.SumPool) -> Rule:
     return rule
 
 
-def _pool_window(layer: pb.AvgPool | pb.SumPool) -> tuple[list[int], list[int], int]:
-    window = list(layer.window_shape)
-    return window, window_strides(layer, window), layer.padding
-
-
 def _pool_row(message: type[pb.AvgPool] | type[pb.SumPool]) -> LayerRow:
     return LayerRow(
         message=message,
@@ -221,14 +196,9 @@ def _pool_row(message: type[pb.AvgPool] | type[pb.SumPool]) -> LayerRow:
         build=pool_rule,
         check=lambda layer: _check_window(layer, "window_shape"),
         canonical=canonical_windowed,
-        needs_full_spatial=True,
-        keep_after=masking.windowed(_pool_window),
-        out_spatial=lambda layer, spatial: windowed_shape(
-            list(layer.window_shape),
-            window_strides(layer, list(layer.window_shape)),
-            layer.padding,
-            spatial,
-        ),
+        needs_position_pairs=True,
+        keep_after=masking.windowed,
+        out_spatial=windowed_shape,
     )
 
 
@@ -253,7 +223,7 @@ def global_pool_rule(average: bool) -> Rule:
             axes = tuple(range(batch, a.ndim))
             return jnp.mean(a, axis=axes) if average and not masked else jnp.sum(a, axis=axes)
 
-        pooled = k.map_arrays(reduce, spatial=(), full=False)
+        pooled = k.map_arrays(reduce, spatial=(), position_pairs=False)
         if not masked:
             return pooled
         assert k.keep1 is not None
@@ -270,14 +240,14 @@ def flatten_rule(layer: pb.Flatten) -> Rule:
         grids = tuple(np.indices(k.spatial)) if d else ()
 
         def same_positions_mean(a: Array, batch: int) -> Array:
-            if k.full:
+            if k.position_pairs:
                 a = a[(slice(None),) * batch + grids * 2]
             return jnp.mean(a, axis=tuple(range(batch, a.ndim))) if d else a
 
         return k.map_arrays(
             same_positions_mean,
             spatial=(),
-            full=False,
+            position_pairs=False,
             is_gaussian=False,
             width=k.width * math.prod(k.spatial),
         )
@@ -289,7 +259,7 @@ GLOBAL_AVG_POOL = LayerRow(
     message=pb.GlobalAvgPool,
     role=Role.LINEAR,
     build=lambda layer: global_pool_rule(True),
-    needs_full_spatial=True,
+    needs_position_pairs=True,
     out_spatial=_needs_positions,
     keep_after=masking.positions_removed,
 )
@@ -297,7 +267,7 @@ GLOBAL_SUM_POOL = LayerRow(
     message=pb.GlobalSumPool,
     role=Role.LINEAR,
     build=lambda layer: global_pool_rule(False),
-    needs_full_spatial=True,
+    needs_position_pairs=True,
     out_spatial=_needs_positions,
     keep_after=masking.positions_removed,
 )

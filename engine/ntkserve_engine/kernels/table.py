@@ -1,8 +1,8 @@
-"""The layer table: proto `Layer` oneof field -> engine row. One row per layer type.
+"""The layer table: proto `Layer` oneof field -> engine row. One row per message type.
 
-Combinators (serial) are not rows: they are folds over rows, done when compiling. A
-contract test checks that every field of the `Layer` oneof is here or in COMBINATORS, and
-has an `ntkserve.stax` builder.
+`LAYERS` holds the layers' rows (`LayerRow`), `COMBINATORS` the combinators' (`CombinatorRow`,
+see `combinators.py`). A contract test checks that every field of the `Layer` oneof is in
+exactly one of them, and has an `ntkserve.stax` builder.
 """
 
 from __future__ import annotations
@@ -13,6 +13,16 @@ from ntkserve_engine.kernels.abrelu import AB_RELU, ABS, LEAKY_RELU, RELU
 from ntkserve_engine.kernels.aggregate import AGGREGATE
 from ntkserve_engine.kernels.arccosine import RECTIFIED_MONOMIAL, SIGN
 from ntkserve_engine.kernels.attention import GLOBAL_SELF_ATTENTION
+from ntkserve_engine.kernels.combinators import (
+    FAN_IN_CONCAT,
+    FAN_IN_PROD,
+    FAN_IN_SUM,
+    FAN_OUT,
+    IDENTITY,
+    PARALLEL,
+    REPEAT,
+    SERIAL,
+)
 from ntkserve_engine.kernels.conv_variants import CONV_LOCAL, CONV_TRANSPOSE
 from ntkserve_engine.kernels.dense import DENSE
 from ntkserve_engine.kernels.erf import ERF, GELU, SIGMOID_LIKE
@@ -21,7 +31,7 @@ from ntkserve_engine.kernels.exponential import COS, EXP, GABOR, GAUSSIAN, RBF, 
 from ntkserve_engine.kernels.normalization import DROPOUT, LAYER_NORM
 from ntkserve_engine.kernels.numerical import ELEMENTWISE_NUMERICAL
 from ntkserve_engine.kernels.polynomial import HERMITE, MONOMIAL, POLYNOMIAL
-from ntkserve_engine.kernels.rows import LayerRow
+from ntkserve_engine.kernels.rows import CombinatorRow, LayerRow
 from ntkserve_engine.kernels.spatial import (
     AVG_POOL,
     CONV,
@@ -67,15 +77,13 @@ LAYERS: Mapping[str, LayerRow] = {
     "aggregate": AGGREGATE,
 }
 
-COMBINATORS = frozenset(
-    {
-        "serial",
-        "parallel",
-        "fan_out",
-        "fan_in_sum",
-        "fan_in_prod",
-        "fan_in_concat",
-        "identity",
-        "repeat",
-    }
-)
+COMBINATORS: Mapping[str, CombinatorRow] = {
+    "serial": SERIAL,
+    "parallel": PARALLEL,
+    "fan_out": FAN_OUT,
+    "fan_in_sum": FAN_IN_SUM,
+    "fan_in_prod": FAN_IN_PROD,
+    "fan_in_concat": FAN_IN_CONCAT,
+    "identity": IDENTITY,
+    "repeat": REPEAT,
+}

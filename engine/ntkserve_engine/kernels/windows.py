@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,27 @@ from ntkserve.v1 import architecture_pb2 as pb
 
 class ShapeProblem(ValueError):
     """A window that cannot be applied to an input of this size."""
+
+
+Windowed = pb.Conv | pb.ConvTranspose | pb.ConvLocal | pb.AvgPool | pb.SumPool
+
+
+class Window(NamedTuple):
+    """The window of a windowed layer, per spatial dimension."""
+
+    sizes: list[int]
+    strides: list[int]
+    padding: int
+
+
+def window_of(message: Windowed) -> Window:
+    """A convolution's filter or a pooling window, with its strides (1 where absent, as
+    before canonicalization) and padding: the one reading of these fields."""
+    if isinstance(message, pb.AvgPool | pb.SumPool):
+        sizes = list(message.window_shape)
+    else:
+        sizes = list(message.filter_shape)
+    return Window(sizes, list(message.strides) or [1] * len(sizes), message.padding)
 
 
 def out_size(size: int, window: int, stride: int, padding: int) -> int:

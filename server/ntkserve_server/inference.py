@@ -59,18 +59,11 @@ FIELD_PATHS = {
 
 
 def _protocol_path(field: str) -> str:
+    """A ComputeKernelRequest field path in the protocol's terms ("" stays: the request)."""
     head, dot, rest = field.partition(".")
     if head in INPUTS.values() and rest == "dtype":
         rest = "datatype"
     return FIELD_PATHS.get(head, head) + dot + rest
-
-
-def _in_protocol_terms(error: Exception) -> Exception:
-    """The same problem, its field paths the protocol's (x1.shape -> inputs[X1].shape)."""
-    if isinstance(error, (EngineError, requests.InvalidRequest)):
-        return requests.InvalidRequest.of([(_protocol_path(f), p) for f, p in error.violations])
-    field, colon, rest = str(error).partition(":")  # OverLimit: "x1: shape [...] holds ..."
-    return requests.OverLimit(_protocol_path(field) + colon + rest) if colon else error
 
 
 def _parameter_number(name: str, value: pb.InferParameter) -> float:
@@ -258,7 +251,7 @@ class InferenceService:
         try:
             computed = await self._kernels.compute_kernel(kernel_request(request))
         except (EngineError, requests.InvalidRequest, requests.OverLimit) as e:
-            raise _in_protocol_terms(e) from e
+            raise e.renamed(_protocol_path) from e  # x1.shape -> inputs[X1].shape
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=VERSION, id=request.id
         )

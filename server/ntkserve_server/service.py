@@ -22,7 +22,7 @@ from ntkserve_server import requests, streaming, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
-from ntkserve_server.compute import Compiled, ComputeEngine, pattern_shapes
+from ntkserve_server.compute import CheckedInputs, Compiled, ComputeEngine, check
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
 
@@ -32,17 +32,11 @@ INLINE_BYTES = 1 << 16
 _T = TypeVar("_T")
 
 
-def _kernel_shape(compiled: Compiled, inputs: requests.KernelInputs) -> tuple[int, ...]:
-    """The kernel's shape, once the inputs are known to fit the network (InputError if not:
-    a rank-0 x1, say, must be INVALID_ARGUMENT, not an IndexError)."""
-    x2_shape = None if inputs.x2 is None else inputs.x2.shape
-    compiled.kfn.check_inputs(
-        inputs.x1.shape,
-        x2_shape,
-        inputs.x1.dtype,
-        pattern_shapes((inputs.pattern1, inputs.pattern2)),
-    )
-    return compiled.kfn.kernel_shape(inputs.x1.shape, x2_shape)
+def _checked(compiled: Compiled, inputs: requests.KernelInputs) -> CheckedInputs:
+    """The request's inputs checked against the network once (InputError if they do not fit:
+    a rank-0 x1, say, is INVALID_ARGUMENT, not an IndexError), for everything after."""
+    patterns = (inputs.pattern1, inputs.pattern2)
+    return check(compiled, inputs.x1, inputs.x2, inputs.get, inputs.mask_constant, patterns)
 
 
 def _record_message(record: Record) -> ks.ArchitectureRecord:
@@ -187,9 +181,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             inputs = requests.kernel_inputs(request, self._max_elements)
         else:  # NaN scans are O(bytes)
             inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
-        compiled = await self._resolve(tenant, inputs.architecture_id)
-        self._entries(_kernel_shape(compiled, inputs), inputs)
-        return await self._kernel(compiled, inputs)
+        checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
+        self._entries(checked)
+        return await self._kernel(checked)
 
     @rpc
     @admitted
@@ -199,7 +193,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         tenant = caller_tenant()
         inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
-        shape = _kernel_shape(compiled, inputs)
+        checked = _checked(compiled, inputs)
+        shape = checked.kernel_shape
         entries = requests.check_entries(shape, inputs.get, self._max_entries)
         grads = inputs.x1.nbytes + (0 if inputs.x2 is None else inputs.x2.nbytes)
         requests.check_response_bytes(
@@ -211,16 +206,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
 
         def compute() -> ks.ComputeValueAndGradResponse:
-            values, g1, g2, g_hyper = self._engine.value_and_grad(
-                compiled,
-                inputs.x1,
-                inputs.x2,
-                inputs.get,
-                cotangents,
-                hyper,
-                inputs.mask_constant,
-                (inputs.pattern1, inputs.pattern2),
-            )
+            values, g1, g2, g_hyper = self._engine.value_and_grad(checked, cotangents, hyper)
             response = ks.ComputeValueAndGradResponse(
                 grad_x1=tensor.encode(g1, "grad_x1"),
                 hyper_parameter_grads=g_hyper,
@@ -242,43 +228,29 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         for i, item in enumerate(request.requests):
             try:
                 inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
-                compiled = await self._resolve(tenant, inputs.architecture_id)
-                shape = _kernel_shape(compiled, inputs)  # checks the inputs fit the network
-            except (requests.InvalidRequest, EngineError) as e:
-                raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
-            except requests.OverLimit as e:
-                raise requests.OverLimit(f"requests[{i}].{e}") from e
-            item_entries = self._entries(shape, inputs, f"requests[{i}]'s kernel")
+                checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
+                item_entries = self._entries(checked)
+            except (requests.InvalidRequest, requests.OverLimit, EngineError) as e:
+                raise e.within(f"requests[{i}]") from e
             entries += item_entries
             payload += item_entries * inputs.x1.dtype.itemsize
-            items.append((inputs, compiled))
+            items.append(checked)
         requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
         requests.check_response_bytes(payload, self._max_response_bytes, "the batch's response")
-        responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
+        responses = await asyncio.gather(*(self._kernel(checked) for checked in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
-    def _entries(
-        self, shape: tuple[int, ...], inputs: requests.KernelInputs, what: str = "the kernel"
-    ) -> int:
-        """The entries of a unary kernel of `shape`, within the entry and message limits."""
-        entries = requests.check_entries(shape, inputs.get, self._max_entries, what)
+    def _entries(self, inputs: CheckedInputs) -> int:
+        """The entries of a unary kernel of these inputs, within the entry and message limits."""
+        entries = requests.check_entries(inputs.kernel_shape, inputs.get, self._max_entries)
         requests.check_response_bytes(
-            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, what
+            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, "the kernel"
         )
         return entries
 
-    async def _kernel(
-        self, compiled: Compiled, inputs: requests.KernelInputs
-    ) -> ks.ComputeKernelResponse:
+    async def _kernel(self, inputs: CheckedInputs) -> ks.ComputeKernelResponse:
         """Through the dynamic batcher: concurrent small calls share one device call."""
-        values = await self._batcher.kernel(
-            compiled,
-            inputs.x1,
-            inputs.x2,
-            inputs.get,
-            inputs.mask_constant,
-            (inputs.pattern1, inputs.pattern2),
-        )
+        values = await self._batcher.kernel(inputs)
 
         def encode() -> ks.ComputeKernelResponse:
             return ks.ComputeKernelResponse(**_encoded(inputs.get, values))

@@ -1,14 +1,15 @@
 """The KernelService servicer: each RPC decodes and validates its request and runs jax work
 on the worker pool (never on the event loop).
 
-Request ids, status codes, log lines and call metrics are the call boundary's (`calls`).
+Request ids, status codes, admission slots, log lines and call metrics are the call
+boundary's (`calls.Boundary`), for every method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -18,10 +19,10 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_engine.kernels import EngineError, KernelFn
 
-from ntkserve_server import requests, streaming, wire
+from ntkserve_server import requests, streaming
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
-from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
+from ntkserve_server.calls import Boundary, CallLog, CallObserver, caller_tenant, rpc, stream_rpc
 from ntkserve_server.compute import CheckedInputs, Compiled, ComputeEngine, check
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
@@ -78,13 +79,12 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._batcher = batcher
         self._devices = tuple(devices)
         self._max_stream_input_bytes = max_stream_input_bytes
-        self._admission = admission
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
         # The largest message the server may send (its --max-message-mb): a kernel that
         # would not fit is refused before it is computed, with a way out (0: no check).
         self._max_response_bytes = max_response_bytes
-        self.observer = observer  # told of every call's end (`calls.rpc`)
+        self.boundary = Boundary(admission, observer)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -127,7 +127,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             self._engine.forget(architecture_id)
         return True
 
-    @rpc
+    @rpc()
     async def RegisterArchitecture(
         self, request: ks.RegisterArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.RegisterArchitectureResponse:
@@ -139,7 +139,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._engine.compiled(kfn)
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
 
-    @rpc
+    @rpc()
     async def GetArchitecture(
         self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.GetArchitectureResponse:
@@ -149,14 +149,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise UnknownArchitecture(architecture_id)
         return ks.GetArchitectureResponse(record=_record_message(record))
 
-    @rpc
+    @rpc()
     async def ListArchitectures(
         self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> ks.ListArchitecturesResponse:
         records = await self._run(self._registry.list, caller_tenant())
         return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
 
-    @rpc
+    @rpc()
     async def DeleteArchitecture(
         self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.DeleteArchitectureResponse:
@@ -165,8 +165,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise UnknownArchitecture(architecture_id)
         return ks.DeleteArchitectureResponse()
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
@@ -185,8 +184,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._entries(checked)
         return await self._kernel(checked)
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
@@ -218,8 +216,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         return await self._run(compute)
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeKernelBatch(
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
@@ -259,12 +256,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return encode()
         return await self._run(encode)
 
+    @stream_rpc(admitted=True)
     async def StreamKernel(
         self,
-        request_iterator: AsyncIterator[ks.StreamKernelRequest],
+        messages: AsyncIterator[ks.StreamKernelRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[ks.StreamKernelResponse]:
-        call = CallLog("StreamKernel", context, self.observer)
+        call: CallLog,
+    ) -> AsyncGenerator[ks.StreamKernelResponse, None]:
         caller = caller_tenant()  # here, on the event loop: the stream's workers are threads
         stats = streaming.StreamStats()
 
@@ -273,22 +271,17 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return remaining is not None and remaining <= 0
 
         try:
-            call.begin()
-            async with self._admission.slot(caller):
-                async for message in streaming.stream_kernel(
-                    wire.decoded(request_iterator),
-                    functools.partial(self._compiled, caller),
-                    self._programs,
-                    self._executor,
-                    self._devices,
-                    self._max_stream_input_bytes,
-                    expired,
-                    stats,
-                ):
-                    yield message
-        except BaseException as e:
-            await call.fail(e)
-            raise
+            async for message in streaming.stream_kernel(
+                messages,
+                functools.partial(self._compiled, caller),
+                self._programs,
+                self._executor,
+                self._devices,
+                self._max_stream_input_bytes,
+                expired,
+                stats,
+            ):
+                yield message
         finally:
             call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
             computed = ",".join(f"{d}:{n}" for d, n in sorted(stats.computed.items()))
@@ -297,4 +290,3 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 "computed": computed,
                 "tile_programs_compiled": self._programs.compilations,
             }
-            call.write()

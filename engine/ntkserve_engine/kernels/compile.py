@@ -46,6 +46,14 @@ def parse_get(get: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _as_proto(arch: Any) -> pb.Architecture:
+    if isinstance(arch, pb.Architecture):
+        return arch
+    if hasattr(arch, "to_proto"):
+        return arch.to_proto()  # type: ignore[no-any-return]
+    raise TypeError(f"expected an ntkserve spec or an ntkserve.v1.Architecture, got {type(arch)}")
+
+
 Shape = tuple[int, ...]
 
 
@@ -73,14 +81,6 @@ class CheckedShapes:
     dtype: np.dtype[Any]
     patterns: tuple[Shape | None, Shape | None]
     kernel: Shape
-
-
-def _as_proto(arch: Any) -> pb.Architecture:
-    if isinstance(arch, pb.Architecture):
-        return arch
-    if hasattr(arch, "to_proto"):
-        return arch.to_proto()  # type: ignore[no-any-return]
-    raise TypeError(f"expected an ntkserve spec or an ntkserve.v1.Architecture, got {type(arch)}")
 
 
 class KernelFn:

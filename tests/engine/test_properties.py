@@ -341,7 +341,7 @@ def test_jitted_kernels_are_exactly_symmetric(
     compiled = ENGINE.compiled(kfn)
     for seed in range(8):
         x = np.random.RandomState(seed).randn(*shape)
-        for k in (*kfn(x, get=GET), *ENGINE.kernel(compiled, x, None, GET)):
+        for k in (*kfn(x, get=GET), *ENGINE.kernel(check(compiled, x, None, GET))):
             np.testing.assert_array_equal(k, np.asarray(k).T)
 
 
@@ -373,7 +373,7 @@ def test_ntk_is_psd_with_a_zero_variance_pre_activation() -> None:
     )
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # eager kfn(x) gives the same
     kfn = kernel_fn(arch)
-    for k in ENGINE.kernel(ENGINE.compiled(kfn), x, None, GET):
+    for k in ENGINE.kernel(check(ENGINE.compiled(kfn), x, None, GET)):
         eig = np.linalg.eigvalsh(k)
         assert eig.min() >= -PSD_RTOL * np.abs(eig).max(), eig
 

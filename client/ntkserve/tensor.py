@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ntkserve.field_errors import FieldError
 from ntkserve.v1 import tensor_pb2
 
 _WIRE_DTYPES: dict[int, np.dtype[Any]] = {
@@ -19,13 +20,8 @@ _WIRE_DTYPES: dict[int, np.dtype[Any]] = {
 _DTYPE_NAMES = {code: dt.name for code, dt in _WIRE_DTYPES.items()}
 
 
-class TensorError(ValueError):
+class TensorError(FieldError):
     """A tensor that cannot be encoded or decoded; `field` names where it came from."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def dtype_code(dtype: np.dtype[Any]) -> int:

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 from ntkserve_engine.kernels import KernelFn
 
-from ntkserve_server.compute import Compiled, pattern_shapes, run_forward
+from ntkserve_server.compute import CheckedInputs, Compiled, run_forward
 
 Array = np.ndarray[Any, Any]
 Result = tuple[Array, ...]
@@ -49,8 +49,7 @@ Key = tuple[Hashable, ...]
 
 @dataclasses.dataclass
 class _Waiter:
-    x1: Array
-    x2: Array | None
+    inputs: CheckedInputs
     future: asyncio.Future[Result]
 
 
@@ -98,48 +97,36 @@ class DynamicBatcher:
         self._programs: collections.OrderedDict[Key, Callable[..., Any]] = collections.OrderedDict()
         self._programs_lock = threading.Lock()
 
-    def wants(self, compiled: Compiled, x1: Array, x2: Array | None) -> bool:
+    def wants(self, inputs: CheckedInputs) -> bool:
         """Whether a request of these inputs is small enough to be batched (and batching is on)."""
         if self.window_seconds <= 0 or self.max_batch < 2:
             return False
-        shape = compiled.kfn.kernel_shape(x1.shape, None if x2 is None else x2.shape)
-        return math.prod(shape) <= self.max_entries
+        return math.prod(inputs.kernel_shape) <= self.max_entries
 
-    async def kernel(
-        self,
-        compiled: Compiled,
-        x1: Array,
-        x2: Array | None,
-        get: tuple[str, ...],
-        mask_constant: float | None = None,
-        patterns: tuple[Array | None, Array | None] = (None, None),
-    ) -> Result:
-        """The kernels named in `get`, as `ComputeEngine.kernel` computes them. Requests
-        with a mask constant or Aggregate patterns run alone (each would need its own
-        batched along)."""
-        compiled.kfn.check_inputs(
-            x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
-        )
+    async def kernel(self, inputs: CheckedInputs) -> Result:
+        """The kernels named in `inputs.get`, as `ComputeEngine.kernel` computes them, of
+        inputs checked where the call came in. Requests with a mask constant or Aggregate
+        patterns run alone (each would need its own batched along)."""
         loop = asyncio.get_running_loop()
-        extras = mask_constant is not None or patterns[0] is not None
-        if extras or not self.wants(compiled, x1, x2):
+        extras = inputs.mask_constant is not None or inputs.patterns[0] is not None
+        if extras or not self.wants(inputs):
             self.device_calls += 1
-            call = functools.partial(run_forward, compiled, x1, x2, get, mask_constant, patterns)
-            return await loop.run_in_executor(self._executor, call)
+            return await loop.run_in_executor(self._executor, run_forward, inputs)
+        x1, x2 = inputs.x1, inputs.x2
         key: Key = (
-            compiled.kfn.id,
+            inputs.compiled.kfn.id,
             x1.shape,
             x1.dtype.str,
             None if x2 is None else (x2.shape, x2.dtype.str),
-            get,
+            inputs.get,
         )
         batch = self._open.get(key)
         if batch is None:
-            batch = self._open[key] = _Open(compiled, get)
+            batch = self._open[key] = _Open(inputs.compiled, inputs.get)
             if not self.eager or self._in_flight[key]:
                 batch.timer = loop.call_later(self.window_seconds, self._dispatch, key)
         future: asyncio.Future[Result] = loop.create_future()
-        batch.waiters.append(_Waiter(x1, x2, future))
+        batch.waiters.append(_Waiter(inputs, future))
         if batch.timer is None or len(batch.waiters) >= self.max_batch:
             self._dispatch(key)
         return await future
@@ -164,7 +151,7 @@ class DynamicBatcher:
 
     async def _run(self, key: Key, batch: _Open, live: list[_Waiter]) -> None:
         loop = asyncio.get_running_loop()
-        inputs = [(w.x1, w.x2) for w in live]
+        inputs = [w.inputs for w in live]
         call = functools.partial(self._compute, batch.compiled, batch.get, inputs)
         try:
             results = await loop.run_in_executor(self._executor, call)
@@ -188,16 +175,16 @@ class DynamicBatcher:
                     self._dispatch(key)
 
     def _compute(
-        self, compiled: Compiled, get: tuple[str, ...], inputs: list[tuple[Array, Array | None]]
+        self, compiled: Compiled, get: tuple[str, ...], inputs: list[CheckedInputs]
     ) -> list[Result]:
         """One device call for all `inputs` (worker thread)."""
         if len(inputs) == 1:
-            return [run_forward(compiled, *inputs[0], get)]
+            return [run_forward(inputs[0])]
         n = len(inputs)
         size = max(n, min(self.max_batch, 1 << (n - 1).bit_length()))
         padded = inputs + [inputs[-1]] * (size - n)
-        x1 = np.stack([a for a, _ in padded])
-        x2s = [b for _, b in padded if b is not None]
+        x1 = np.stack([a.x1 for a in padded])
+        x2s = [a.x2 for a in padded if a.x2 is not None]
         x2 = np.stack(x2s) if x2s else None  # the key has x2 for all or for none
         program = self._program(compiled.kfn, get, x1, x2)
         out = [np.asarray(k) for k in program(compiled.kfn.params, x1, x2)]

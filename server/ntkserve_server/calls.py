@@ -7,26 +7,29 @@ call's trailing metadata (`x-request-id`), so a user holding an error and an ope
 reading the log can find the same call.
 
 Engine and request errors become gRPC statuses here and nowhere else (`status_for`), for
-unary and streaming calls alike.
+unary and streaming calls alike: every method of a servicer runs inside the servicer's
+`Boundary` (`rpc` for unary methods, `stream_rpc` for streaming ones), which also takes the
+admission slot of the compute calls, from the `Admission` it was given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
 from ntkserve_engine.kernels import EngineError
 
 from ntkserve_server import auth, requests, statuses, wire
-from ntkserve_server.admission import Busy
+from ntkserve_server.admission import Admission, Busy
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
 from ntkserve_server.tile_programs import TileTooLarge
 
@@ -38,6 +41,12 @@ REQUEST_ID_KEY = "x-request-id"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamHandler = Callable[
+    [Any, AsyncIterator[Any], grpc.aio.ServicerContext, "CallLog"], AsyncGenerator[Any, None]
+]
+StreamGrpcHandler = Callable[
+    [Any, AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]
+]
 
 
 class CallObserver(Protocol):
@@ -162,35 +171,90 @@ class CallLog:
             self.observer.observe_call(self.method, self.code.name, seconds)
 
 
-def rpc(method: Handler) -> Handler:
-    """The call boundary of one unary RPC: request id, error translation, log line, metrics.
-    The servicer's `observer` attribute, when set, is told of every call's end."""
-    name = method.__name__
+class Servicer(Protocol):
+    """A servicer whose methods `rpc` and `stream_rpc` wrap: its calls pass its `boundary`."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = CallLog(name, context, self.observer, bytes_in=request.ByteSize())
+    boundary: Boundary
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """The call boundary of one servicer's RPCs, every call shape: request id, decoding
+    check, admission slot, error translation, log line, metrics.
+
+    `admission` gives the slots that compute calls (`admitted=True`) run in (Busy if none is
+    free); `observer`, when set, is told of every call's end."""
+
+    admission: Admission
+    observer: CallObserver | None = None
+
+    @contextlib.asynccontextmanager
+    async def call(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        admitted: bool,
+        request: Any = None,
+    ) -> AsyncIterator[CallLog]:
+        """One call of `method`, its body run inside (the CallLog records what it sends).
+        `request`: a unary call's request, checked decoded before a slot is taken."""
+        bytes_in = 0 if request is None else request.ByteSize()
+        call = CallLog(method, context, self.observer, bytes_in=bytes_in)
         try:
             call.begin()
-            wire.check_decoded(request)
-            response = await method(self, request, context)
-            call.bytes_out = response.ByteSize()
-            return response
+            if request is not None:
+                wire.check_decoded(request)
+            async with self._slot(admitted):
+                yield call
         except BaseException as e:
             await call.fail(e)
             raise
         finally:
             call.write()
 
-    return wrapper
+    def _slot(self, admitted: bool) -> contextlib.AbstractAsyncContextManager[None]:
+        """An admission slot for a compute call, on the event loop (where the caller's tenant
+        is known), or nothing."""
+        return self.admission.slot(caller_tenant()) if admitted else contextlib.nullcontext()
 
 
-def admitted(method: Handler) -> Handler:
-    """Runs a unary compute RPC in one of the servicer's admission slots (Busy if none)."""
+def rpc(*, admitted: bool = False) -> Callable[[Handler], Handler]:
+    """A unary method of a `Servicer`, run inside its boundary; `admitted`: in an admission
+    slot (the compute calls)."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with self._admission.slot(caller_tenant()):
-            return await method(self, request, context)
+    def wrap(method: Handler) -> Handler:
+        @functools.wraps(method)
+        async def unary(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            name = method.__name__
+            async with self.boundary.call(
+                name, context, admitted=admitted, request=request
+            ) as call:
+                response = await method(self, request, context)
+                call.bytes_out = response.ByteSize()
+                return response
 
-    return wrapper
+        return unary
+
+    return wrap
+
+
+def stream_rpc(*, admitted: bool = False) -> Callable[[StreamHandler], StreamGrpcHandler]:
+    """A streaming method of a `Servicer`, run inside its boundary. The method gets the
+    request messages checked decoded (`wire.decoded`), and the call's CallLog, to record
+    the bytes it moved and what its log line should add (`bytes_in`, `bytes_out`, `extra`)."""
+
+    def wrap(method: StreamHandler) -> StreamGrpcHandler:
+        @functools.wraps(method)
+        async def streaming(
+            self: Servicer, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async with self.boundary.call(method.__name__, context, admitted=admitted) as call:
+                responses = method(self, wire.decoded(messages), context, call)
+                async with contextlib.aclosing(responses):  # ended before the log line
+                    async for response in responses:
+                        yield response
+
+        return streaming
+
+    return wrap

@@ -4,6 +4,8 @@ One `KernelFn` per architecture id and one jitted forward and one jitted gradien
 function; jax caches the compilations per (input shapes, dtype, get). Values and
 gradients are computed by separate programs so that `value_and_grad` returns bit for bit
 the values `kernel` returns (the forward *is* the same compiled program).
+Inputs are checked against the network once, by `check`, where a call comes in; the engine
+and the batcher take the `CheckedInputs` it returns and do not check again.
 Blocking: call from a worker thread.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 from ntkserve_engine.kernels import KernelFn
-from ntkserve_engine.kernels.compile import Params
+from ntkserve_engine.kernels.compile import CheckedShapes, Params
 
 Array = np.ndarray[Any, Any]
 
@@ -31,6 +33,39 @@ class Compiled:
     kfn: KernelFn
     forward: Callable[..., Any]
     grads: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedInputs:
+    """A kernel's inputs, known to fit the network that computes them (made by `check`)."""
+
+    compiled: Compiled
+    x1: Array
+    x2: Array | None
+    get: tuple[str, ...]
+    mask_constant: float | None
+    patterns: tuple[Array | None, Array | None]
+    shapes: CheckedShapes
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        return self.shapes.kernel
+
+
+def check(
+    compiled: Compiled,
+    x1: Array,
+    x2: Array | None,
+    get: tuple[str, ...],
+    mask_constant: float | None = None,
+    patterns: tuple[Array | None, Array | None] = (None, None),
+) -> CheckedInputs:
+    """The inputs, checked against the network (`KernelFn.check_inputs`: InputError if they
+    do not fit) and shaped, once, for everything downstream."""
+    shapes = compiled.kfn.check_inputs(
+        x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
+    )
+    return CheckedInputs(compiled, x1, x2, get, mask_constant, patterns, shapes)
 
 
 def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
@@ -122,43 +157,27 @@ class ComputeEngine:
         with self._lock:
             self._compiled.pop(architecture_id, None)
 
-    def kernel(
-        self,
-        compiled: Compiled,
-        x1: Array,
-        x2: Array | None,
-        get: tuple[str, ...],
-        mask_constant: float | None = None,
-        patterns: tuple[Array | None, Array | None] = (None, None),
-    ) -> tuple[Array, ...]:
-        compiled.kfn.check_inputs(
-            x1.shape, None if x2 is None else x2.shape, x1.dtype, pattern_shapes(patterns)
-        )
-        return run_forward(compiled, x1, x2, get, mask_constant, patterns)
+    def kernel(self, inputs: CheckedInputs) -> tuple[Array, ...]:
+        return run_forward(inputs)
 
     def value_and_grad(
         self,
-        compiled: Compiled,
-        x1: Array,
-        x2: Array | None,
-        get: tuple[str, ...],
+        inputs: CheckedInputs,
         cotangents: tuple[Array, ...],
         hyper_parameters: tuple[str, ...] = (),
-        mask_constant: float | None = None,
-        patterns: tuple[Array | None, Array | None] = (None, None),
     ) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
         """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
         named hyper-parameters (paths from `kfn.hyper_parameter_paths`)."""
-        values = self.kernel(compiled, x1, x2, get, mask_constant, patterns)
-        kfn = compiled.kfn
-        g1, g2, g_params = compiled.grads(
+        values = self.kernel(inputs)
+        kfn = inputs.compiled.kfn
+        g1, g2, g_params = inputs.compiled.grads(
             kfn.params,
-            x1,
-            x2,
+            inputs.x1,
+            inputs.x2,
             cotangents,
-            mask_scalar(mask_constant, x1),
-            patterns,
-            get=get,
+            mask_scalar(inputs.mask_constant, inputs.x1),
+            inputs.patterns,
+            get=inputs.get,
             with_params=bool(hyper_parameters),
         )
         by_path: dict[str, float] = {}
@@ -169,26 +188,20 @@ class ComputeEngine:
         return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path
 
 
-def run_forward(
-    compiled: Compiled,
-    x1: Array,
-    x2: Array | None,
-    get: tuple[str, ...],
-    mask_constant: float | None = None,
-    patterns: tuple[Array | None, Array | None] = (None, None),
-) -> tuple[Array, ...]:
+def run_forward(inputs: CheckedInputs) -> tuple[Array, ...]:
     """The forward program on checked inputs, its kernels on the host (exactly symmetric
     for x2 = None): what `ComputeEngine.kernel` and an unbatched call of the batcher run."""
+    compiled = inputs.compiled
     out = compiled.forward(
         compiled.kfn.params,
-        x1,
-        x2,
-        get=get,
-        mask_constant=mask_scalar(mask_constant, x1),
-        pattern1=patterns[0],
-        pattern2=patterns[1],
+        inputs.x1,
+        inputs.x2,
+        get=inputs.get,
+        mask_constant=mask_scalar(inputs.mask_constant, inputs.x1),
+        pattern1=inputs.patterns[0],
+        pattern2=inputs.patterns[1],
     )
-    return compiled.kfn.to_host(out, x2 is None)
+    return compiled.kfn.to_host(out, inputs.x2 is None)
 
 
 def mask_scalar(mask_constant: float | None, like: Array) -> Array | None:

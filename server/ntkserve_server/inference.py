@@ -29,7 +29,7 @@ from ntkserve_engine.kernels import EngineError
 
 from ntkserve_server import requests, wire
 from ntkserve_server.admission import Admission
-from ntkserve_server.calls import CallObserver, admitted, rpc
+from ntkserve_server.calls import Boundary, CallObserver, rpc
 from ntkserve_server.kserve_v2 import grpc_predict_v2_pb2 as pb
 from ntkserve_server.registry import UnknownArchitecture
 from ntkserve_server.service import KernelService
@@ -59,18 +59,11 @@ FIELD_PATHS = {
 
 
 def _protocol_path(field: str) -> str:
+    """A ComputeKernelRequest field path in the protocol's terms ("" stays: the request)."""
     head, dot, rest = field.partition(".")
     if head in INPUTS.values() and rest == "dtype":
         rest = "datatype"
     return FIELD_PATHS.get(head, head) + dot + rest
-
-
-def _in_protocol_terms(error: Exception) -> Exception:
-    """The same problem, its field paths the protocol's (x1.shape -> inputs[X1].shape)."""
-    if isinstance(error, (EngineError, requests.InvalidRequest)):
-        return requests.InvalidRequest.of([(_protocol_path(f), p) for f, p in error.violations])
-    field, colon, rest = str(error).partition(":")  # OverLimit: "x1: shape [...] holds ..."
-    return requests.OverLimit(_protocol_path(field) + colon + rest) if colon else error
 
 
 def _parameter_number(name: str, value: pb.InferParameter) -> float:
@@ -197,17 +190,17 @@ class InferenceService:
         observer: CallObserver | None = None,
     ) -> None:
         self._kernels = kernels
-        self._admission = admission  # `admitted` takes slots from KernelService's pool
         self._server_version = server_version
-        self.observer = observer
+        # ModelInfer's slots come from KernelService's pool: the same `admission`.
+        self.boundary = Boundary(admission, observer)
 
-    @rpc
+    @rpc()
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @rpc
+    @rpc()
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
@@ -215,13 +208,13 @@ class InferenceService:
         draining server refuses new calls (UNAVAILABLE) instead of answering not ready."""
         return pb.ServerReadyResponse(ready=True)
 
-    @rpc
+    @rpc()
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=PLATFORM, version=self._server_version)
 
-    @rpc
+    @rpc()
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
@@ -230,7 +223,7 @@ class InferenceService:
         ready = bool(request.name) and await self._kernels.holds(request.name)
         return pb.ModelReadyResponse(ready=ready)
 
-    @rpc
+    @rpc()
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
@@ -249,8 +242,7 @@ class InferenceService:
             outputs=[_tensor_metadata(n, [-1]) for n in OUTPUTS],
         )
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
@@ -258,7 +250,7 @@ class InferenceService:
         try:
             computed = await self._kernels.compute_kernel(kernel_request(request))
         except (EngineError, requests.InvalidRequest, requests.OverLimit) as e:
-            raise _in_protocol_terms(e) from e
+            raise e.renamed(_protocol_path) from e  # x1.shape -> inputs[X1].shape
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=VERSION, id=request.id
         )

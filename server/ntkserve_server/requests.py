@@ -2,7 +2,8 @@
 
 Checks what needs no architecture: required fields, tensor encoding, finiteness, dtype
 agreement, `get`, cotangent shapes. Shape against the architecture is the engine's
-`KernelFn.check_inputs`. Problems raise `InvalidRequest` with the field's path.
+`KernelFn.check_inputs`. Problems raise `InvalidRequest` with the field's path, and requests
+over a configured limit `OverLimit`, with the field over it as data.
 """
 
 from __future__ import annotations
@@ -14,34 +15,22 @@ from typing import Any
 
 import numpy as np
 from ntkserve import tensor
+from ntkserve.field_errors import FieldError
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
+from ntkserve_engine.kernels.compile import batch_shape
 
 _KIND_NAMES = {ks.KERNEL_KIND_NNGP: "nngp", ks.KERNEL_KIND_NTK: "ntk"}
 Array = np.ndarray[Any, Any]
 
 
-class InvalidRequest(ValueError):
-    def __init__(self, field: str, problem: str) -> None:
-        self.violations: tuple[tuple[str, str], ...] = ((field, problem),)
-        super().__init__(f"{field}: {problem}")
-
-    @classmethod
-    def of(cls, violations: Sequence[tuple[str, str]]) -> InvalidRequest:
-        """One error holding several (field, problem) violations."""
-        error = cls(*violations[0])
-        error.violations = tuple(violations)
-        error.args = ("; ".join(f"{f}: {p}" for f, p in violations),)
-        return error
-
-    @classmethod
-    def within(cls, prefix: str, violations: Sequence[tuple[str, str]]) -> InvalidRequest:
-        """The same violations, their fields under `prefix` (e.g. "requests[3]")."""
-        return cls.of([(f"{prefix}.{field}", problem) for field, problem in violations])
+class InvalidRequest(FieldError):
+    """A request that is not valid (INVALID_ARGUMENT, with a BadRequest of its violations)."""
 
 
-class OverLimit(Exception):
-    """A valid request over one of the server's configured limits (RESOURCE_EXHAUSTED)."""
+class OverLimit(FieldError):
+    """A valid request over one of the server's configured limits (RESOURCE_EXHAUSTED); its
+    field is the one over the limit, or "" when the request as a whole is."""
 
 
 def check_elements(message: Any, fields: Sequence[str], max_elements: int) -> None:
@@ -55,9 +44,10 @@ def check_elements(message: Any, fields: Sequence[str], max_elements: int) -> No
         elements = math.prod(max(s, 0) for s in shape)
         if elements > max_elements:
             raise OverLimit(
-                f"{field}: shape {shape} holds {elements} elements, over this server's limit of "
+                field,
+                f"shape {shape} holds {elements} elements, over this server's limit of "
                 f"{max_elements} per tensor (--max-tensor-elements); send fewer rows per call, "
-                "or stream the kernel with StreamKernel"
+                "or stream the kernel with StreamKernel",
             )
 
 
@@ -70,10 +60,11 @@ def check_entries(
     shown = f" (shape {list(shape)} x {len(get)} kernels)" if len(shape) > 1 else ""
     if max_entries and entries > max_entries:
         raise OverLimit(
+            "",
             f"{what} would hold {entries} entries{shown}, "
             f"over this server's limit of {max_entries} for one unary call "
             "(--max-unary-kernel-entries); use StreamKernel (the client's Client.kernel "
-            "streams on its own, with tile= and out=), or send fewer rows per call"
+            "streams on its own, with tile= and out=), or send fewer rows per call",
         )
     return entries
 
@@ -88,9 +79,10 @@ def check_response_bytes(payload: int, max_bytes: int, what: str = "the kernel")
     message this server may send (0: no check): refused before computing, not after."""
     if max_bytes and payload + RESPONSE_OVERHEAD_BYTES > max_bytes:
         raise OverLimit(
+            "",
             f"{what} would be {payload} bytes, over this server's largest message of "
             f"{max_bytes} bytes (--max-message-mb); use StreamKernel (the client's "
-            "Client.kernel streams on its own, with tile= and out=), or send fewer rows per call"
+            "Client.kernel streams on its own, with tile= and out=), or send fewer rows per call",
         )
 
 
@@ -136,7 +128,7 @@ def _array(message: Any, field: str, mask: float | None = None) -> Array | None:
     try:
         array = tensor.decode(t, field)
     except tensor.TensorError as e:
-        raise InvalidRequest(e.field, e.problem) from None
+        raise InvalidRequest.of(e.violations) from None
     check_finite(array, field, mask)
     return array
 
@@ -183,23 +175,14 @@ class StreamHeader:
         return 0 if shape is None else int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
 
 
-def _shape(values: Sequence[int], field: str) -> tuple[int, ...]:
-    shape = tuple(int(v) for v in values)
-    if len(shape) < 2 or min(shape) < 1:
-        raise InvalidRequest(
-            field, f"expected (batch, *features) with every size >= 1, got {list(shape)}"
-        )
-    return shape
-
-
 def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> StreamHeader:
     """The validated header of a StreamKernel call; OverLimit past `max_input_bytes`."""
     try:
         dtype = tensor.wire_dtype(header.dtype, "header.dtype")
     except tensor.TensorError as e:
-        raise InvalidRequest(e.field, e.problem) from None
-    x1_shape = _shape(header.x1_shape, "header.x1_shape")
-    x2_shape = _shape(header.x2_shape, "header.x2_shape") if header.x2_shape else None
+        raise InvalidRequest.of(e.violations) from None
+    x1_shape = batch_shape(header.x1_shape, "header.x1_shape")
+    x2_shape = batch_shape(header.x2_shape, "header.x2_shape") if header.x2_shape else None
     if header.tile_size < 0:
         raise InvalidRequest("header.tile_size", f"must be >= 0 (0: auto), got {header.tile_size}")
     parsed = StreamHeader(
@@ -217,9 +200,10 @@ def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> Stream
     total = sum(parsed.input_bytes(slot) for slot in ("x1", "x2", "pattern1", "pattern2"))
     if total > max_input_bytes and not parsed.plan_only:
         raise OverLimit(
+            "",
             f"the inputs hold {total} bytes, over this server's limit of {max_input_bytes} "
             "bytes per streamed call; split the job (StreamKernelHeader.tiles) or raise "
-            "--max-stream-input-mb"
+            "--max-stream-input-mb",
         )
     return parsed
 

@@ -1,14 +1,15 @@
 """The KernelService servicer: each RPC decodes and validates its request and runs jax work
 on the worker pool (never on the event loop).
 
-Request ids, status codes, log lines and call metrics are the call boundary's (`calls`).
+Request ids, status codes, admission slots, log lines and call metrics are the call
+boundary's (`calls.Boundary`), for every method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -18,11 +19,11 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import kernel_service_pb2_grpc
 from ntkserve_engine.kernels import EngineError, KernelFn
 
-from ntkserve_server import requests, streaming, wire
+from ntkserve_server import requests, streaming
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
-from ntkserve_server.calls import CallLog, CallObserver, admitted, caller_tenant, rpc
-from ntkserve_server.compute import Compiled, ComputeEngine, pattern_shapes
+from ntkserve_server.calls import Boundary, CallLog, CallObserver, caller_tenant, rpc, stream_rpc
+from ntkserve_server.compute import CheckedInputs, Compiled, ComputeEngine, check
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
 
@@ -32,17 +33,11 @@ INLINE_BYTES = 1 << 16
 _T = TypeVar("_T")
 
 
-def _kernel_shape(compiled: Compiled, inputs: requests.KernelInputs) -> tuple[int, ...]:
-    """The kernel's shape, once the inputs are known to fit the network (InputError if not:
-    a rank-0 x1, say, must be INVALID_ARGUMENT, not an IndexError)."""
-    x2_shape = None if inputs.x2 is None else inputs.x2.shape
-    compiled.kfn.check_inputs(
-        inputs.x1.shape,
-        x2_shape,
-        inputs.x1.dtype,
-        pattern_shapes((inputs.pattern1, inputs.pattern2)),
-    )
-    return compiled.kfn.kernel_shape(inputs.x1.shape, x2_shape)
+def _checked(compiled: Compiled, inputs: requests.KernelInputs) -> CheckedInputs:
+    """The request's inputs checked against the network once (InputError if they do not fit:
+    a rank-0 x1, say, is INVALID_ARGUMENT, not an IndexError), for everything after."""
+    patterns = (inputs.pattern1, inputs.pattern2)
+    return check(compiled, inputs.x1, inputs.x2, inputs.get, inputs.mask_constant, patterns)
 
 
 def _record_message(record: Record) -> ks.ArchitectureRecord:
@@ -84,13 +79,12 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._batcher = batcher
         self._devices = tuple(devices)
         self._max_stream_input_bytes = max_stream_input_bytes
-        self._admission = admission
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
         # The largest message the server may send (its --max-message-mb): a kernel that
         # would not fit is refused before it is computed, with a way out (0: no check).
         self._max_response_bytes = max_response_bytes
-        self.observer = observer  # told of every call's end (`calls.rpc`)
+        self.boundary = Boundary(admission, observer)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -133,7 +127,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             self._engine.forget(architecture_id)
         return True
 
-    @rpc
+    @rpc()
     async def RegisterArchitecture(
         self, request: ks.RegisterArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.RegisterArchitectureResponse:
@@ -145,7 +139,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._engine.compiled(kfn)
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
 
-    @rpc
+    @rpc()
     async def GetArchitecture(
         self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.GetArchitectureResponse:
@@ -155,14 +149,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise UnknownArchitecture(architecture_id)
         return ks.GetArchitectureResponse(record=_record_message(record))
 
-    @rpc
+    @rpc()
     async def ListArchitectures(
         self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> ks.ListArchitecturesResponse:
         records = await self._run(self._registry.list, caller_tenant())
         return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
 
-    @rpc
+    @rpc()
     async def DeleteArchitecture(
         self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.DeleteArchitectureResponse:
@@ -171,8 +165,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise UnknownArchitecture(architecture_id)
         return ks.DeleteArchitectureResponse()
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeKernel(
         self, request: ks.ComputeKernelRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelResponse:
@@ -187,19 +180,19 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             inputs = requests.kernel_inputs(request, self._max_elements)
         else:  # NaN scans are O(bytes)
             inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
-        compiled = await self._resolve(tenant, inputs.architecture_id)
-        self._entries(_kernel_shape(compiled, inputs), inputs)
-        return await self._kernel(compiled, inputs)
+        checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
+        self._entries(checked)
+        return await self._kernel(checked)
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeValueAndGrad(
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
         tenant = caller_tenant()
         inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
-        shape = _kernel_shape(compiled, inputs)
+        checked = _checked(compiled, inputs)
+        shape = checked.kernel_shape
         entries = requests.check_entries(shape, inputs.get, self._max_entries)
         grads = inputs.x1.nbytes + (0 if inputs.x2 is None else inputs.x2.nbytes)
         requests.check_response_bytes(
@@ -211,16 +204,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
 
         def compute() -> ks.ComputeValueAndGradResponse:
-            values, g1, g2, g_hyper = self._engine.value_and_grad(
-                compiled,
-                inputs.x1,
-                inputs.x2,
-                inputs.get,
-                cotangents,
-                hyper,
-                inputs.mask_constant,
-                (inputs.pattern1, inputs.pattern2),
-            )
+            values, g1, g2, g_hyper = self._engine.value_and_grad(checked, cotangents, hyper)
             response = ks.ComputeValueAndGradResponse(
                 grad_x1=tensor.encode(g1, "grad_x1"),
                 hyper_parameter_grads=g_hyper,
@@ -232,8 +216,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         return await self._run(compute)
 
-    @rpc
-    @admitted
+    @rpc(admitted=True)
     async def ComputeKernelBatch(
         self, request: ks.ComputeKernelBatchRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeKernelBatchResponse:
@@ -242,43 +225,29 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         for i, item in enumerate(request.requests):
             try:
                 inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
-                compiled = await self._resolve(tenant, inputs.architecture_id)
-                shape = _kernel_shape(compiled, inputs)  # checks the inputs fit the network
-            except (requests.InvalidRequest, EngineError) as e:
-                raise requests.InvalidRequest.within(f"requests[{i}]", e.violations) from e
-            except requests.OverLimit as e:
-                raise requests.OverLimit(f"requests[{i}].{e}") from e
-            item_entries = self._entries(shape, inputs, f"requests[{i}]'s kernel")
+                checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
+                item_entries = self._entries(checked)
+            except (requests.InvalidRequest, requests.OverLimit, EngineError) as e:
+                raise e.within(f"requests[{i}]") from e
             entries += item_entries
             payload += item_entries * inputs.x1.dtype.itemsize
-            items.append((inputs, compiled))
+            items.append(checked)
         requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
         requests.check_response_bytes(payload, self._max_response_bytes, "the batch's response")
-        responses = await asyncio.gather(*(self._kernel(c, x) for x, c in items))
+        responses = await asyncio.gather(*(self._kernel(checked) for checked in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
-    def _entries(
-        self, shape: tuple[int, ...], inputs: requests.KernelInputs, what: str = "the kernel"
-    ) -> int:
-        """The entries of a unary kernel of `shape`, within the entry and message limits."""
-        entries = requests.check_entries(shape, inputs.get, self._max_entries, what)
+    def _entries(self, inputs: CheckedInputs) -> int:
+        """The entries of a unary kernel of these inputs, within the entry and message limits."""
+        entries = requests.check_entries(inputs.kernel_shape, inputs.get, self._max_entries)
         requests.check_response_bytes(
-            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, what
+            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, "the kernel"
         )
         return entries
 
-    async def _kernel(
-        self, compiled: Compiled, inputs: requests.KernelInputs
-    ) -> ks.ComputeKernelResponse:
+    async def _kernel(self, inputs: CheckedInputs) -> ks.ComputeKernelResponse:
         """Through the dynamic batcher: concurrent small calls share one device call."""
-        values = await self._batcher.kernel(
-            compiled,
-            inputs.x1,
-            inputs.x2,
-            inputs.get,
-            inputs.mask_constant,
-            (inputs.pattern1, inputs.pattern2),
-        )
+        values = await self._batcher.kernel(inputs)
 
         def encode() -> ks.ComputeKernelResponse:
             return ks.ComputeKernelResponse(**_encoded(inputs.get, values))
@@ -287,12 +256,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return encode()
         return await self._run(encode)
 
+    @stream_rpc(admitted=True)
     async def StreamKernel(
         self,
-        request_iterator: AsyncIterator[ks.StreamKernelRequest],
+        messages: AsyncIterator[ks.StreamKernelRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[ks.StreamKernelResponse]:
-        call = CallLog("StreamKernel", context, self.observer)
+        call: CallLog,
+    ) -> AsyncGenerator[ks.StreamKernelResponse, None]:
         caller = caller_tenant()  # here, on the event loop: the stream's workers are threads
         stats = streaming.StreamStats()
 
@@ -301,22 +271,17 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             return remaining is not None and remaining <= 0
 
         try:
-            call.begin()
-            async with self._admission.slot(caller):
-                async for message in streaming.stream_kernel(
-                    wire.decoded(request_iterator),
-                    functools.partial(self._compiled, caller),
-                    self._programs,
-                    self._executor,
-                    self._devices,
-                    self._max_stream_input_bytes,
-                    expired,
-                    stats,
-                ):
-                    yield message
-        except BaseException as e:
-            await call.fail(e)
-            raise
+            async for message in streaming.stream_kernel(
+                messages,
+                functools.partial(self._compiled, caller),
+                self._programs,
+                self._executor,
+                self._devices,
+                self._max_stream_input_bytes,
+                expired,
+                stats,
+            ):
+                yield message
         finally:
             call.bytes_in, call.bytes_out = stats.bytes_in, stats.bytes_out
             computed = ",".join(f"{d}:{n}" for d, n in sorted(stats.computed.items()))
@@ -325,4 +290,3 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 "computed": computed,
                 "tile_programs_compiled": self._programs.compilations,
             }
-            call.write()

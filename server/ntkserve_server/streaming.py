@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from ntkserve import tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve_engine.kernels.compile import CheckedShapes
 
 from ntkserve_server import requests
 from ntkserve_server.compute import Compiled
@@ -51,6 +52,7 @@ class StreamStats:
 class Job:
     compiled: Compiled
     header: StreamHeader
+    shapes: CheckedShapes
     kernel: TiledKernel
     grid: TileGrid
     tiles: tuple[tuple[int, int], ...]
@@ -64,10 +66,9 @@ class Job:
             grid_cols=self.grid.cols,
             mirrored=self.grid.symmetric,
             tiles=len(self.tiles),
-            kernel_shape=kfn.kernel_shape(self.header.x1_shape, self.header.x2_shape),
+            kernel_shape=self.shapes.kernel,
             tile_bytes=self.tile_bytes,
-            position_pairs=kfn.position_pairs
-            and len(kfn.kernel_shape(self.header.x1_shape, None)) > 2,
+            position_pairs=kfn.position_pairs and len(self.shapes.kernel) > 2,
         )
 
     def shape(self, i: int, j: int) -> TileShape:
@@ -78,7 +79,7 @@ class Job:
 def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, device: Any) -> Job:
     """Checks the inputs against the architecture and picks the tile size (blocking)."""
     kfn = compiled.kfn
-    kfn.check_inputs(
+    shapes = kfn.check_inputs(
         header.x1_shape,
         header.x2_shape,
         header.dtype,
@@ -101,7 +102,7 @@ def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, devic
     problem = grid.check(tiles)
     if problem is not None:
         raise InvalidRequest("header.tiles", problem)
-    return Job(compiled, header, kernel, grid, tuple(tiles), tile_bytes)
+    return Job(compiled, header, shapes, kernel, grid, tuple(tiles), tile_bytes)
 
 
 class _Input:

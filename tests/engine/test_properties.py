@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn, kernel_fn
 from ntkserve_engine.kernels.compile import mirror_upper
-from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.compute import ComputeEngine, check
 
 from tests.engine.architectures import MORE
 
@@ -290,7 +290,7 @@ def _check(net: Net, x: np.ndarray, seed: int) -> None:
     # A random cotangent: the gradient of sum(C * K), C not symmetric, for both kernels.
     cotangents = tuple(rng.randn(*kfn.kernel_shape(x.shape, None)) for _ in GET)
     for point in (x, np.zeros_like(x)):
-        values, g1, g2, _ = ENGINE.value_and_grad(compiled, point, None, GET, cotangents)
+        values, g1, g2, _ = ENGINE.value_and_grad(check(compiled, point, None, GET), cotangents)
         rtol = PSD_RTOL_PARALLEL if _has_parallel_rows(point) else PSD_RTOL
         for k in values:
             _check_kernel(k, rtol)
@@ -341,7 +341,7 @@ def test_jitted_kernels_are_exactly_symmetric(
     compiled = ENGINE.compiled(kfn)
     for seed in range(8):
         x = np.random.RandomState(seed).randn(*shape)
-        for k in (*kfn(x, get=GET), *ENGINE.kernel(compiled, x, None, GET)):
+        for k in (*kfn(x, get=GET), *ENGINE.kernel(check(compiled, x, None, GET))):
             np.testing.assert_array_equal(k, np.asarray(k).T)
 
 
@@ -353,7 +353,7 @@ def test_kernels_with_positions_are_exactly_symmetric(full: bool) -> None:
     kfn = KernelFn(arch.to_proto(), force_position_pairs=full)
     x = np.random.RandomState(0).randn(3, 3, 4, 2)
     engine = ComputeEngine()  # by id, as the server does: the full variant has the same id
-    for k in engine.kernel(engine.compiled(kfn), x, None, GET):
+    for k in engine.kernel(check(engine.compiled(kfn), x, None, GET)):
         assert k.shape == ((3, 3, 2, 3, 2, 3) if full else (3, 3, 2, 3))
         swap = (1, 0, 4, 5, 2, 3) if full else (1, 0, 2, 3)
         np.testing.assert_array_equal(k, np.transpose(k, swap))
@@ -373,7 +373,7 @@ def test_ntk_is_psd_with_a_zero_variance_pre_activation() -> None:
     )
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # eager kfn(x) gives the same
     kfn = kernel_fn(arch)
-    for k in ENGINE.kernel(ENGINE.compiled(kfn), x, None, GET):
+    for k in ENGINE.kernel(check(ENGINE.compiled(kfn), x, None, GET)):
         eig = np.linalg.eigvalsh(k)
         assert eig.min() >= -PSD_RTOL * np.abs(eig).max(), eig
 

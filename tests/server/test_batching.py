@@ -15,7 +15,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.batching import DynamicBatcher
-from ntkserve_server.compute import Compiled, ComputeEngine
+from ntkserve_server.compute import Compiled, ComputeEngine, check
 
 jax.config.update("jax_enable_x64", True)
 
@@ -57,12 +57,12 @@ def test_concurrent_requests_merge_and_agree(
     batcher = DynamicBatcher(executor, window_seconds=0.05, eager=eager)
 
     async def main() -> list[tuple[Any, ...]]:
-        calls = [batcher.kernel(compiled, a, b, BOTH) for a, b in zip(x1s, x2s, strict=True)]
+        calls = [batcher.kernel(check(compiled, a, b, BOTH)) for a, b in zip(x1s, x2s, strict=True)]
         return await asyncio.gather(*calls)
 
     results = asyncio.run(main())
     for got, a, b in zip(results, x1s, x2s, strict=True):
-        _close(got, engine.kernel(compiled, a, b, BOTH))
+        _close(got, engine.kernel(check(compiled, a, b, BOTH)))
     assert batcher.device_calls < 20
     assert batcher.device_calls <= (2 if eager else 1)
     assert batcher.batched_requests >= 19
@@ -74,10 +74,10 @@ def test_spatial_network_batches(executor: ThreadPoolExecutor, engine: ComputeEn
     batcher = DynamicBatcher(executor, eager=False, window_seconds=0.05)
 
     async def main() -> list[tuple[Any, ...]]:
-        return await asyncio.gather(*(batcher.kernel(compiled, x, None, BOTH) for x in xs))
+        return await asyncio.gather(*(batcher.kernel(check(compiled, x, None, BOTH)) for x in xs))
 
     for got, x in zip(asyncio.run(main()), xs, strict=True):
-        _close(got, engine.kernel(compiled, x, None, BOTH))
+        _close(got, engine.kernel(check(compiled, x, None, BOTH)))
     assert batcher.device_calls == 1
 
 
@@ -96,10 +96,10 @@ def test_different_keys_are_not_merged(executor: ThreadPoolExecutor, engine: Com
     batcher = DynamicBatcher(executor, eager=False, window_seconds=0.05)
 
     async def main() -> list[tuple[Any, ...]]:
-        return await asyncio.gather(*(batcher.kernel(*case) for case in cases))
+        return await asyncio.gather(*(batcher.kernel(check(*case)) for case in cases))
 
     for got, case in zip(asyncio.run(main()), cases, strict=True):
-        _close(got, engine.kernel(*case))
+        _close(got, engine.kernel(check(*case)))
     assert batcher.device_calls == 5
     assert batcher.batched_requests == 15
 
@@ -114,8 +114,8 @@ def test_lone_request_is_bit_for_bit_unbatched(
     x2 = _x(3, 6, seed=1, dtype=dtype) if with_x2 else None
     for eager in (True, False):
         batcher = DynamicBatcher(executor, eager=eager, window_seconds=0.005)
-        got = asyncio.run(batcher.kernel(compiled, x1, x2, BOTH))
-        for g, w in zip(got, engine.kernel(compiled, x1, x2, BOTH), strict=True):
+        got = asyncio.run(batcher.kernel(check(compiled, x1, x2, BOTH)))
+        for g, w in zip(got, engine.kernel(check(compiled, x1, x2, BOTH)), strict=True):
             assert g.dtype == dtype
             np.testing.assert_array_equal(g, w)
         assert batcher.device_calls == 1 and batcher.batched_requests == 0
@@ -130,13 +130,13 @@ def test_window_zero_and_large_requests_run_alone(
         DynamicBatcher(executor, window_seconds=0.0, eager=False),
         DynamicBatcher(executor, window_seconds=0.05, eager=False, max_entries=15),
     ):
-        assert not batcher.wants(compiled, xs[0], None)
+        assert not batcher.wants(check(compiled, xs[0], None, BOTH))
 
         async def main(b: DynamicBatcher = batcher) -> list[tuple[Any, ...]]:
-            return await asyncio.gather(*(b.kernel(compiled, x, None, BOTH) for x in xs))
+            return await asyncio.gather(*(b.kernel(check(compiled, x, None, BOTH)) for x in xs))
 
         for got, x in zip(asyncio.run(main()), xs, strict=True):
-            for g, w in zip(got, engine.kernel(compiled, x, None, BOTH), strict=True):
+            for g, w in zip(got, engine.kernel(check(compiled, x, None, BOTH)), strict=True):
                 np.testing.assert_array_equal(g, w)
         assert batcher.device_calls == 8 and batcher.batched_requests == 0
 
@@ -147,7 +147,7 @@ def test_batch_sizes_pad_to_powers_of_two(executor: ThreadPoolExecutor) -> None:
 
     async def burst(n: int) -> None:
         xs = [_x(4, 6, seed=i) for i in range(n)]
-        got = await asyncio.gather(*(batcher.kernel(compiled, x, None, BOTH) for x in xs))
+        got = await asyncio.gather(*(batcher.kernel(check(compiled, x, None, BOTH)) for x in xs))
         for g, x in zip(got, xs, strict=True):
             _close(g, compiled.kfn(x, None, get=BOTH))  # type: ignore[arg-type]
 
@@ -169,14 +169,14 @@ def test_an_error_reaches_every_waiter(executor: ThreadPoolExecutor) -> None:
     batcher = DynamicBatcher(executor, eager=False, window_seconds=0.05)
 
     async def main() -> list[Any]:
-        calls = [batcher.kernel(compiled, _x(4, 6, seed=i), None, BOTH) for i in range(5)]
+        calls = [batcher.kernel(check(compiled, _x(4, 6, seed=i), None, BOTH)) for i in range(5)]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     errors = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) and str(e) == "boom" for e in errors)
     assert len({id(e) for e in errors}) == 1 and batcher.device_calls == 1
     with pytest.raises(RuntimeError, match="boom"):  # alone: the unbatched program's error
-        asyncio.run(batcher.kernel(compiled, _x(4, 6), None, BOTH))
+        asyncio.run(batcher.kernel(check(compiled, _x(4, 6), None, BOTH)))
 
 
 class _Gated(ThreadPoolExecutor):
@@ -202,7 +202,9 @@ def test_a_cancelled_waiter_leaves_the_rest(engine: ComputeEngine, when: str) ->
         batcher = DynamicBatcher(executor, eager=False, window_seconds=0.01)
 
         async def main() -> list[Any]:
-            tasks = [asyncio.create_task(batcher.kernel(compiled, x, None, BOTH)) for x in xs]
+            tasks = [
+                asyncio.create_task(batcher.kernel(check(compiled, x, None, BOTH))) for x in xs
+            ]
             await asyncio.sleep(0)  # all five gathering
             if when == "computing":
                 while batcher.device_calls == 0:  # the window closes: the batch is submitted
@@ -214,6 +216,6 @@ def test_a_cancelled_waiter_leaves_the_rest(engine: ComputeEngine, when: str) ->
         results = asyncio.run(main())
     assert isinstance(results[2], asyncio.CancelledError)
     for i in (0, 1, 3, 4):
-        _close(results[i], engine.kernel(compiled, xs[i], None, BOTH))
+        _close(results[i], engine.kernel(check(compiled, xs[i], None, BOTH)))
     assert batcher.device_calls == 1
     assert batcher.batched_requests == (4 if when == "gathering" else 5)

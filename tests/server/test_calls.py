@@ -1,5 +1,6 @@
-"""calls, in process: a grpc.aio server on 127.0.0.1 port 0 inside the test, whose one method
-is wrapped by `calls.rpc` (and `calls.admitted`) and raises what the test asks for. Each error
+"""calls, in process: a grpc.aio server on 127.0.0.1 port 0 inside the test, whose methods
+are wrapped by `calls.rpc` (`admitted=True`: in an admission slot) and raise what the test
+asks for. Each error
 becomes its status code with the field path in a BadRequest, the request id is echoed (or
 made, or refused when malformed), and the observer hears every call's end."""
 
@@ -26,7 +27,7 @@ METHOD = f"/{SERVICE}/Call"
 ERRORS: dict[str, Exception] = {
     "invalid": requests.InvalidRequest("x1.shape", "expected (batch, *features)"),
     "engine": ArchitectureError([("architecture.layers[1].dense.out_dim", "must be >= 1")]),
-    "over": requests.OverLimit("x1: shape [9, 9] holds 81 elements, over this server's limit"),
+    "over": requests.OverLimit("x1", "shape [9, 9] holds 81 elements, over this server's limit"),
     "tile": TileTooLarge("a 64 x 64 tile needs 9 MiB"),
     "unknown": UnknownArchitecture("abc"),
     "busy": Busy("the server is busy", 2.5),
@@ -50,17 +51,16 @@ class Probe:
 
     def __init__(self, admission: Admission | None = None) -> None:
         self.observer = Recorder()
-        self._admission = admission or Admission(1, 0)
+        self.boundary = calls.Boundary(admission or Admission(1, 0), self.observer)
         self.release = asyncio.Event()
 
-    @calls.rpc
+    @calls.rpc()
     async def Call(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request.architecture_id in ERRORS:
             raise ERRORS[request.architecture_id]
         return ks.GetArchitectureResponse()
 
-    @calls.rpc
-    @calls.admitted
+    @calls.rpc(admitted=True)
     async def Held(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Holds its admission slot until `release` is set."""
         await self.release.wait()
@@ -237,7 +237,7 @@ def test_a_malformed_request_id_is_invalid_argument_under_a_fresh_id(bad: str) -
 def test_admitted_calls_past_the_limit_are_refused_with_a_retry_delay() -> None:
     async def check(channel: grpc.aio.Channel, probe: Probe) -> None:
         held = asyncio.ensure_future(_call(channel, "fine", method=f"/{SERVICE}/Held"))
-        admission = probe._admission
+        admission = probe.boundary.admission
         for _ in range(1000):  # until the first call holds the one slot
             if admission.running:
                 break

@@ -204,7 +204,7 @@ def test_hyper_parameter_gradients_over_the_wire(client: Client) -> None:
 
 
 def test_architectures_differing_only_in_hyper_parameters_share_one_compilation() -> None:
-    from ntkserve_server.compute import ComputeEngine
+    from ntkserve_server.compute import ComputeEngine, check
 
     engine = ComputeEngine()
     x = np.random.RandomState(9).randn(5, 3)
@@ -219,7 +219,7 @@ def test_architectures_differing_only_in_hyper_parameters_share_one_compilation(
         compiled = engine.compiled(kfn)
         first = first or compiled.forward
         assert compiled.forward is first
-        values = engine.kernel(compiled, x, None, ("ntk",))
+        values = engine.kernel(check(compiled, x, None, ("ntk",)))
         own = kernel_fn(arch)  # its own program gives the same bits as the shared one
         alone = jax.jit(own.apply, static_argnames=("get",))(own.params, x, None, get=("ntk",))
         np.testing.assert_array_equal(values[0], own.to_host(alone, True)[0])
@@ -230,7 +230,7 @@ def test_architectures_differing_only_in_hyper_parameters_share_one_compilation(
 
 
 def test_the_compiled_programs_are_bounded_least_recently_used_first() -> None:
-    from ntkserve_server.compute import ComputeEngine
+    from ntkserve_server.compute import ComputeEngine, check
 
     engine = ComputeEngine(max_topologies=2)
     x = np.random.RandomState(3).randn(4, 3)
@@ -247,8 +247,8 @@ def test_the_compiled_programs_are_bounded_least_recently_used_first() -> None:
     again = engine.compiled(kernel_fn(nets[1]))  # rebuilt on its next use, same values
     fresh = ComputeEngine()
     np.testing.assert_array_equal(
-        engine.kernel(again, x, None, ("ntk",))[0],
-        fresh.kernel(fresh.compiled(kernel_fn(nets[1])), x, None, ("ntk",))[0],
+        engine.kernel(check(again, x, None, ("ntk",)))[0],
+        fresh.kernel(check(fresh.compiled(kernel_fn(nets[1])), x, None, ("ntk",)))[0],
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ntkserve import tensor
+from ntkserve.field_errors import FieldError
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve_server import requests
 from ntkserve_server.requests import InvalidRequest, OverLimit
@@ -25,7 +26,7 @@ def _pair(x1: np.ndarray, x2: np.ndarray) -> ks.ComputeKernelRequest:
     return ks.ComputeKernelRequest(architecture_id="a1", x1=tensor.encode(x1), x2=tensor.encode(x2))
 
 
-def _field(error: pytest.ExceptionInfo[InvalidRequest]) -> list[str]:
+def _field(error: pytest.ExceptionInfo[FieldError]) -> list[str]:
     return [field for field, _ in error.value.violations]
 
 
@@ -161,7 +162,7 @@ def test_patterns_are_a_pair_of_positions_per_row() -> None:
     ],
 )
 def test_a_bad_stream_header_names_its_field(fields: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidRequest) as error:
+    with pytest.raises(FieldError) as error:
         requests.stream_header(_header(**fields), max_input_bytes=1 << 20)
     assert _field(error) == [field]
 
@@ -222,6 +223,6 @@ def test_hyper_parameters_are_checked_against_the_architectures() -> None:
 
 
 def test_violations_move_under_a_prefix_together() -> None:
-    error = InvalidRequest.within("requests[3]", [("x1", "is required"), ("get[0]", "bad")])
+    error = InvalidRequest.of([("x1", "is required"), ("get[0]", "bad")]).within("requests[3]")
     assert error.violations == (("requests[3].x1", "is required"), ("requests[3].get[0]", "bad"))
     assert str(error) == "requests[3].x1: is required; requests[3].get[0]: bad"

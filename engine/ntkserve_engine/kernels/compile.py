@@ -7,6 +7,7 @@ sweep over them reuses one compilation and gradients with respect to them are av
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +54,35 @@ def _as_proto(arch: Any) -> pb.Architecture:
     raise TypeError(f"expected an ntkserve spec or an ntkserve.v1.Architecture, got {type(arch)}")
 
 
+Shape = tuple[int, ...]
+
+
+def batch_shape(shape: Sequence[int], field: str) -> Shape:
+    """The rank rule of every input, in one wording wherever a shape arrives (an in-process
+    call, a ComputeKernel tensor, a StreamKernel header): (batch, *spatial, channels), every
+    size >= 1. InputError otherwise."""
+    checked = tuple(int(s) for s in shape)
+    if len(checked) < 2 or min(checked) < 1:
+        raise InputError(
+            field,
+            f"expected (batch, *spatial, channels) with every size >= 1, got {list(checked)}",
+        )
+    return checked
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedShapes:
+    """Input shapes and dtype that `KernelFn.check_inputs` found to fit its network, with the
+    kernel's shape they give: checked once where a call comes in, then passed on, so later
+    stages neither check nor shape again."""
+
+    x1: Shape
+    x2: Shape | None
+    dtype: np.dtype[Any]
+    patterns: tuple[Shape | None, Shape | None]
+    kernel: Shape
+
+
 class KernelFn:
     """The analytic NNGP/NTK of one architecture. Build with `kernel_fn(arch)`."""
 
@@ -82,9 +112,9 @@ class KernelFn:
         shape2: Sequence[int] | None,
         dtype: Any,
         patterns: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
-    ) -> None:
-        """Raises InputError when inputs of these shapes and dtype (and Aggregate patterns of
-        these shapes) cannot be used."""
+    ) -> CheckedShapes:
+        """The shapes, once inputs of these shapes and dtype (and Aggregate patterns of these
+        shapes) are known to fit this network, with the kernel's shape; InputError if not."""
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise InputError("x1.dtype", f"must be float32 or float64, got {dtype}")
@@ -94,20 +124,14 @@ class KernelFn:
                 "float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                 "True)); refusing to compute it silently in float32",
             )
-        for name, shape in (("x1", shape1), ("x2", shape2)):
-            if shape is None:
-                continue
-            if len(shape) < 2 or min(shape) < 1:
-                raise InputError(
-                    f"{name}.shape",
-                    f"expected (batch, *spatial, channels) with every size >= 1, got {list(shape)}",
-                )
-        if shape2 is not None and tuple(shape1[1:]) != tuple(shape2[1:]):
-            raise InputError(
-                "x2.shape", f"features {list(shape2[1:])} differ from x1's {list(shape1[1:])}"
-            )
-        self.kernel_shape(shape1, shape2)
-        self._check_patterns(shape1, shape2, *patterns)
+        x1 = batch_shape(shape1, "x1.shape")
+        x2 = None if shape2 is None else batch_shape(shape2, "x2.shape")
+        if x2 is not None and x1[1:] != x2[1:]:
+            raise InputError("x2.shape", f"features {list(x2[1:])} differ from x1's {list(x1[1:])}")
+        kernel = self.kernel_shape(x1, x2)
+        p1, p2 = (None if p is None else tuple(int(s) for s in p) for p in patterns)
+        self._check_patterns(x1, x2, p1, p2)
+        return CheckedShapes(x1, x2, dtype, (p1, p2), kernel)
 
     def _check_patterns(
         self,

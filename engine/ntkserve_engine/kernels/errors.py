@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ntkserve.field_errors import FieldError
 
-class EngineError(ValueError):
+
+class EngineError(FieldError):
     """Base of errors caused by what the caller asked for (never by a bug)."""
-
-    violations: tuple[tuple[str, str], ...] = ()
 
 
 class ArchitectureError(EngineError):
     """An architecture that cannot be compiled; `violations` are (field path, problem) pairs."""
 
     def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
-        self.violations = tuple(violations)
-        super().__init__("; ".join(f"{path}: {problem}" for path, problem in self.violations))
+        super().__init__(*violations[0])
+        self._hold(violations)
 
 
 class InputError(EngineError):
     """Inputs that do not fit the architecture (rank, feature shape, dtype)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.violations = ((field, problem),)
-        super().__init__(f"{field}: {problem}")

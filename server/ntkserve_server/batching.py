@@ -94,8 +94,8 @@ class DynamicBatcher:
         self._open: dict[Key, _Open] = {}
         self._in_flight: collections.Counter[Key] = collections.Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._programs: collections.OrderedDict[Key, Callable[..., Any]] = collections.OrderedDict()
-        self._programs_lock = threading.Lock()
+        self._batched: collections.OrderedDict[Key, Callable[..., Any]] = collections.OrderedDict()
+        self._batched_lock = threading.Lock()
 
     def wants(self, inputs: CheckedInputs) -> bool:
         """Whether a request of these inputs is small enough to be batched (and batching is on)."""
@@ -200,13 +200,13 @@ class DynamicBatcher:
             None if x2 is None else (x2.shape, x2.dtype.str),
             get,
         )
-        with self._programs_lock:
-            program = self._programs.get(key)
+        with self._batched_lock:
+            program = self._batched.get(key)
             if program is not None:
-                self._programs.move_to_end(key)
+                self._batched.move_to_end(key)
                 return program
             program = _vmapped(kfn, get, x2 is not None)
-            self._programs[key] = program
-            while len(self._programs) > self.max_programs:
-                self._programs.popitem(last=False)
+            self._batched[key] = program
+            while len(self._batched) > self.max_programs:
+                self._batched.popitem(last=False)
             return program

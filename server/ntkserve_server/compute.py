@@ -95,62 +95,64 @@ def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
 
 
 class ComputeEngine:
-    """Jitted programs per topology (so a sweep over W_std compiles once), and the
-    architectures that use them, by id.
+    """Jitted functions per topology (so a sweep over W_std compiles once), and the
+    architectures that use them, by id. ("Jitted": `jax.jit` wrappers, compiled by jax per
+    input shape on first call; tile_programs.py keeps ahead-of-time "executables", and
+    batching.py "batched" (vmapped) functions: three caches, three names.)
 
-    Bounded: at most `max_topologies` topologies keep their programs (and the compiled
+    Bounded: at most `max_topologies` topologies keep their jitted functions (and the
     executables jax caches inside them); the least recently used one is dropped with the
     architectures that use it, which are rebuilt from the registry on their next call.
     """
 
     def __init__(self, max_topologies: int = 64) -> None:
         self.max_topologies = max_topologies
-        self._programs: collections.OrderedDict[
+        self._jitted: collections.OrderedDict[
             str, tuple[Callable[..., Any], Callable[..., Any]]
         ] = collections.OrderedDict()
         self._compiled: dict[str, Compiled] = {}
         self._lock = threading.Lock()
-        # Lookups of a topology's programs: found, or made anew (what the metrics report).
+        # Lookups of a topology's jitted functions: found, or made anew (what the metrics report).
         self.hits = 0
         self.misses = 0
 
     def compiled(self, kfn: KernelFn) -> Compiled:
-        """kfn's architecture with its topology's programs, made once per topology."""
+        """kfn's architecture with its topology's jitted functions, made once per topology."""
         with self._lock:
             found = self._compiled.get(kfn.id)
             if found is None:
-                programs = self._programs.get(kfn.topology_id)
-                if programs is None:
+                jitted = self._jitted.get(kfn.topology_id)
+                if jitted is None:
                     self.misses += 1
-                    programs = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
-                    self._programs[kfn.topology_id] = programs
+                    jitted = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
+                    self._jitted[kfn.topology_id] = jitted
                     self._evict()
                 else:
                     self.hits += 1
-                found = Compiled(kfn, *programs)
+                found = Compiled(kfn, *jitted)
                 self._compiled[kfn.id] = found
             else:
                 self.hits += 1
-            self._programs.move_to_end(kfn.topology_id)
+            self._jitted.move_to_end(kfn.topology_id)
             return found
 
     def _evict(self) -> None:
-        while len(self._programs) > self.max_topologies:
-            topology, _ = self._programs.popitem(last=False)
+        while len(self._jitted) > self.max_topologies:
+            topology, _ = self._jitted.popitem(last=False)
             self._compiled = {
                 i: c for i, c in self._compiled.items() if c.kfn.topology_id != topology
             }
 
     def topologies(self) -> int:
         with self._lock:
-            return len(self._programs)
+            return len(self._jitted)
 
     def lookup(self, architecture_id: str) -> Compiled | None:
         with self._lock:
             found = self._compiled.get(architecture_id)
             if found is not None:
                 self.hits += 1
-                self._programs.move_to_end(found.kfn.topology_id)
+                self._jitted.move_to_end(found.kfn.topology_id)
             return found
 
     def forget(self, architecture_id: str) -> None:

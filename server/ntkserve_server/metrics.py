@@ -44,7 +44,7 @@ class ComponentCollector(Collector):
         devices: Sequence[Any],
     ) -> None:
         self._engine = engine
-        self._programs = programs
+        self._tile_programs = programs
         self._admission = admission
         self._devices = tuple(devices)
 
@@ -61,8 +61,8 @@ class ComponentCollector(Collector):
         )
         hits.add_metric(["topology"], self._engine.hits)
         misses.add_metric(["topology"], self._engine.misses)
-        hits.add_metric(["tile_program"], self._programs.hits)
-        misses.add_metric(["tile_program"], self._programs.compilations)
+        hits.add_metric(["tile_program"], self._tile_programs.hits)
+        misses.add_metric(["tile_program"], self._tile_programs.compilations)
         yield hits
         yield misses
         tiles = CounterMetricFamily(
@@ -71,7 +71,7 @@ class ComponentCollector(Collector):
             labels=["device"],
         )
         for device in self._devices:
-            tiles.add_metric([str(device.id)], self._programs.tiles_computed[device.id])
+            tiles.add_metric([str(device.id)], self._tile_programs.tiles_computed[device.id])
         yield tiles
         yield GaugeMetricFamily(
             "ntkserve_jobs_running", "Compute calls running now", value=self._admission.running

@@ -75,7 +75,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._registry = registry
         self._engine = engine
         self._executor = executor
-        self._programs = programs
+        self._tile_programs = programs
         self._batcher = batcher
         self._devices = tuple(devices)
         self._max_stream_input_bytes = max_stream_input_bytes
@@ -274,7 +274,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             async for message in streaming.stream_kernel(
                 messages,
                 functools.partial(self._compiled, caller),
-                self._programs,
+                self._tile_programs,
                 self._executor,
                 self._devices,
                 self._max_stream_input_bytes,
@@ -288,5 +288,5 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             call.extra = {
                 "tiles": f"{stats.tiles_done}/{stats.tiles_planned}",
                 "computed": computed,
-                "tile_programs_compiled": self._programs.compilations,
+                "tile_programs_compiled": self._tile_programs.compilations,
             }

@@ -143,7 +143,7 @@ class TilePrograms:
         self.hits = 0  # programs found compiled
         self.tiles_computed: collections.Counter[int] = collections.Counter()  # by device id
         self._max_programs = max_programs
-        self._programs: collections.OrderedDict[tuple[Any, ...], tuple[Any, int | None]] = (
+        self._executables: collections.OrderedDict[tuple[Any, ...], tuple[Any, int | None]] = (
             collections.OrderedDict()
         )
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
@@ -239,10 +239,10 @@ class TilePrograms:
         """The compiled program for this tile shape on `device` (compiled once, LRU)."""
         key = (kfn.topology_id, shape, device.id)
         with self._lock:
-            found = self._programs.get(key)
+            found = self._executables.get(key)
             if found is not None:
                 self.hits += 1
-                self._programs.move_to_end(key)
+                self._executables.move_to_end(key)
                 return found[0]
         sharding = jax.sharding.SingleDeviceSharding(device)
         fn = jax.jit(
@@ -254,16 +254,16 @@ class TilePrograms:
         program = fn.lower(kfn.params, x1, x2, mask, patterns).compile()
         with self._lock:
             self.compilations += 1
-            self._programs[key] = (program, _compiled_bytes(program))
-            while len(self._programs) > self._max_programs:
-                self._programs.popitem(last=False)
+            self._executables[key] = (program, _compiled_bytes(program))
+            while len(self._executables) > self._max_programs:
+                self._executables.popitem(last=False)
         return program
 
     def compiled_bytes(self, kfn: KernelFn, shape: TileShape, device: Any) -> int | None:
         """XLA's own figure for the program's memory (None where the backend has none)."""
         self.program(kfn, shape, device)
         with self._lock:
-            found = self._programs.get((kfn.topology_id, shape, device.id))
+            found = self._executables.get((kfn.topology_id, shape, device.id))
         return None if found is None else found[1]
 
     def run(

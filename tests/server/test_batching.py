@@ -153,7 +153,7 @@ def test_batch_sizes_pad_to_powers_of_two(executor: ThreadPoolExecutor) -> None:
 
     for n in (3, 4, 5, 6, 7):  # sizes 4, 4, 6 (max_batch), 6, then 6 + 1 alone
         asyncio.run(burst(n))
-    sizes = sorted({key[1][0] for key in batcher._programs})
+    sizes = sorted({key[1][0] for key in batcher._batched})
     assert sizes == [4, 6]
     assert batcher.device_calls == 6
 

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ntkserve import errors, tensor
+from ntkserve import errors, kinds, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 
 Array = np.ndarray[Any, Any]
-_KINDS = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
 
 
 def output_paths(out: str | os.PathLike[str], names: Sequence[str], single: bool) -> list[Path]:
@@ -93,7 +92,7 @@ class Assembler:
                 self.arrays.append(
                     np.lib.format.open_memmap(out[k], mode="w+", dtype=self.dtype, shape=self.shape)
                 )
-        self._kinds = {_KINDS[name]: k for k, name in enumerate(self.names)}
+        self._kinds = {kinds.CODES[name]: k for k, name in enumerate(self.names)}
         self._flush_lock = threading.Lock()
 
     def place(self, block: ks.KernelTile) -> None:

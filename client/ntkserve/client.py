@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ntkserve import endpoints, replicas, streaming, tensor
+from ntkserve import endpoints, kinds, replicas, streaming, tensor
 from ntkserve.assembly import output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
 from ntkserve.spec import Architecture
@@ -23,7 +23,6 @@ from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2
 
 Get = str | Sequence[str]
-_R = TypeVar("_R")
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "STREAM_THRESHOLD_BYTES",
@@ -32,7 +31,6 @@ __all__ = [
     "Client",
     "Get",
 ]
-_KINDS = {"nngp": kernel_service_pb2.KERNEL_KIND_NNGP, "ntk": kernel_service_pb2.KERNEL_KIND_NTK}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +42,9 @@ class ArchitectureInfo:
     create_time: float
 
 
-def _kinds(get: Get) -> tuple[list[str], bool]:
-    """Normalises `get` into a list of names and whether a single array is wanted."""
-    names = [get] if isinstance(get, str) else list(get)
-    if not names:
-        raise ValueError("get must name at least one of 'nngp', 'ntk'")
-    for name in names:
-        if name not in _KINDS:
-            raise ValueError(f"get: unknown kernel {name!r}; expected 'nngp' or 'ntk'")
-    return names, isinstance(get, str)
+def _kinds(get: Get) -> tuple[tuple[str, ...], bool]:
+    """The kinds `get` names (`ntkserve.kinds`), and whether a single array is wanted."""
+    return kinds.from_names(get), isinstance(get, str)
 
 
 def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
@@ -152,16 +144,6 @@ class Client:
         the server makes an id per call; errors carry it as `error.request_id` either way."""
         return endpoints.request_id(value)
 
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _call(self, method: Callable[..., _R], request: Any) -> _R:
-        return self._first.call(method, request)
-
-    def _with_id(self, arch: ArchLike, call: Callable[[str], _R]) -> _R:
-        """Runs call(id) on the first target; a spec is registered on first use and again if
-        the server lost it."""
-        return self._first.with_id(arch, call)
-
     # -- registry ----------------------------------------------------------------------------
 
     def register(self, arch: Architecture | architecture_pb2.Architecture) -> str:
@@ -173,17 +155,17 @@ class Client:
 
     def get_architecture(self, architecture_id: str) -> ArchitectureInfo:
         request = kernel_service_pb2.GetArchitectureRequest(architecture_id=architecture_id)
-        return _info(self._call(self._stub.GetArchitecture, request).record)
+        return _info(self._first.call(self._stub.GetArchitecture, request).record)
 
     def list_architectures(self) -> list[ArchitectureInfo]:
-        response = self._call(
+        response = self._first.call(
             self._stub.ListArchitectures, kernel_service_pb2.ListArchitecturesRequest()
         )
         return [_info(r) for r in response.records]
 
     def delete_architecture(self, architecture_id: str) -> None:
         request = kernel_service_pb2.DeleteArchitectureRequest(architecture_id=architecture_id)
-        self._call(self._stub.DeleteArchitecture, request)
+        self._first.call(self._stub.DeleteArchitecture, request)
         for endpoint in self._endpoints:
             endpoint.forget(architecture_id)
 
@@ -194,7 +176,7 @@ class Client:
         arch: ArchLike,
         x1: np.ndarray[Any, Any],
         x2: np.ndarray[Any, Any] | None,
-        names: list[str],
+        names: Sequence[str],
         single: bool,
         tile: int | None,
         out: str | os.PathLike[str] | None,
@@ -273,16 +255,16 @@ class Client:
                 architecture_id=architecture_id,
                 x1=t1,
                 x2=t2,
-                get=[_KINDS[n] for n in names],
+                get=kinds.to_codes(names),
                 mask_constant=mask_constant,
                 **patterns,
             )
-            response: kernel_service_pb2.ComputeKernelResponse = self._call(
+            response: kernel_service_pb2.ComputeKernelResponse = self._first.call(
                 self._stub.ComputeKernel, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)
         return values[0] if single else values
 
@@ -297,7 +279,7 @@ class Client:
         `inputs` is a sequence of (x1, x2 or None); returns one result per pair, each shaped
         as `kernel` would return it. `mask_constant` (as in `kernel`) applies to every pair."""
         names, single = _kinds(get)
-        kinds = [_KINDS[n] for n in names]
+        codes = kinds.to_codes(names)
         encoded = [
             (
                 tensor.encode(a, f"inputs[{i}][0]"),
@@ -313,18 +295,18 @@ class Client:
                         architecture_id=architecture_id,
                         x1=t1,
                         x2=t2,
-                        get=kinds,
+                        get=codes,
                         mask_constant=mask_constant,
                     )
                     for t1, t2 in encoded
                 ]
             )
-            response: kernel_service_pb2.ComputeKernelBatchResponse = self._call(
+            response: kernel_service_pb2.ComputeKernelBatchResponse = self._first.call(
                 self._stub.ComputeKernelBatch, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         out = []
         for item in response.responses:
             values = tuple(tensor.decode(getattr(item, n), n) for n in names)
@@ -375,18 +357,18 @@ class Client:
                 architecture_id=architecture_id,
                 x1=t1,
                 x2=t2,
-                get=[_KINDS[n] for n in names],
+                get=kinds.to_codes(names),
                 hyper_parameters=list(hyper_parameters or ()),
                 mask_constant=mask_constant,
                 **_patterns(pattern, np.asarray(x1).dtype),
                 **fields,
             )
-            response: kernel_service_pb2.ComputeValueAndGradResponse = self._call(
+            response: kernel_service_pb2.ComputeValueAndGradResponse = self._first.call(
                 self._stub.ComputeValueAndGrad, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)
         g1 = tensor.decode(response.grad_x1, "grad_x1")
         g2 = tensor.decode(response.grad_x2, "grad_x2") if response.HasField("grad_x2") else None

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ntkserve import tensor
+from ntkserve import kinds, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
 
-_KIND_NAMES = {ks.KERNEL_KIND_NNGP: "nngp", ks.KERNEL_KIND_NTK: "ntk"}
 Array = np.ndarray[Any, Any]
 
 
@@ -141,19 +140,12 @@ def _array(message: Any, field: str, mask: float | None = None) -> Array | None:
     return array
 
 
-def _get(kinds: Any, field: str = "get") -> tuple[str, ...]:
-    if not kinds:
-        return ("ntk",)
-    names = []
-    for i, kind in enumerate(kinds):
-        if kind not in _KIND_NAMES:
-            raise InvalidRequest(
-                f"{field}[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}"
-            )
-        if _KIND_NAMES[kind] in names:
-            raise InvalidRequest(f"{field}[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
-        names.append(_KIND_NAMES[kind])
-    return tuple(names)
+def _get(codes: Any, field: str = "get") -> tuple[str, ...]:
+    """The kinds a request asks for (`ntkserve.kinds.from_codes`; none: "ntk")."""
+    try:
+        return kinds.from_codes(codes, field)
+    except kinds.KindError as e:
+        raise InvalidRequest(e.field, e.problem) from None
 
 
 @dataclasses.dataclass(frozen=True)

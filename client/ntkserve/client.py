@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ntkserve import endpoints, kinds, replicas, streaming, tensor
-from ntkserve.assembly import output_paths
+from ntkserve.assembly import check_fits_in_memory, output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
@@ -47,13 +47,18 @@ def _kinds(get: Get) -> tuple[tuple[str, ...], bool]:
     return kinds.from_names(get), isinstance(get, str)
 
 
-def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
-    """Whether the inputs or the kernels are too large for one unary call."""
+def _kernel_bytes(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> int:
+    """Bytes of the kernels between x1 and x2 (N1 * N2 * kinds * itemsize; positions kept
+    by spatial networks multiply it further, which only the server's plan says)."""
     n1 = int(x1.shape[0]) if x1.ndim else 1
     n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
+    return n1 * n2 * kinds * int(x1.dtype.itemsize)
+
+
+def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
+    """Whether the inputs or the kernels are too large for one unary call."""
     request = int(x1.nbytes) + (0 if x2 is None else int(x2.nbytes))
-    response = n1 * n2 * kinds * int(x1.dtype.itemsize)
-    return max(request, response) > STREAM_THRESHOLD_BYTES
+    return max(request, _kernel_bytes(x1, x2, kinds)) > STREAM_THRESHOLD_BYTES
 
 
 def _patterns(pattern: tuple[Any, Any] | None, dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -224,6 +229,9 @@ class Client:
             a `numpy.memmap` (flushed), so it may be larger than memory. With a tuple `get`,
             one file per kernel, its name before the suffix ("k.npy": "k.nngp.npy",
             "k.ntk.npy").
+            Without it, a kernel larger than the memory available (N1 * N2 * kinds *
+            itemsize against /proc/meminfo's MemAvailable; `assembly.check_fits_in_memory`)
+            is a ValueError raised before anything is sent.
           progress: a progress bar on stderr (tiles done, rate, time left); None shows it
             when stderr is a terminal and there is more than one tile.
           mask_constant: input entries equal to it (NaN: NaN entries) are masked, as in
@@ -241,6 +249,8 @@ class Client:
         names, single = _kinds(get)
         x1 = np.asarray(x1)
         x2 = None if x2 is None else np.asarray(x2)
+        if out is None:
+            check_fits_in_memory(_kernel_bytes(x1, x2, len(names)))
         if tile is not None or out is not None or _large(x1, x2, len(names)):
             kernels = self._stream(
                 arch, x1, x2, names, single, tile, out, progress, mask_constant, pattern

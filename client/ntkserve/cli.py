@@ -38,6 +38,12 @@ from ntkserve.streaming import STREAM_THRESHOLD_BYTES
 from ntkserve.tensor import TensorError
 
 DEFAULT_TARGET = "localhost:50051"
+# ntkserve-server is not on PyPI: it installs from a checkout, with the engine it runs.
+SERVER_INSTALL = (
+    "the server (ntkserve-server), which is not installed. It is not published yet; from a "
+    "checkout of ntkserve: pip install ./client ./engine ./server (or `uv sync` there, "
+    "which puts all three in .venv)"
+)
 LAYERS_WIDTH = 60  # `ls` shortens a long chain of top-level layers to about this
 
 
@@ -278,7 +284,7 @@ def _serve(argv: list[str]) -> int:
     try:
         from ntkserve_server import cli as server_cli
     except ImportError:
-        print("ntkserve: `serve` needs the server: pip install ntkserve-server", file=sys.stderr)
+        print(f"ntkserve: `serve` needs {SERVER_INSTALL}", file=sys.stderr)
         return 2
     server_cli.main(argv)
     return 0

@@ -254,7 +254,7 @@ def cotangents(
         elif c.dtype != inputs.x1.dtype:
             raise InvalidRequest(f"{field}.dtype", f"{c.dtype} differs from x1's {inputs.x1.dtype}")
         out.append(c)
-    for name in {"nngp", "ntk"} - set(inputs.get):
+    for name in (n for n in kinds.NAMES if n not in inputs.get):
         if request.HasField(f"{name}_cotangent"):
             raise InvalidRequest(f"{name}_cotangent", f"given, but get does not ask for {name}")
     return tuple(out)

@@ -47,18 +47,18 @@ def _kinds(get: Get) -> tuple[tuple[str, ...], bool]:
     return kinds.from_names(get), isinstance(get, str)
 
 
-def _kernel_bytes(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> int:
-    """Bytes of the kernels between x1 and x2 (N1 * N2 * kinds * itemsize; positions kept
+def _kernel_bytes(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, count: int) -> int:
+    """Bytes of `count` kernels between x1 and x2 (N1 * N2 * count * itemsize; positions kept
     by spatial networks multiply it further, which only the server's plan says)."""
     n1 = int(x1.shape[0]) if x1.ndim else 1
     n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
-    return n1 * n2 * kinds * int(x1.dtype.itemsize)
+    return n1 * n2 * count * int(x1.dtype.itemsize)
 
 
-def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
-    """Whether the inputs or the kernels are too large for one unary call."""
+def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, count: int) -> bool:
+    """Whether the inputs or `count` kernels are too large for one unary call."""
     request = int(x1.nbytes) + (0 if x2 is None else int(x2.nbytes))
-    return max(request, _kernel_bytes(x1, x2, kinds)) > STREAM_THRESHOLD_BYTES
+    return max(request, _kernel_bytes(x1, x2, count)) > STREAM_THRESHOLD_BYTES
 
 
 def _patterns(pattern: tuple[Any, Any] | None, dtype: np.dtype[Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ParamSpec
 
 import numpy as np
@@ -92,8 +92,9 @@ def _is_real(value: Any) -> bool:
 
 
 def _items(value: Any) -> list[Any] | None:
-    """The entries of a sequence argument; None when `value` is not one."""
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+    """The entries of a sequence argument (a tuple, list or numpy array; not an iterator,
+    which the check would use up); None when `value` is not one."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
         return None
     return list(value)
 

@@ -7,8 +7,8 @@
     ntkserve serve [...]                              # the server (needs ntkserve-server)
 
 Architecture files use the protobuf JSON mapping of `ntkserve.v1.Architecture` (what
-`Architecture.to_json()` writes; examples/architectures/ holds some). Arrays are .npy files,
-read without pickle. The server is `--target` or $NTKSERVE_TARGET (default
+`Architecture.to_json()` writes; examples/architectures/ holds some, and its README the input
+shapes each takes). Arrays are .npy files, read without pickle. The server is `--target` or $NTKSERVE_TARGET (default
 localhost:50051); a bearer token comes from $NTKSERVE_TOKEN or `--token-file`, never from
 the command line, where other users of the machine could read it in the process list.
 

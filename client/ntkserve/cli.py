@@ -8,9 +8,10 @@
 
 Architecture files use the protobuf JSON mapping of `ntkserve.v1.Architecture` (what
 `Architecture.to_json()` writes; examples/architectures/ holds some, and its README the input
-shapes each takes). Arrays are .npy files, read without pickle. The server is `--target` or $NTKSERVE_TARGET (default
-localhost:50051); a bearer token comes from $NTKSERVE_TOKEN or `--token-file`, never from
-the command line, where other users of the machine could read it in the process list.
+shapes each takes). Arrays are .npy files, read without pickle. The server is `--target` or
+$NTKSERVE_TARGET (default localhost:50051); a bearer token comes from $NTKSERVE_TOKEN or
+`--token-file`, never from the command line, where other users of the machine could read it
+in the process list.
 
 Exit status: 0 on success, 1 when the server refuses or fails a call (its status code and
 message go to stderr), 2 for a usage error or an unreadable file.

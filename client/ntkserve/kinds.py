@@ -42,7 +42,7 @@ def output_name(name: str) -> str:
     return name.upper()
 
 
-def wire_name(code: int) -> str:
+def _wire_name(code: int) -> str:
     """The enum's own name of a wire value: KERNEL_KIND_NTK."""
     return ks.KernelKind.Name(code)
 
@@ -69,10 +69,10 @@ def from_codes(codes: Iterable[int], field: str = "get") -> tuple[str, ...]:
     names: list[str] = []
     for i, code in enumerate(codes):
         if code not in NAME_OF:
-            expected = " or ".join(wire_name(c) for c in CODES.values())
+            expected = " or ".join(_wire_name(c) for c in CODES.values())
             raise KindError(f"{field}[{i}]", f"must be {expected}, got {code}")
         if NAME_OF[code] in names:
-            raise KindError(f"{field}[{i}]", f"{wire_name(code)} is asked for twice")
+            raise KindError(f"{field}[{i}]", f"{_wire_name(code)} is asked for twice")
         names.append(NAME_OF[code])
     return tuple(names) if names else (DEFAULT,)
 

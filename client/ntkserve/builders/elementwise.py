@@ -111,8 +111,8 @@ def ElementwiseNumerical(activation: str, deg: SmallCount = 25) -> Architecture:
     if name not in ACTIVATIONS:
         raise ArgumentError(
             "activation",
-            f"must name one of {ACTIVATIONS} (a Python function cannot be sent), "
-            f"got {activation!r}",
+            f"must name one of {ACTIVATIONS} (a Python function cannot be sent), not the "
+            f"unknown {activation!r}",
         )
     label = f"ACTIVATION_{name.upper()}"
     return single(elementwise_numerical=pb.ElementwiseNumerical(activation=label, deg=int(deg)))

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ntkserve import errors, tensor
+from ntkserve import errors, kinds, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 
 Array = np.ndarray[Any, Any]
-_KINDS = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
 
 
 def output_paths(out: str | os.PathLike[str], names: Sequence[str], single: bool) -> list[Path]:
@@ -38,6 +37,35 @@ def output_paths(out: str | os.PathLike[str], names: Sequence[str], single: bool
     if single:
         return [path]
     return [path.with_name(f"{path.stem}.{name}{path.suffix}") for name in names]
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give the process without swapping: Linux's MemAvailable
+    (/proc/meminfo), else the free physical pages (os.sysconf); None where neither is known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits_in_memory(nbytes: int, available: int | None = None) -> None:
+    """The rule for kernels returned in memory (no `out=`): refused, before anything is sent
+    or allocated, when their bytes exceed `available` (default: `available_memory()`), so a
+    kernel too large fails at once with the fix, not with numpy's MemoryError mid-stream."""
+    available = available_memory() if available is None else available
+    if available is not None and nbytes > available:
+        raise ValueError(
+            f"out: the kernel needs {nbytes / 2**30:.1f} GiB in memory, more than the "
+            f"{available / 2**30:.1f} GiB available; pass out='kernel.npy' to write it to disk "
+            "as it arrives (it is returned as a numpy.memmap)"
+        )
 
 
 def mirror_axes(kernel_ndim: int, position_pairs: bool) -> tuple[int, ...]:
@@ -86,6 +114,8 @@ class Assembler:
         self.names = list(names)
         self.swap = mirror_axes(len(self.shape), bool(plan.position_pairs))
         self.arrays: list[Array] = []
+        if out is None:
+            check_fits_in_memory(len(self.names) * int(np.prod(self.shape)) * self.dtype.itemsize)
         for k in range(len(self.names)):
             if out is None:
                 self.arrays.append(np.empty(self.shape, self.dtype))
@@ -93,7 +123,7 @@ class Assembler:
                 self.arrays.append(
                     np.lib.format.open_memmap(out[k], mode="w+", dtype=self.dtype, shape=self.shape)
                 )
-        self._kinds = {_KINDS[name]: k for k, name in enumerate(self.names)}
+        self._kinds = {kinds.CODES[name]: k for k, name in enumerate(self.names)}
         self._flush_lock = threading.Lock()
 
     def place(self, block: ks.KernelTile) -> None:

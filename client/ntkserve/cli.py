@@ -7,10 +7,11 @@
     ntkserve serve [...]                              # the server (needs ntkserve-server)
 
 Architecture files use the protobuf JSON mapping of `ntkserve.v1.Architecture` (what
-`Architecture.to_json()` writes; examples/architectures/ holds some). Arrays are .npy files,
-read without pickle. The server is `--target` or $NTKSERVE_TARGET (default
-localhost:50051); a bearer token comes from $NTKSERVE_TOKEN or `--token-file`, never from
-the command line, where other users of the machine could read it in the process list.
+`Architecture.to_json()` writes; examples/architectures/ holds some, and its README the input
+shapes each takes). Arrays are .npy files, read without pickle. The server is `--target` or
+$NTKSERVE_TARGET (default localhost:50051); a bearer token comes from $NTKSERVE_TOKEN or
+`--token-file`, never from the command line, where other users of the machine could read it
+in the process list.
 
 Exit status: 0 on success, 1 when the server refuses or fails a call (its status code and
 message go to stderr), 2 for a usage error or an unreadable file.
@@ -30,14 +31,20 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from ntkserve import errors
+from ntkserve import errors, kinds
+from ntkserve.assembly import output_paths
 from ntkserve.client import Client
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES
 from ntkserve.tensor import TensorError
 
 DEFAULT_TARGET = "localhost:50051"
-KINDS = ("nngp", "ntk")
+# ntkserve-server is not on PyPI: it installs from a checkout, with the engine it runs.
+SERVER_INSTALL = (
+    "the server (ntkserve-server), which is not installed. It is not published yet; from a "
+    "checkout of ntkserve: pip install ./client ./engine ./server (or `uv sync` there, "
+    "which puts all three in .venv)"
+)
 LAYERS_WIDTH = 60  # `ls` shortens a long chain of top-level layers to about this
 
 
@@ -182,17 +189,11 @@ def _array(path: Path | None) -> np.ndarray[Any, Any] | None:
 
 
 def _kinds(text: str) -> tuple[str, ...]:
-    kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
-    if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-        raise UsageError(f"--get {text!r}: expected nngp, ntk or nngp,ntk")
-    return kinds
-
-
-def _out_paths(out: Path, kinds: Sequence[str]) -> list[Path]:
-    """The client's naming: one kernel in OUT, several in OUT's stem + .KIND + suffix."""
-    if len(kinds) == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}.{kind}{out.suffix}") for kind in kinds]
+    """--get's comma-separated names, parsed as `ntkserve.kinds` parses a Python `get`."""
+    try:
+        return kinds.from_names([k.strip().lower() for k in text.split(",") if k.strip()])
+    except kinds.KindError as e:
+        raise UsageError(f"--get {text!r}: {e.problem}") from None
 
 
 def _register(args: argparse.Namespace) -> None:
@@ -213,7 +214,7 @@ def _writable(out: Path) -> Path:
 
 
 def _kernel(args: argparse.Namespace) -> None:
-    kinds = _kinds(args.get)
+    names = _kinds(args.get)
     args.out = _writable(args.out)
     arch_path = Path(args.arch)
     if not arch_path.exists() and (args.arch.endswith(".json") or os.sep in args.arch):
@@ -228,9 +229,9 @@ def _kernel(args: argparse.Namespace) -> None:
     n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
     # A kernel too large to hold comfortably is streamed straight into the .npy file.
     stream_to_file = (
-        args.tile is not None or n1 * n2 * len(kinds) * x1.dtype.itemsize > STREAM_THRESHOLD_BYTES
+        args.tile is not None or n1 * n2 * len(names) * x1.dtype.itemsize > STREAM_THRESHOLD_BYTES
     )
-    get: str | tuple[str, ...] = kinds[0] if len(kinds) == 1 else kinds
+    get: str | tuple[str, ...] = names[0] if len(names) == 1 else names
     with _client(args) as client:
         result = client.kernel(
             arch,
@@ -242,9 +243,9 @@ def _kernel(args: argparse.Namespace) -> None:
             mask_constant=args.mask_constant,
             pattern=pattern,
         )
-    paths = _out_paths(args.out, kinds)
+    paths = output_paths(args.out, names, single=len(names) == 1)
     if not stream_to_file:
-        kernels = (result,) if len(kinds) == 1 else result
+        kernels = (result,) if len(names) == 1 else result
         for path, k in zip(paths, kernels, strict=True):
             np.save(path, k)
     for path in paths:
@@ -284,7 +285,7 @@ def _serve(argv: list[str]) -> int:
     try:
         from ntkserve_server import cli as server_cli
     except ImportError:
-        print("ntkserve: `serve` needs the server: pip install ntkserve-server", file=sys.stderr)
+        print(f"ntkserve: `serve` needs {SERVER_INSTALL}", file=sys.stderr)
         return 2
     server_cli.main(argv)
     return 0

@@ -10,20 +10,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ntkserve import endpoints, replicas, streaming, tensor
-from ntkserve.assembly import output_paths
+from ntkserve import endpoints, kinds, replicas, streaming, tensor
+from ntkserve.assembly import check_fits_in_memory, output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2
 
 Get = str | Sequence[str]
-_R = TypeVar("_R")
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "STREAM_THRESHOLD_BYTES",
@@ -32,7 +31,6 @@ __all__ = [
     "Client",
     "Get",
 ]
-_KINDS = {"nngp": kernel_service_pb2.KERNEL_KIND_NNGP, "ntk": kernel_service_pb2.KERNEL_KIND_NTK}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,24 +42,23 @@ class ArchitectureInfo:
     create_time: float
 
 
-def _kinds(get: Get) -> tuple[list[str], bool]:
-    """Normalises `get` into a list of names and whether a single array is wanted."""
-    names = [get] if isinstance(get, str) else list(get)
-    if not names:
-        raise ValueError("get must name at least one of 'nngp', 'ntk'")
-    for name in names:
-        if name not in _KINDS:
-            raise ValueError(f"get: unknown kernel {name!r}; expected 'nngp' or 'ntk'")
-    return names, isinstance(get, str)
+def _kinds(get: Get) -> tuple[tuple[str, ...], bool]:
+    """The kinds `get` names (`ntkserve.kinds`), and whether a single array is wanted."""
+    return kinds.from_names(get), isinstance(get, str)
 
 
-def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, kinds: int) -> bool:
-    """Whether the inputs or the kernels are too large for one unary call."""
+def _kernel_bytes(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, count: int) -> int:
+    """Bytes of `count` kernels between x1 and x2 (N1 * N2 * count * itemsize; positions kept
+    by spatial networks multiply it further, which only the server's plan says)."""
     n1 = int(x1.shape[0]) if x1.ndim else 1
     n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
+    return n1 * n2 * count * int(x1.dtype.itemsize)
+
+
+def _large(x1: np.ndarray[Any, Any], x2: np.ndarray[Any, Any] | None, count: int) -> bool:
+    """Whether the inputs or `count` kernels are too large for one unary call."""
     request = int(x1.nbytes) + (0 if x2 is None else int(x2.nbytes))
-    response = n1 * n2 * kinds * int(x1.dtype.itemsize)
-    return max(request, response) > STREAM_THRESHOLD_BYTES
+    return max(request, _kernel_bytes(x1, x2, count)) > STREAM_THRESHOLD_BYTES
 
 
 def _patterns(pattern: tuple[Any, Any] | None, dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -152,16 +149,6 @@ class Client:
         the server makes an id per call; errors carry it as `error.request_id` either way."""
         return endpoints.request_id(value)
 
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _call(self, method: Callable[..., _R], request: Any) -> _R:
-        return self._first.call(method, request)
-
-    def _with_id(self, arch: ArchLike, call: Callable[[str], _R]) -> _R:
-        """Runs call(id) on the first target; a spec is registered on first use and again if
-        the server lost it."""
-        return self._first.with_id(arch, call)
-
     # -- registry ----------------------------------------------------------------------------
 
     def register(self, arch: Architecture | architecture_pb2.Architecture) -> str:
@@ -173,17 +160,17 @@ class Client:
 
     def get_architecture(self, architecture_id: str) -> ArchitectureInfo:
         request = kernel_service_pb2.GetArchitectureRequest(architecture_id=architecture_id)
-        return _info(self._call(self._stub.GetArchitecture, request).record)
+        return _info(self._first.call(self._stub.GetArchitecture, request).record)
 
     def list_architectures(self) -> list[ArchitectureInfo]:
-        response = self._call(
+        response = self._first.call(
             self._stub.ListArchitectures, kernel_service_pb2.ListArchitecturesRequest()
         )
         return [_info(r) for r in response.records]
 
     def delete_architecture(self, architecture_id: str) -> None:
         request = kernel_service_pb2.DeleteArchitectureRequest(architecture_id=architecture_id)
-        self._call(self._stub.DeleteArchitecture, request)
+        self._first.call(self._stub.DeleteArchitecture, request)
         for endpoint in self._endpoints:
             endpoint.forget(architecture_id)
 
@@ -194,7 +181,7 @@ class Client:
         arch: ArchLike,
         x1: np.ndarray[Any, Any],
         x2: np.ndarray[Any, Any] | None,
-        names: list[str],
+        names: Sequence[str],
         single: bool,
         tile: int | None,
         out: str | os.PathLike[str] | None,
@@ -242,6 +229,9 @@ class Client:
             a `numpy.memmap` (flushed), so it may be larger than memory. With a tuple `get`,
             one file per kernel, its name before the suffix ("k.npy": "k.nngp.npy",
             "k.ntk.npy").
+            Without it, a kernel larger than the memory available (N1 * N2 * kinds *
+            itemsize against /proc/meminfo's MemAvailable; `assembly.check_fits_in_memory`)
+            is a ValueError raised before anything is sent.
           progress: a progress bar on stderr (tiles done, rate, time left); None shows it
             when stderr is a terminal and there is more than one tile.
           mask_constant: input entries equal to it (NaN: NaN entries) are masked, as in
@@ -259,6 +249,8 @@ class Client:
         names, single = _kinds(get)
         x1 = np.asarray(x1)
         x2 = None if x2 is None else np.asarray(x2)
+        if out is None:
+            check_fits_in_memory(_kernel_bytes(x1, x2, len(names)))
         if tile is not None or out is not None or _large(x1, x2, len(names)):
             kernels = self._stream(
                 arch, x1, x2, names, single, tile, out, progress, mask_constant, pattern
@@ -273,16 +265,16 @@ class Client:
                 architecture_id=architecture_id,
                 x1=t1,
                 x2=t2,
-                get=[_KINDS[n] for n in names],
+                get=kinds.to_codes(names),
                 mask_constant=mask_constant,
                 **patterns,
             )
-            response: kernel_service_pb2.ComputeKernelResponse = self._call(
+            response: kernel_service_pb2.ComputeKernelResponse = self._first.call(
                 self._stub.ComputeKernel, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)
         return values[0] if single else values
 
@@ -297,7 +289,7 @@ class Client:
         `inputs` is a sequence of (x1, x2 or None); returns one result per pair, each shaped
         as `kernel` would return it. `mask_constant` (as in `kernel`) applies to every pair."""
         names, single = _kinds(get)
-        kinds = [_KINDS[n] for n in names]
+        codes = kinds.to_codes(names)
         encoded = [
             (
                 tensor.encode(a, f"inputs[{i}][0]"),
@@ -313,18 +305,18 @@ class Client:
                         architecture_id=architecture_id,
                         x1=t1,
                         x2=t2,
-                        get=kinds,
+                        get=codes,
                         mask_constant=mask_constant,
                     )
                     for t1, t2 in encoded
                 ]
             )
-            response: kernel_service_pb2.ComputeKernelBatchResponse = self._call(
+            response: kernel_service_pb2.ComputeKernelBatchResponse = self._first.call(
                 self._stub.ComputeKernelBatch, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         out = []
         for item in response.responses:
             values = tuple(tensor.decode(getattr(item, n), n) for n in names)
@@ -375,18 +367,18 @@ class Client:
                 architecture_id=architecture_id,
                 x1=t1,
                 x2=t2,
-                get=[_KINDS[n] for n in names],
+                get=kinds.to_codes(names),
                 hyper_parameters=list(hyper_parameters or ()),
                 mask_constant=mask_constant,
                 **_patterns(pattern, np.asarray(x1).dtype),
                 **fields,
             )
-            response: kernel_service_pb2.ComputeValueAndGradResponse = self._call(
+            response: kernel_service_pb2.ComputeValueAndGradResponse = self._first.call(
                 self._stub.ComputeValueAndGrad, request
             )
             return response
 
-        response = self._with_id(arch, compute)
+        response = self._first.with_id(arch, compute)
         values = tuple(tensor.decode(getattr(response, n), n) for n in names)
         g1 = tensor.decode(response.grad_x1, "grad_x1")
         g2 = tensor.decode(response.grad_x2, "grad_x2") if response.HasField("grad_x2") else None

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
-from ntkserve import errors
+from ntkserve import errors, request_ids
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc
 
@@ -36,9 +35,6 @@ RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 RESOLVER_LANES = 4
 
 
-REQUEST_ID_KEY = errors.REQUEST_ID_KEY
-# What the server accepts as an id (it goes into its log lines verbatim).
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ntkserve_request_id", default=None
 )
@@ -47,10 +43,8 @@ _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 def request_id(value: str) -> contextlib.AbstractContextManager[None]:
     """Sends `value` as the x-request-id of every call made inside the block (in this
     thread or context), so the server logs them under it and its errors echo it."""
-    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
-        raise ValueError(
-            f"request_id: expected 1 to 128 letters, digits or . _ : / + = -, got {value!r}"
-        )
+    if not request_ids.is_valid(value):
+        raise ValueError(f"request_id: must be {request_ids.RULE}, got {value!r}")
     return _request_id_block(value)
 
 
@@ -136,7 +130,7 @@ class Endpoint:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """The metadata of a call made now: auth, and the request id of a `request_id` block."""
         current = _REQUEST_ID.get()
-        return self._metadata if current is None else (*self._metadata, (REQUEST_ID_KEY, current))
+        return self._metadata if current is None else (*self._metadata, (request_ids.KEY, current))
 
     def call(self, method: Callable[..., _R], request: Any, timeout: float | None = None) -> _R:
         """A unary call with this endpoint's deadline and metadata; typed errors."""

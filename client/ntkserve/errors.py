@@ -12,7 +12,8 @@ import grpc
 from google.protobuf import message as protobuf_message
 from google.rpc import error_details_pb2, status_pb2
 
-REQUEST_ID_KEY = "x-request-id"
+from ntkserve import request_ids
+
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -150,7 +151,7 @@ def from_rpc_error(error: grpc.RpcError) -> NtkServeError:
     details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
     trailers = _trailers(error)
     violations, delay = _details(trailers)
-    request_id = trailers.get(REQUEST_ID_KEY)
+    request_id = trailers.get(request_ids.KEY)
     cls = _BY_CODE.get(code, NtkServeError)
     return cls(
         details,

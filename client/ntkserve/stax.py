@@ -6,9 +6,11 @@ An NT user moves a network over by changing one import:
     arch = stax.serial(stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
 
 Each builder returns an `Architecture` spec (a protobuf message underneath); nothing is
-computed here. Parameters are checked by the server when the network is registered, so every
-client language gets the same answers. Layout is fixed: batch first, channels last; NT's
-`batch_axis`/`channel_axis` are accepted only at those defaults.
+computed here. A builder checks the types of its arguments and what the message can hold
+(`builders.arguments`: "Conv: filter_shape must be a tuple of ints like (3, 3), got 3"); the
+network's rules (a width >= 1, a degree <= 16) are checked by the server when the network is
+registered, so every client language gets the same answers. Layout is fixed: batch first,
+channels last; NT's `batch_axis`/`channel_axis` are accepted only at those defaults.
 """
 
 from ntkserve.builders.attention import GlobalSelfAttention

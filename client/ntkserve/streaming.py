@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ntkserve import errors, tensor
+from ntkserve import errors, kinds, tensor
 from ntkserve.assembly import Assembler, check_plan
 from ntkserve.endpoints import ArchLike, Endpoint
 from ntkserve.progress import TileProgress
@@ -35,7 +35,6 @@ CHUNK_BYTES = 1024 * 1024
 # kernels it returns (N1 * N2 * kinds * itemsize, positions not counted) exceed this, or
 # when `tile` or `out` is given.
 STREAM_THRESHOLD_BYTES = 32 * 1024 * 1024
-KINDS = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +74,7 @@ class StreamJob:
     ) -> ks.StreamKernelHeader:
         header = ks.StreamKernelHeader(
             architecture_id=architecture_id,
-            get=[KINDS[n] for n in self.names],
+            get=kinds.to_codes(self.names),
             dtype=tensor.dtype_code(self.dtype),  # type: ignore[arg-type]
             x1_shape=list(self.x1.shape),
             x2_shape=[] if self.x2 is None else list(self.x2.shape),

@@ -19,13 +19,12 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
+from ntkserve import request_ids
 from ntkserve_engine.kernels import EngineError
 
 from ntkserve_server import auth, requests, statuses, wire
@@ -34,11 +33,6 @@ from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
 from ntkserve_server.tile_programs import TileTooLarge
 
 log = logging.getLogger("ntkserve.rpc")
-
-REQUEST_ID_KEY = "x-request-id"
-# Printable, no spaces or quotes: ids go into log lines verbatim, so they must not be able to
-# forge a field or a line.
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamHandler = Callable[
@@ -55,23 +49,16 @@ class CallObserver(Protocol):
     def observe_call(self, method: str, code: str, seconds: float) -> None: ...
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
 def request_id(context: grpc.aio.ServicerContext) -> str:
     """The caller's x-request-id, or a fresh one. A malformed id is INVALID_ARGUMENT (the
     call runs under a fresh id, so that its error and log line still have one)."""
-    sent = [v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY]
+    sent = [v for k, v in context.invocation_metadata() or () if k == request_ids.KEY]
     if not sent:
-        return new_request_id()
+        return request_ids.new()
     value = sent[-1]
-    if isinstance(value, str) and REQUEST_ID.fullmatch(value):
+    if request_ids.is_valid(value):
         return value
-    raise requests.InvalidRequest(
-        f"metadata {REQUEST_ID_KEY}",
-        "must be 1 to 128 characters of letters, digits and . _ : / + = -",
-    )
+    raise requests.InvalidRequest(f"metadata {request_ids.KEY}", f"must be {request_ids.RULE}")
 
 
 def caller_tenant() -> str:
@@ -132,8 +119,8 @@ class CallLog:
             self.request_id = request_id(self.context)
         finally:
             if not self.request_id:
-                self.request_id = new_request_id()
-            self.context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+                self.request_id = request_ids.new()
+            self.context.set_trailing_metadata(((request_ids.KEY, self.request_id),))
         log.debug("rpc start method=%s request_id=%s", self.method, self.request_id)
 
     async def fail(self, error: BaseException) -> None:
@@ -150,7 +137,7 @@ class CallLog:
             await self.context.abort(
                 status.code,
                 status.details,
-                (*status.trailing_metadata, (REQUEST_ID_KEY, self.request_id)),
+                (*status.trailing_metadata, (request_ids.KEY, self.request_id)),
             )
 
     def write(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from ntkserve import kinds
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
 from ntkserve_engine.kernels import EngineError
@@ -45,7 +46,8 @@ DATATYPES: dict[str, tuple[tensor_pb2.Dtype, np.dtype[Any], str]] = {
 DATATYPE_OF = {dtype: name for name, (dtype, _, _) in DATATYPES.items()}
 # Protocol input name -> ComputeKernelRequest field.
 INPUTS = {"X1": "x1", "X2": "x2", "PATTERN1": "pattern1", "PATTERN2": "pattern2"}
-OUTPUTS = {"NNGP": ks.KERNEL_KIND_NNGP, "NTK": ks.KERNEL_KIND_NTK}
+# Protocol output name -> KernelKind: "NNGP", "NTK", from the one table of kinds.
+OUTPUTS = {kinds.output_name(name): code for name, code in kinds.CODES.items()}
 PARAMETERS = ("mask_constant",)
 # Sent by stock clients (tritonclient's infer(priority=, timeout=)); accepted and ignored:
 # ntkserve has one queue, and the call's gRPC deadline bounds its time.
@@ -143,16 +145,16 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
         fields[field] = encoded
     if "x1" not in fields:
         raise requests.InvalidRequest("inputs", "X1 is required")
-    kinds = []
+    asked = []
     for index, output in enumerate(request.outputs):
         if output.name not in OUTPUTS:
             raise requests.InvalidRequest(
                 f"outputs[{index}].name", f"{output.name!r} is not one of {', '.join(OUTPUTS)}"
             )
-        if OUTPUTS[output.name] in kinds:
+        if OUTPUTS[output.name] in asked:
             raise requests.InvalidRequest(f"outputs[{index}].name", f"{output.name} asked twice")
         _check_no_parameters(output.parameters, f"outputs[{output.name}]")
-        kinds.append(OUTPUTS[output.name])
+        asked.append(OUTPUTS[output.name])
     for name, value in request.parameters.items():
         if name in IGNORED_PARAMETERS:
             continue
@@ -164,7 +166,7 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
         fields[name] = _parameter_number(name, value)
     return ks.ComputeKernelRequest(
         architecture_id=request.model_name,
-        get=kinds or list(OUTPUTS.values()),
+        get=asked or list(OUTPUTS.values()),
         **fields,
     )
 
@@ -255,7 +257,7 @@ class InferenceService:
             model_name=request.model_name, model_version=VERSION, id=request.id
         )
         for name, kind in OUTPUTS.items():
-            field = ks.KernelKind.Name(kind).removeprefix("KERNEL_KIND_").lower()
+            field = kinds.NAME_OF[kind]
             if not computed.HasField(field):
                 continue
             value: tensor_pb2.Tensor = getattr(computed, field)

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ntkserve import tensor
+from ntkserve import kinds, tensor
 from ntkserve.field_errors import FieldError
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
 from ntkserve_engine.kernels.compile import batch_shape
 
-_KIND_NAMES = {ks.KERNEL_KIND_NNGP: "nngp", ks.KERNEL_KIND_NTK: "ntk"}
 Array = np.ndarray[Any, Any]
 
 
@@ -133,19 +132,12 @@ def _array(message: Any, field: str, mask: float | None = None) -> Array | None:
     return array
 
 
-def _get(kinds: Any, field: str = "get") -> tuple[str, ...]:
-    if not kinds:
-        return ("ntk",)
-    names = []
-    for i, kind in enumerate(kinds):
-        if kind not in _KIND_NAMES:
-            raise InvalidRequest(
-                f"{field}[{i}]", f"must be KERNEL_KIND_NNGP or KERNEL_KIND_NTK, got {kind}"
-            )
-        if _KIND_NAMES[kind] in names:
-            raise InvalidRequest(f"{field}[{i}]", f"{ks.KernelKind.Name(kind)} is asked for twice")
-        names.append(_KIND_NAMES[kind])
-    return tuple(names)
+def _get(codes: Any, field: str = "get") -> tuple[str, ...]:
+    """The kinds a request asks for (`ntkserve.kinds.from_codes`; none: "ntk")."""
+    try:
+        return kinds.from_codes(codes, field)
+    except kinds.KindError as e:
+        raise InvalidRequest(e.field, e.problem) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +238,7 @@ def cotangents(
         elif c.dtype != inputs.x1.dtype:
             raise InvalidRequest(f"{field}.dtype", f"{c.dtype} differs from x1's {inputs.x1.dtype}")
         out.append(c)
-    for name in {"nngp", "ntk"} - set(inputs.get):
+    for name in (n for n in kinds.NAMES if n not in inputs.get):
         if request.HasField(f"{name}_cotangent"):
             raise InvalidRequest(f"{name}_cotangent", f"given, but get does not ask for {name}")
     return tuple(out)

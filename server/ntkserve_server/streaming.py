@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
-from ntkserve import tensor
+from ntkserve import kinds, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve_engine.kernels.compile import CheckedShapes
 
@@ -33,7 +33,6 @@ from ntkserve_server.tiles import TileGrid, blocks, padded_rows
 
 log = logging.getLogger("ntkserve.stream")
 BLOCK_BYTES = 1 << 20  # each KernelTile message: about 1 MiB, well under gRPC's 4 MiB default
-_KIND_CODES = {"nngp": ks.KERNEL_KIND_NNGP, "ntk": ks.KERNEL_KIND_NTK}
 Array = np.ndarray[Any, Any]
 
 
@@ -223,7 +222,7 @@ def tile_messages(
         for r, c, block in blocks(v, BLOCK_BYTES):
             message = ks.StreamKernelResponse()
             tile = message.tile
-            tile.kind = _KIND_CODES[name]
+            tile.kind = kinds.CODES[name]
             tile.row_start = row0 + r
             tile.col_start = col0 + c
             stats.bytes_out += tensor.encode_into(tile.values, block, "values")

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMPORT_EVERYTHING = """
 import sys
 import ntkserve, ntkserve.client, ntkserve.stax, ntkserve.tensor, ntkserve.errors, ntkserve.cli
+import ntkserve.kinds, ntkserve.request_ids
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc, tensor_pb2
 HEAVY = ('jax', 'jaxlib', 'ntkserve_engine', 'ntkserve_server')
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from ntkserve import request_ids
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve_engine.kernels.errors import ArchitectureError
 from ntkserve_server import calls, requests
@@ -135,7 +136,7 @@ def _field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 def _trailing_id(error: grpc.aio.AioRpcError) -> str:
-    (value,) = [v for k, v in error.trailing_metadata() or () if k == calls.REQUEST_ID_KEY]
+    (value,) = [v for k, v in error.trailing_metadata() or () if k == request_ids.KEY]
     return str(value)
 
 
@@ -156,7 +157,7 @@ def test_each_error_becomes_its_status_with_its_field_path_and_the_request_id(
     case: str, code: grpc.StatusCode, fields: list[str]
 ) -> None:
     async def check(channel: grpc.aio.Channel, probe: Probe) -> None:
-        error = _error(await _call(channel, case, ((calls.REQUEST_ID_KEY, f"id-{case}"),)))
+        error = _error(await _call(channel, case, ((request_ids.KEY, f"id-{case}"),)))
         assert error.code() == code, error.details()
         assert [field for field, _ in _field_violations(error)] == fields
         assert error.details().endswith(f"(request id id-{case})"), error.details()
@@ -197,8 +198,8 @@ def test_busy_carries_its_retry_delay() -> None:
 
 def test_a_call_that_succeeds_echoes_the_callers_request_id() -> None:
     async def check(channel: grpc.aio.Channel, probe: Probe) -> None:
-        trailers = await _call(channel, "fine", ((calls.REQUEST_ID_KEY, "run-7/step:3"),))
-        assert trailers == ((calls.REQUEST_ID_KEY, "run-7/step:3"),)
+        trailers = await _call(channel, "fine", ((request_ids.KEY, "run-7/step:3"),))
+        assert trailers == ((request_ids.KEY, "run-7/step:3"),)
 
     probe = _serve(check)
     ((method, code, seconds),) = probe.observer.calls
@@ -212,7 +213,7 @@ def test_a_call_without_a_request_id_gets_a_fresh_one() -> None:
         for _ in range(2):
             trailers = await _call(channel, "fine")
             assert isinstance(trailers, tuple)
-            (value,) = [v for k, v in trailers if k == calls.REQUEST_ID_KEY]
+            (value,) = [v for k, v in trailers if k == request_ids.KEY]
             seen.append(value)
 
     _serve(check)
@@ -223,9 +224,9 @@ def test_a_call_without_a_request_id_gets_a_fresh_one() -> None:
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, 'quote"d', "line\\nbreak"])
 def test_a_malformed_request_id_is_invalid_argument_under_a_fresh_id(bad: str) -> None:
     async def check(channel: grpc.aio.Channel, probe: Probe) -> None:
-        error = _error(await _call(channel, "fine", ((calls.REQUEST_ID_KEY, bad),)))
+        error = _error(await _call(channel, "fine", ((request_ids.KEY, bad),)))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert [f for f, _ in _field_violations(error)] == [f"metadata {calls.REQUEST_ID_KEY}"]
+        assert [f for f, _ in _field_violations(error)] == [f"metadata {request_ids.KEY}"]
         fresh = _trailing_id(error)
         assert re.fullmatch(r"[0-9a-f]{16}", fresh)
         assert error.details().endswith(f"(request id {fresh})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ntkserve.builders.arguments import ArgumentError, Axis, Count, Flag, Real, builder
 from ntkserve.builders.common import channels_last, single
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
@@ -25,30 +26,31 @@ def _named(value: object, names: Mapping[str, int], what: str) -> int:
     """NT's enum members (AttentionMechanism.SOFTMAX) or their names, in any case."""
     name = str(getattr(value, "name", value)).upper()
     if name not in names:
-        raise ValueError(f"{what} must be one of {sorted(names)}, got {value!r}")
+        raise ArgumentError(what, f"must be one of {sorted(names)}, got {value!r}")
     return names[name]
 
 
+@builder
 def GlobalSelfAttention(
-    n_chan_out: int,
-    n_chan_key: int,
-    n_chan_val: int,
-    n_heads: int,
-    linear_scaling: bool = True,
-    W_key_std: float = 1.0,
-    W_value_std: float = 1.0,
-    W_query_std: float = 1.0,
-    W_out_std: float = 1.0,
-    b_std: float | None = None,
+    n_chan_out: Count,
+    n_chan_key: Count,
+    n_chan_val: Count,
+    n_heads: Count,
+    linear_scaling: Flag = True,
+    W_key_std: Real = 1.0,
+    W_value_std: Real = 1.0,
+    W_query_std: Real = 1.0,
+    W_out_std: Real = 1.0,
+    b_std: Real | None = None,
     attention_mechanism: str = "SOFTMAX",
     pos_emb_type: str = "NONE",
-    pos_emb_p_norm: float = 2,
+    pos_emb_p_norm: Real = 2,
     pos_emb_decay_fn: Callable[[float], float] | None = None,
-    n_chan_pos_emb: int | None = None,
-    W_pos_emb_std: float = 1.0,
-    val_pos_emb: bool = False,
-    batch_axis: int = 0,
-    channel_axis: int = -1,
+    n_chan_pos_emb: Count | None = None,
+    W_pos_emb_std: Real = 1.0,
+    val_pos_emb: Flag = False,
+    batch_axis: Axis = 0,
+    channel_axis: Axis = -1,
 ) -> Architecture:
     """Self-attention over every position of (N, *spatial, C) inputs (Hron et al. 2020).
 
@@ -60,10 +62,10 @@ def GlobalSelfAttention(
     """
     channels_last(batch_axis, channel_axis)
     if pos_emb_decay_fn is not None:
-        raise ValueError(
-            "pos_emb_decay_fn must be None: a Python function cannot be sent to the "
-            "server; ntkserve's positional embeddings are independent per position "
-            "(neural-tangents' default, pos_emb_decay_fn=None)"
+        raise ArgumentError(
+            "pos_emb_decay_fn",
+            "must be None: a Python function cannot be sent to the server; ntkserve's "
+            "positional embeddings are independent per position (neural-tangents' default)",
         )
     del pos_emb_p_norm  # used by neural-tangents only together with pos_emb_decay_fn
     attention = pb.GlobalSelfAttention(

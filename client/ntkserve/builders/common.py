@@ -1,9 +1,13 @@
-"""Shared helpers of the builders: one layer message in a spec, parameter spellings."""
+"""Shared helpers of the builders: one layer message in a spec, parameter spellings.
+
+A spelling that does not exist raises `ArgumentError`, which `arguments.builder` names after
+the builder that was called."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ntkserve.builders.arguments import ArgumentError
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
@@ -27,7 +31,9 @@ def parameterization(value: str) -> int:
     try:
         return _PARAMETERIZATIONS[value.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {value!r}") from None
+        raise ArgumentError(
+            "parameterization", f"must be 'ntk' or 'standard', got {value!r}"
+        ) from None
 
 
 def padding(value: str) -> int:
@@ -35,15 +41,17 @@ def padding(value: str) -> int:
     try:
         return _PADDINGS[str(name).upper()]
     except KeyError:
-        raise ValueError(f"padding must be 'VALID', 'SAME' or 'CIRCULAR', got {value!r}") from None
+        raise ArgumentError(
+            "padding", f"must be 'VALID', 'SAME' or 'CIRCULAR', got {value!r}"
+        ) from None
 
 
 def channels_last(batch_axis: int = 0, channel_axis: int = -1) -> None:
     if batch_axis != 0 or channel_axis != -1:
-        raise ValueError(
-            "ntkserve inputs are batch-first and channels-last: only batch_axis=0 and "
-            f"channel_axis=-1 are supported, got batch_axis={batch_axis}, "
-            f"channel_axis={channel_axis}; transpose the inputs instead"
+        raise ArgumentError(
+            "batch_axis and channel_axis",
+            "must be 0 and -1: ntkserve inputs are batch-first and channels-last, got "
+            f"batch_axis={batch_axis}, channel_axis={channel_axis}; transpose the inputs instead",
         )
 
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from ntkserve.builders.arguments import Axis, Count, Real, Scales, builder
 from ntkserve.builders.common import channels_last, parameterization, single
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
 
+@builder
 def Dense(
-    out_dim: int,
-    W_std: float = 1.0,
-    b_std: float | None = None,
-    batch_axis: int = 0,
-    channel_axis: int = -1,
+    out_dim: Count,
+    W_std: Real = 1.0,
+    b_std: Real | None = None,
+    batch_axis: Axis = 0,
+    channel_axis: Axis = -1,
     parameterization: str = "ntk",
-    s: Sequence[int] = (1, 1),
+    s: Scales = (1, 1),
 ) -> Architecture:
     """Fully connected layer. `b_std=None` means no bias (different from `b_std=0.0` in the
     standard parameterization, where a zero-variance bias is still trained)."""
@@ -37,26 +37,31 @@ def Dense(
 _param = parameterization
 
 
-def ABRelu(a: float, b: float) -> Architecture:
+@builder
+def ABRelu(a: Real, b: Real) -> Architecture:
     """`a * min(x, 0) + b * max(x, 0)`: the family of Relu, LeakyRelu and Abs."""
     return single(ab_relu=pb.ABRelu(a=float(a), b=float(b)))
 
 
+@builder
 def Relu() -> Architecture:
     """`max(x, 0)`."""
     return single(relu=pb.Relu())
 
 
-def LeakyRelu(alpha: float) -> Architecture:
+@builder
+def LeakyRelu(alpha: Real) -> Architecture:
     """`alpha * min(x, 0) + max(x, 0)`."""
     return single(leaky_relu=pb.LeakyRelu(alpha=float(alpha)))
 
 
+@builder
 def Abs() -> Architecture:
     """`|x|`."""
     return single(abs=pb.Abs())
 
 
-def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Architecture:
+@builder
+def Erf(a: Real = 1.0, b: Real = 1.0, c: Real = 0.0) -> Architecture:
     """`a * erf(b * x) + c`."""
     return single(erf=pb.Erf(a=float(a), b=float(b), c=float(c)))

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ntkserve.builders.arguments import ArgumentError, Axis, builder
 from ntkserve.builders.common import channels_last, single
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
 
 
+@builder
 def Aggregate(
     aggregate_axis: int | tuple[int, ...] | None = None,
-    batch_axis: int = 0,
-    channel_axis: int = -1,
+    batch_axis: Axis = 0,
+    channel_axis: Axis = -1,
     to_dense: Callable[[Any], Any] | None = None,
     implementation: str = "DENSE",
 ) -> Architecture:
@@ -24,12 +26,13 @@ def Aggregate(
     accepted (send dense patterns)."""
     channels_last(batch_axis, channel_axis)
     if aggregate_axis is not None:
-        raise ValueError(
-            "aggregate_axis: only None (aggregate over every spatial axis) is supported"
+        raise ArgumentError(
+            "aggregate_axis", "must be None (aggregate over every spatial axis), the only one"
         )
     if to_dense is not None or implementation != "DENSE":
-        raise ValueError(
-            "to_dense and implementation: only dense patterns are supported (to_dense=None, "
-            "implementation='DENSE'); convert sparse patterns to dense arrays before sending"
+        raise ArgumentError(
+            "to_dense and implementation",
+            "must be None and 'DENSE': only dense patterns are supported; convert sparse "
+            "patterns to dense arrays before sending",
         )
     return single(aggregate=pb.Aggregate())

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ntkserve.builders.arguments import (
+    ArgumentError,
+    Axis,
+    Count,
+    Flag,
+    Ints,
+    Real,
+    Scales,
+    builder,
+)
 from ntkserve.builders.common import channels_last, ints, padding, parameterization, single
 from ntkserve.spec import Architecture
 from ntkserve.v1 import architecture_pb2 as pb
@@ -12,11 +22,12 @@ from ntkserve.v1 import architecture_pb2 as pb
 def _dimension_numbers(value: tuple[str, str, str] | None, d: int) -> None:
     if value is None:
         return
-    lhs, rhs, out = (str(v) for v in value)
-    if not (lhs[0] == "N" and lhs[-1] == "C" and rhs[-2:] == "IO" and out == lhs):
-        raise ValueError(
-            f"dimension_numbers {value!r}: ntkserve convolutions are channels-last "
-            f"(e.g. ('NHWC', 'HWIO', 'NHWC')); transpose the inputs instead"
+    lhs, rhs, out = (str(v) for v in value) if len(value) == 3 else ("", "", "-")
+    if not (lhs[:1] == "N" and lhs[-1] == "C" and rhs[-2:] == "IO" and out == lhs):
+        raise ArgumentError(
+            "dimension_numbers",
+            "must be channels-last like ('NHWC', 'HWIO', 'NHWC') (or None), got "
+            f"{value!r}; transpose the inputs instead",
         )
 
 
@@ -55,16 +66,17 @@ def _conv_layer(
     return single(**{field: conv})
 
 
+@builder
 def Conv(
-    out_chan: int,
-    filter_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
+    out_chan: Count,
+    filter_shape: Ints,
+    strides: Ints | None = None,
     padding: str = "VALID",
-    W_std: float = 1.0,
-    b_std: float | None = None,
+    W_std: Real = 1.0,
+    b_std: Real | None = None,
     dimension_numbers: tuple[str, str, str] | None = None,
     parameterization: str = "ntk",
-    s: Sequence[int] = (1, 1),
+    s: Scales = (1, 1),
 ) -> Architecture:
     """Convolution with shared weights over 1 to 3 spatial dimensions."""
     return _conv_layer(
@@ -82,16 +94,17 @@ def Conv(
     )
 
 
+@builder
 def ConvTranspose(
-    out_chan: int,
-    filter_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
+    out_chan: Count,
+    filter_shape: Ints,
+    strides: Ints | None = None,
     padding: str = "VALID",
-    W_std: float = 1.0,
-    b_std: float | None = None,
+    W_std: Real = 1.0,
+    b_std: Real | None = None,
     dimension_numbers: tuple[str, str, str] | None = None,
     parameterization: str = "ntk",
-    s: Sequence[int] = (1, 1),
+    s: Scales = (1, 1),
 ) -> Architecture:
     """Transposed convolution (`jax.lax.conv_transpose`; `strides` upsample): output size
     n * stride + max(filter - stride, 0) for VALID, n * stride for SAME and CIRCULAR."""
@@ -110,16 +123,17 @@ def ConvTranspose(
     )
 
 
+@builder
 def ConvLocal(
-    out_chan: int,
-    filter_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
+    out_chan: Count,
+    filter_shape: Ints,
+    strides: Ints | None = None,
     padding: str = "VALID",
-    W_std: float = 1.0,
-    b_std: float | None = None,
+    W_std: Real = 1.0,
+    b_std: Real | None = None,
     dimension_numbers: tuple[str, str, str] | None = None,
     parameterization: str = "ntk",
-    s: Sequence[int] = (1, 1),
+    s: Scales = (1, 1),
 ) -> Architecture:
     """Locally connected layer: a convolution with its own weights (and bias) at every
     output position, so outputs at different positions are uncorrelated."""
@@ -141,13 +155,14 @@ def ConvLocal(
 _padding, _param = padding, parameterization
 
 
+@builder
 def AvgPool(
-    window_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
+    window_shape: Ints,
+    strides: Ints | None = None,
     padding: str = "VALID",
-    normalize_edges: bool = False,
-    batch_axis: int = 0,
-    channel_axis: int = -1,
+    normalize_edges: Flag = False,
+    batch_axis: Axis = 0,
+    channel_axis: Axis = -1,
 ) -> Architecture:
     """Average over windows of positions."""
     channels_last(batch_axis, channel_axis)
@@ -161,12 +176,13 @@ def AvgPool(
     )
 
 
+@builder
 def SumPool(
-    window_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
+    window_shape: Ints,
+    strides: Ints | None = None,
     padding: str = "VALID",
-    batch_axis: int = 0,
-    channel_axis: int = -1,
+    batch_axis: Axis = 0,
+    channel_axis: Axis = -1,
 ) -> Architecture:
     """Sum over windows of positions."""
     channels_last(batch_axis, channel_axis)
@@ -179,19 +195,22 @@ def SumPool(
     )
 
 
-def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Architecture:
+@builder
+def GlobalAvgPool(batch_axis: Axis = 0, channel_axis: Axis = -1) -> Architecture:
     """Mean over all positions: (N, *spatial, C) -> (N, C)."""
     channels_last(batch_axis, channel_axis)
     return single(global_avg_pool=pb.GlobalAvgPool())
 
 
-def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> Architecture:
+@builder
+def GlobalSumPool(batch_axis: Axis = 0, channel_axis: Axis = -1) -> Architecture:
     """Sum over all positions: (N, *spatial, C) -> (N, C)."""
     channels_last(batch_axis, channel_axis)
     return single(global_sum_pool=pb.GlobalSumPool())
 
 
-def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Architecture:
+@builder
+def Flatten(batch_axis: Axis = 0, batch_axis_out: Axis = 0) -> Architecture:
     """(N, *spatial, C) -> (N, prod(spatial) * C)."""
     channels_last(batch_axis)
     channels_last(batch_axis_out)

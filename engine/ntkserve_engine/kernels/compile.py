@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
+from ntkserve import kinds
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels.canonical import (
@@ -29,21 +30,17 @@ from ntkserve_engine.kernels.kernel import Kernel, input_kernel
 from ntkserve_engine.kernels.tree import build_sequence
 from ntkserve_engine.kernels.windows import ShapeProblem
 
-KINDS = ("nngp", "ntk")
+KINDS = kinds.NAMES  # public: ntkserve_engine.KINDS
 Params = tuple[Any, ...]  # per top-level layer: a dict of floats, or nested tuples of them
 
 
 def parse_get(get: str | Sequence[str]) -> tuple[str, ...]:
-    """ "ntk" -> ("ntk",); ("nngp", "ntk") stays. Raises InputError for anything else."""
-    names = (get,) if isinstance(get, str) else tuple(get)
-    if not names:
-        raise InputError("get", "name at least one of 'nngp', 'ntk'")
-    for name in names:
-        if name not in KINDS:
-            raise InputError("get", f"unknown kernel {name!r}; expected 'nngp' or 'ntk'")
-    if len(set(names)) != len(names):
-        raise InputError("get", f"names a kernel twice: {names}")
-    return names
+    """ "ntk" -> ("ntk",); ("nngp", "ntk") stays. Raises InputError("get", ...) for anything
+    else (`ntkserve.kinds.from_names`, in the engine's error)."""
+    try:
+        return kinds.from_names(get)
+    except kinds.KindError as e:
+        raise InputError(e.field, e.problem) from None
 
 
 def _as_proto(arch: Any) -> pb.Architecture:

@@ -5,33 +5,12 @@
     kfn(x1, x2, get="ntk")         # jax arrays; differentiable with jax.grad
 
 Everything that is math and not service lives here: today the analytic kernels
-(`ntkserve_engine.kernels`). It depends on jax, numpy and the generated messages of `ntkserve`
-(data, never grpc); the server (`ntkserve_server`) depends on it, never the other way round.
+(`ntkserve_engine.kernels`, whose names this package re-exports). It depends on jax, numpy and
+the generated messages of `ntkserve` (data, never grpc); the server (`ntkserve_server`)
+depends on it, never the other way round.
 """
 
-from ntkserve_engine.kernels import (
-    KINDS,
-    ArchitectureError,
-    EngineError,
-    InputError,
-    Kernel,
-    KernelFn,
-    architecture_id,
-    canonicalize,
-    kernel_fn,
-    parse_get,
-)
+from ntkserve_engine.kernels import *  # noqa: F403 - the package's names are the engine's
+from ntkserve_engine.kernels import __all__ as __all__
 
-__all__ = [
-    "KINDS",
-    "ArchitectureError",
-    "EngineError",
-    "InputError",
-    "Kernel",
-    "KernelFn",
-    "architecture_id",
-    "canonicalize",
-    "kernel_fn",
-    "parse_get",
-]
 __version__ = "0.1.0"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.venvs import throwaway_venv
+
 ROOT = Path(__file__).resolve().parents[2]
 
 IMPORT_EVERYTHING = """
@@ -44,23 +46,7 @@ def test_client_distribution_does_not_depend_on_jax() -> None:
 @pytest.mark.parametrize("protobuf", ["6.30.0", "6.33.6", "7.36.2"])
 def test_client_imports_under_protobuf_runtime(tmp_path: Path, protobuf: str) -> None:
     """Users pin protobuf < 7 (tensorflow, tritonclient) or run 7.x: both must work."""
-    venv = tmp_path / "venv"
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [
-            *uv,
-            "pip",
-            "install",
-            "-q",
-            "--python",
-            str(python),
-            f"protobuf=={protobuf}",
-            str(ROOT / "client"),
-        ],
-        check=True,
-    )
+    python = throwaway_venv(tmp_path, f"protobuf=={protobuf}", str(ROOT / "client"))
     out = subprocess.run(
         [str(python), "-W", "error::UserWarning", "-c", IMPORT_EVERYTHING],
         capture_output=True,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.venvs import installed, throwaway_venv
+
 ROOT = Path(__file__).resolve().parents[2]
 
 COMPUTE_WITHOUT_GRPC = """
@@ -57,26 +59,8 @@ def test_the_engine_declares_no_grpc_and_no_server() -> None:
 def test_the_engine_installs_alone_and_computes_without_grpc(tmp_path: Path) -> None:
     """A fresh venv with the engine's distribution (and the client's, for the messages) and
     nothing of the server, computing the same NTK as this environment's engine."""
-    venv = tmp_path / "venv"
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [
-            *uv,
-            "pip",
-            "install",
-            "-q",
-            "--python",
-            str(python),
-            str(ROOT / "client"),
-            str(ROOT / "engine"),
-        ],
-        check=True,
-    )
-    listed = subprocess.run(
-        [*uv, "pip", "list", "--python", str(python)], capture_output=True, text=True, check=True
-    ).stdout
+    python = throwaway_venv(tmp_path, str(ROOT / "client"), str(ROOT / "engine"))
+    listed = installed(python)
     assert "ntkserve-engine" in listed and "ntkserve-server" not in listed, listed
     there = subprocess.run(
         [str(python), "-c", COMPUTE_WITHOUT_GRPC], capture_output=True, text=True

@@ -165,9 +165,10 @@ def test_wide_resnet_of_issue_123() -> None:
     arch = wide_resnet(block_size=4, k=1, num_classes=1, param="standard")
     kfn = kernel_fn(arch)
     x = np.zeros((2, 32, 32, 3))
-    # Eager, value_and_grad first: the plain call then reuses its compiled operations.
+    # Eager, value_and_grad first: the plain `apply` (what the traced call runs) then reuses
+    # its compiled operations.
     value, grad = jax.value_and_grad(lambda a: jnp.sum(kfn(a, get="ntk")))(x)
-    nngp, ntk = kfn(x, get=GET)
+    nngp, ntk = kfn.apply(kfn.params, jnp.asarray(x), None, GET)
     assert value == jnp.sum(ntk)
     assert np.all(np.isfinite(grad))
     ref_nngp, ref_ntk = reference_conv.kernels(arch, x)

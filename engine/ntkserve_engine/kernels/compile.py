@@ -212,8 +212,8 @@ class KernelFn:
 
         `params`: the hyper-parameters as inputs (to differentiate or sweep them), shaped like
         `kfn.params` (the default): a tuple with one entry per top-level layer, a dict of its
-        hyper-parameters by name ({} for a layer without any; nested tuples for parallel
-        branches), e.g. ({'w_std': 1.5, 'b_std': 0.05}, {}, {'w_std': 1.5}) for
+        hyper-parameters by name ({} for a layer without any; a tuple of such entries for a
+        parallel or a repeated serial), e.g. ({'w_std': 1.5, 'b_std': 0.05}, {}, {'w_std': 1.5}) for
         serial(Dense(512, W_std=1.5, b_std=0.05), Relu(), Dense(1, W_std=1.5)); each value a
         scalar. `kfn.hyper_parameter_paths` names the values in the order of
         jax.tree.leaves(kfn.params).

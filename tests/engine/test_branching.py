@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
-from ntkserve_engine.kernels import ArchitectureError, kernel_fn
+from ntkserve_engine.kernels import ArchitectureError
 
 from tests.engine.architectures_wrn import wide_resnet
+from tests.engine.eager import kernel_fn
 
 GET = ("nngp", "ntk")
 

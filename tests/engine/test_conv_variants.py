@@ -38,12 +38,9 @@ def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 
 def _kernels(kfn: KernelFn, x1: np.ndarray, x2: np.ndarray | None = None) -> list[np.ndarray]:
-    """(nngp, ntk), jitted: one compilation, not one per operation as eager calls do."""
-    if x2 is None:
-        out = jax.jit(lambda a: kfn(a, get=("nngp", "ntk")))(x1)
-    else:
-        out = jax.jit(lambda a, b: kfn(a, b, get=("nngp", "ntk")))(x1, x2)
-    return [np.asarray(k) for k in out]
+    """(nngp, ntk) through the call's jitted program: one compilation per topology and shape,
+    not one per operation as eager calls do."""
+    return [np.asarray(k) for k in kfn(x1, x2, get=("nngp", "ntk"))]
 
 
 def _jacobian_kernel(arch: stax.Architecture, x: np.ndarray) -> np.ndarray:

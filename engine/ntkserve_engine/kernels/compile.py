@@ -240,10 +240,10 @@ class KernelFn:
             None if p1 is None else jnp.asarray(p1, dtype),
             None if p2 is None else jnp.asarray(p2, dtype),
         )
-        out = self.apply(*inputs) if is_traced(inputs) else self._run_jitted(*inputs)
+        out = self.apply(*inputs) if is_traced(inputs) else self._run(*inputs)
         return out[0] if isinstance(get, str) else out
 
-    def _run_jitted(
+    def _run(
         self,
         params: Params,
         x1: Array,
@@ -253,7 +253,8 @@ class KernelFn:
         pattern1: Array | None,
         pattern2: Array | None,
     ) -> tuple[Array, ...]:
-        """`apply` through the topology's jitted program, exactly symmetric for x2 None."""
+        """`apply` on checked inputs outside any transformation: through the topology's jitted
+        program, then exactly symmetric for x2 None."""
         out = jitted_apply(self)(
             params,
             x1,

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
-from ntkserve_engine.kernels import ArchitectureError, kernel_fn
+from ntkserve_engine.kernels import ArchitectureError
 
 from tests.engine.architectures_wrn import wide_resnet
+from tests.engine.eager import kernel_fn
 
 GET = ("nngp", "ntk")
 

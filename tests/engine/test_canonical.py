@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from ntkserve import stax
 from ntkserve.v1 import architecture_pb2 as pb
-from ntkserve_engine.kernels import ArchitectureError, InputError, kernel_fn
+from ntkserve_engine.kernels import ArchitectureError, InputError
 
 from tests.engine.architectures import ALL
+from tests.engine.eager import kernel_fn
 
 
 def _arch(*layers: pb.Layer) -> pb.Architecture:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ntkserve import stax
-from ntkserve_engine.kernels import kernel_fn
 
 from tests.engine import reference
 from tests.engine.architectures import ALL, NOT_LIPSCHITZ, REFERENCE
+from tests.engine.eager import kernel_fn
 
 RTOL = 1e-12  # float64, the same math in two forms: only round-off may differ
 

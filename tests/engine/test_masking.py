@@ -17,8 +17,6 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import InputError, kernel_fn
 
-from tests.engine.compiled import compiled
-
 MASK = -7.0
 GET = ("nngp", "ntk")
 
@@ -62,7 +60,7 @@ EQUIVALENT = {
 def test_padding_with_masked_positions_is_no_padding(name: str) -> None:
     rng = np.random.RandomState(0)
     x1, x2 = rng.randn(4, 5, 3), rng.randn(3, 5, 3)
-    kfn = compiled(EQUIVALENT[name])
+    kfn = kernel_fn(EQUIVALENT[name])
     for a, b in ((x1, None), (x1, x2)):
         plain = kfn(a, b, get=GET)
         masked = kfn(
@@ -110,7 +108,7 @@ def test_the_amount_of_padding_does_not_matter(name: str) -> None:
     x[1, 3:] = MASK  # a shorter example
     x[2, :2] = MASK  # one padded at the front
     x = _padded(x, 4)
-    kfn = compiled(WINDOWED[name])
+    kfn = kernel_fn(WINDOWED[name])
     short = kfn(x, x[:3], get=GET, mask_constant=MASK)
     long = kfn(_padded(x, 4), _padded(x[:3], 4), get=GET, mask_constant=MASK)
     for s, ell in zip(short, long, strict=True):
@@ -124,8 +122,8 @@ def test_mixed_lengths_average_over_their_own_positions() -> None:
     for i, n in enumerate(lengths):
         x[i, n:] = np.nan
     arch = stax.serial(*_per_token(0.3), stax.GlobalAvgPool())
-    nngp, ntk = compiled(arch)(x, get=GET, mask_constant=float("nan"))
-    tokens = compiled(stax.serial(*_per_token(0.3)))
+    nngp, ntk = kernel_fn(arch)(x, get=GET, mask_constant=float("nan"))
+    tokens = kernel_fn(stax.serial(*_per_token(0.3)))
     for i, ni in enumerate(lengths):
         for j, nj in enumerate(lengths):
             # An example with itself: the Gram matrix of its tokens (x2=None), whose
@@ -142,7 +140,7 @@ def test_partly_masked_positions_are_zeroed_entries() -> None:
     x = rng.randn(3, 4, 3)
     x[0, 1, 2] = MASK
     zeroed = np.where(x == MASK, 0.0, x)
-    kfn = compiled(EQUIVALENT["per-token-gap"])
+    kfn = kernel_fn(EQUIVALENT["per-token-gap"])
     for a, b in zip(kfn(x, get=GET, mask_constant=MASK), kfn(zeroed, get=GET), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-13)
 
@@ -151,7 +149,7 @@ def test_masked_gradients_are_finite_and_zero_on_masked_entries() -> None:
     rng = np.random.RandomState(4)
     x = rng.randn(3, 5, 2)
     x[1, 3:] = MASK
-    kfn = compiled(EQUIVALENT["layer-norm-positions-gsp"])
+    kfn = kernel_fn(EQUIVALENT["layer-norm-positions-gsp"])
     loss = lambda a: jnp.sum(kfn(a, get="ntk", mask_constant=MASK) ** 2)  # noqa: E731
     g = np.asarray(jax.grad(loss)(x))
     assert np.all(np.isfinite(g))

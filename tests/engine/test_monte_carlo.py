@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve_engine.kernels import kernel_fn
 
-from tests.engine.compiled import compiled
 from tests.engine.finite_width import monte_carlo
 
 WIDTH = 512
@@ -79,7 +79,7 @@ def test_matches_finite_width_networks(arch: stax.Architecture) -> None:
     rng = np.random.RandomState(1)
     x1 = jnp.asarray(rng.randn(6, 8), jnp.float32)
     x2 = jnp.asarray(rng.randn(5, 8), jnp.float32)
-    nngp, ntk = compiled(arch)(x1, x2, get=("nngp", "ntk"))
+    nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
     mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE
     assert _rel(mc_ntk, ntk) <= TOLERANCE

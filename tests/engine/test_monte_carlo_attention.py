@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve_engine.kernels import kernel_fn
 
-from tests.engine.compiled import compiled
 from tests.engine.finite_width import monte_carlo, network
 from tests.engine.test_monte_carlo import SAMPLES, TOLERANCE, WIDTH, _rel
 
@@ -90,7 +90,7 @@ def test_matches_finite_width_networks(
     rng = np.random.RandomState(3)
     x1 = jnp.asarray(rng.randn(3, *feature_shape), jnp.float32)
     x2 = jnp.asarray(rng.randn(2, *feature_shape), jnp.float32)
-    nngp, ntk = compiled(arch)(x1, x2, get=("nngp", "ntk"))
+    nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
     assert nngp.shape == (3, 2)
     mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE
@@ -168,7 +168,7 @@ def test_sqrt_scaling_is_unbiased(attention: stax.Architecture, channels: int) -
     # kernel, quartic in them, would be too small to see an error in
     x2 = 0.8 * x1[:2] + 0.6 * rng.randn(2, 3, channels)
     x1, x2 = jnp.asarray(x1, jnp.float32), jnp.asarray(x2, jnp.float32)
-    analytic = compiled(arch)(x1, x2, get=("nngp", "ntk"))
+    analytic = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
     for samples, kernel in zip(_samples(arch, x1, x2, UNBIASED_SAMPLES), analytic, strict=True):
         kernel = np.asarray(kernel)
         standard_error = samples.std(0, ddof=1) / np.sqrt(len(samples))

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve_engine.kernels import kernel_fn
 
-from tests.engine.compiled import compiled
 from tests.engine.finite_width import monte_carlo
 from tests.engine.finite_width_rescaling import monte_carlo_gram
 from tests.engine.test_monte_carlo import SAMPLES, TOLERANCE, WIDTH, _rel
@@ -73,7 +73,7 @@ def test_layer_norm_matches_finite_width(arch: stax.Architecture, features: tupl
     rng = np.random.RandomState(3)
     x1 = jnp.asarray(rng.randn(4, *features), jnp.float32)
     x2 = jnp.asarray(rng.randn(3, *features), jnp.float32)
-    nngp, ntk = compiled(arch)(x1, x2, get=("nngp", "ntk"))
+    nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
     mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE
     assert _rel(mc_ntk, ntk) <= TOLERANCE
@@ -107,7 +107,7 @@ def test_dropout_matches_finite_width(arch: stax.Architecture, features: tuple) 
     x = rng.randn(5, *features)
     x[3] = x[0]  # the same values as another example: a different draw of the mask
     x = jnp.asarray(x, jnp.float32)
-    nngp, ntk = compiled(arch)(x, None, get=("nngp", "ntk"))
+    nngp, ntk = kernel_fn(arch)(x, None, get=("nngp", "ntk"))
     mc_nngp, mc_ntk = monte_carlo_gram(arch, x, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE
     assert _rel(mc_ntk, ntk) <= TOLERANCE

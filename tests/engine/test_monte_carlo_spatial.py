@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
+from ntkserve_engine.kernels import kernel_fn
 
-from tests.engine.compiled import compiled
 from tests.engine.finite_width import monte_carlo
 from tests.engine.test_monte_carlo import SAMPLES, TOLERANCE, WIDTH, _rel
 
@@ -81,7 +81,7 @@ def test_matches_finite_width_networks(arch: stax.Architecture, feature_shape: t
     rng = np.random.RandomState(2)
     x1 = jnp.asarray(rng.randn(4, *feature_shape), jnp.float32)
     x2 = jnp.asarray(rng.randn(3, *feature_shape), jnp.float32)
-    nngp, ntk = compiled(arch)(x1, x2, get=("nngp", "ntk"))
+    nngp, ntk = kernel_fn(arch)(x1, x2, get=("nngp", "ntk"))
     assert nngp.shape == (4, 3)
     mc_nngp, mc_ntk = monte_carlo(arch, x1, x2, SAMPLES)
     assert _rel(mc_nngp, nngp) <= TOLERANCE

@@ -335,8 +335,8 @@ SYMMETRY_CASES = {  # each failed before the fix, on this machine's XLA-CPU
 def test_jitted_kernels_are_exactly_symmetric(
     arch: stax.Architecture, shape: tuple[int, ...]
 ) -> None:
-    """Minimal networks through the service's ComputeEngine forward program (and the eager
-    kfn(x))."""
+    """Minimal networks through the service's ComputeEngine forward program (and the
+    in-process kfn(x): the same program and host mirror)."""
     kfn = kernel_fn(arch)
     compiled = ENGINE.compiled(kfn)
     for seed in range(8):
@@ -371,7 +371,7 @@ def test_ntk_is_psd_with_a_zero_variance_pre_activation() -> None:
         stax.Relu(),
         stax.Dense(1),
     )
-    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # eager kfn(x) gives the same
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # kfn(x) gives the same bits
     kfn = kernel_fn(arch)
     for k in ENGINE.kernel(check(ENGINE.compiled(kfn), x, None, GET)):
         eig = np.linalg.eigvalsh(k)

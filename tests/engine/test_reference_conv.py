@@ -87,14 +87,15 @@ def _images(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
 def _compare(
     arch: stax.Architecture, x1: np.ndarray, x2: np.ndarray | None, jit: bool = True
 ) -> None:
-    """Engine and reference agree at RTOL. jit=True compiles the engine's pure function once
-    (faster here than op-by-op dispatch for a one-off network); jit=False calls it eagerly,
-    which is cheaper for networks sharing their operations' shapes with earlier calls."""
+    """Engine and reference agree at RTOL. jit=True is the call, one compiled program (faster
+    here than op-by-op dispatch for a one-off network); jit=False runs the pure `apply`
+    eagerly, which is cheaper for networks sharing their operations' shapes with earlier
+    calls."""
     kfn = kernel_fn(arch)
     if jit:
-        got = jax.jit(kfn.apply, static_argnums=3)(kfn.params, x1, x2, GET)
-    else:
         got = kfn(x1, x2, get=GET)
+    else:
+        got = kfn.apply(kfn.params, jnp.asarray(x1), None if x2 is None else jnp.asarray(x2), GET)
     want = reference_conv.kernels(arch, x1, x2)
     n2 = len(x1) if x2 is None else len(x2)
     for name, g, w in zip(GET, got, want, strict=True):
@@ -167,9 +168,10 @@ def test_wide_resnet_of_issue_123() -> None:
     arch = wide_resnet(block_size=4, k=1, num_classes=1, param="standard")
     kfn = kernel_fn(arch)
     x = np.zeros((2, 32, 32, 3))
-    # Eager, value_and_grad first: the plain call then reuses its compiled operations.
+    # Eager, value_and_grad first: the plain `apply` (what the traced call runs) then reuses
+    # its compiled operations.
     value, grad = jax.value_and_grad(lambda a: jnp.sum(kfn(a, get="ntk")))(x)
-    nngp, ntk = kfn(x, get=GET)
+    nngp, ntk = kfn.apply(kfn.params, jnp.asarray(x), None, GET)
     assert value == jnp.sum(ntk)
     assert np.all(np.isfinite(grad))
     ref_nngp, ref_ntk = reference_conv.kernels(arch, x)

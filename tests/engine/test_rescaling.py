@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
-from ntkserve_engine.kernels import ArchitectureError, InputError, kernel_fn
+from ntkserve_engine.kernels import ArchitectureError, InputError
 
+from tests.engine.eager import kernel_fn
 from tests.engine.gradient_helpers import central_difference
 
 W_STD, B_STD = 1.3, 0.2

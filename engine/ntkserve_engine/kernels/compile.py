@@ -26,6 +26,7 @@ from ntkserve_engine.kernels.canonical import (
     topology_id,
 )
 from ntkserve_engine.kernels.errors import InputError
+from ntkserve_engine.kernels.jitted import is_traced, jitted_apply
 from ntkserve_engine.kernels.kernel import Kernel, input_kernel
 from ntkserve_engine.kernels.tree import build_sequence
 from ntkserve_engine.kernels.windows import ShapeProblem
@@ -220,8 +221,32 @@ class KernelFn:
         mask_constant: float | None = None,
         pattern: tuple[Any, Any] | None = None,
     ) -> Array | tuple[Array, ...]:
-        """`pattern=(pattern1, pattern2)`: the graphs for Aggregate layers, as in
-        neural-tangents (pattern2 None when x2 is None)."""
+        """The kernels named in `get` between x1 and x2 (x2 None: x1 with itself, exactly
+        symmetric), as jax arrays: one array for a name, a tuple for a tuple of names.
+
+        A jitted program (`jitted.py`: one per topology, shared with every network that differs
+        only in hyper-parameter values), then for x2 None the upper triangle copied onto the
+        lower one on the host (`mirror_upper`): the server's program and mirror, so the values
+        are `ComputeKernel`'s bit for bit.
+
+        Called with tracers (inside the caller's jax.jit, jax.vmap, jax.grad, ...), it calls the
+        pure `apply` instead, which the caller's transformation compiles: traced values cannot
+        be mirrored on the host, so x2 None is symmetrized in the graph (`_symmetrized`). The
+        values agree with the direct call's to rounding (a few units in the last place), not bit
+        for bit: each XLA program fuses (and contracts into FMAs) in its own way.
+        `kfn.apply(kfn.params, x1, x2, get)` is that pure function, eager outside a
+        transformation.
+
+        `params`: the hyper-parameters as inputs (to differentiate or sweep them), shaped like
+        `kfn.params` (the default): a tuple with one entry per top-level layer, a dict of its
+        hyper-parameters by name ({} for a layer without any; a tuple of such entries for a
+        parallel or a repeated serial), e.g. ({'w_std': 1.5, 'b_std': 0.05}, {}, {'w_std': 1.5}) for
+        serial(Dense(512, W_std=1.5, b_std=0.05), Relu(), Dense(1, W_std=1.5)); each value a
+        scalar. `kfn.hyper_parameter_paths` names the values in the order of
+        jax.tree.leaves(kfn.params).
+        `mask_constant`: input entries equal to it are masked (see `masking.py`).
+        `pattern=(pattern1, pattern2)`: the graphs for Aggregate layers, as in neural-tangents
+        (pattern2 None when x2 is None)."""
         names = parse_get(get)
         p1, p2 = (None, None) if pattern is None else pattern
         self.check_inputs(
@@ -232,16 +257,62 @@ class KernelFn:
         )
         if x2 is not None and _dtype(x2) != _dtype(x1):
             raise InputError("x2.dtype", f"{_dtype(x2)} differs from x1's {_dtype(x1)}")
-        out = self.apply(
-            self.params if params is None else params,
+        dtype = _dtype(x1)
+        inputs = (
+            self._checked_params(params),
             jnp.asarray(x1),
             None if x2 is None else jnp.asarray(x2),
             names,
-            mask_constant,
-            None if p1 is None else jnp.asarray(p1, _dtype(x1)),
-            None if p2 is None else jnp.asarray(p2, _dtype(x1)),
+            None if mask_constant is None else jnp.asarray(mask_constant, dtype),
+            None if p1 is None else jnp.asarray(p1, dtype),
+            None if p2 is None else jnp.asarray(p2, dtype),
         )
+        out = self.apply(*inputs) if is_traced(inputs) else self._run(*inputs)
         return out[0] if isinstance(get, str) else out
+
+    def _run(
+        self,
+        params: Params,
+        x1: Array,
+        x2: Array | None,
+        get: tuple[str, ...],
+        mask_constant: Array | None,
+        pattern1: Array | None,
+        pattern2: Array | None,
+    ) -> tuple[Array, ...]:
+        """`apply` on checked inputs outside any transformation: through the topology's jitted
+        program, then exactly symmetric for x2 None."""
+        out = jitted_apply(self)(
+            params,
+            x1,
+            x2,
+            get=get,
+            mask_constant=mask_constant,
+            pattern1=pattern1,
+            pattern2=pattern2,
+        )
+        if x2 is not None:
+            return tuple(out)
+        return tuple(jnp.asarray(a) for a in self.to_host(out, symmetric=True))
+
+    def _checked_params(self, params: Any) -> Params:
+        """`params` when shaped like `self.params` with a scalar at every leaf (None: those)."""
+        if params is None:
+            return self.params
+        want: Any = jax.tree.structure(self.params)
+        if not isinstance(params, tuple) or want != jax.tree.structure(params):
+            raise InputError(
+                "params",
+                f"must be shaped like kfn.params, a tuple with one dict of hyper-parameters "
+                f"per top-level layer: {_brief(self.params)}; got {_brief(params)}",
+            )
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            if np.ndim(leaf) != 0:
+                where = jax.tree_util.keystr(path)
+                raise InputError(
+                    f"params{where}", f"must be a scalar, got shape {list(np.shape(leaf))}"
+                )
+        return params
 
 
 def _symmetrized(a: Array, d: int, position_pairs: bool) -> Array:
@@ -303,6 +374,12 @@ def mirror_upper(a: np.ndarray[Any, Any], position_pairs: bool) -> np.ndarray[An
     order = np.arange(n * positions).reshape(n, positions)  # (sample, position), row-major
     keep = order[:, None, :, None] <= order[None, :, None, :]
     return np.where(keep, flat, flat.transpose(1, 0, 3, 2)).reshape(a.shape)
+
+
+def _brief(value: Any, limit: int = 200) -> str:
+    """repr(value), cut to `limit` characters: enough to show a structure in an error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _dtype(x: Any) -> np.dtype[Any]:

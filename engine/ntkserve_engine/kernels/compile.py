@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -280,9 +280,9 @@ class KernelFn:
         pattern1: Array | None,
         pattern2: Array | None,
     ) -> tuple[Array, ...]:
-        """`apply` on checked inputs outside any transformation: through the topology's jitted
-        program, then exactly symmetric for x2 None."""
-        out = jitted_apply(self)(
+        """`apply` on checked inputs outside any transformation: through `_program` (the
+        topology's jitted program), then exactly symmetric for x2 None."""
+        out = self._program()(
             params,
             x1,
             x2,
@@ -294,6 +294,11 @@ class KernelFn:
         if x2 is not None:
             return tuple(out)
         return tuple(jnp.asarray(a) for a in self.to_host(out, symmetric=True))
+
+    def _program(self) -> Callable[..., Sequence[Array]]:
+        """What runs `apply` for a call: the topology's jitted program (a subclass may run
+        `apply` itself, op by op)."""
+        return jitted_apply(self)
 
     def _checked_params(self, params: Any) -> Params:
         """`params` when shaped like `self.params` with a scalar at every leaf (None: those)."""

@@ -46,6 +46,22 @@ def _between(value: int, field: str, low: int, high: int) -> Violations:
     return [(field, f"is required and must be between {low} and {high}, got {value}")]
 
 
+def _over(
+    apply: Callable[[State, Any], State],
+    spatial: Callable[[Shapes], Shapes],
+    children: list[Node],
+) -> Node:
+    """A node made of `children` (a sequence or branches): their hyper-parameters and names
+    in order, needing every pair of positions when any child does."""
+    return Node(
+        apply,
+        tuple(c.params for c in children),
+        spatial,
+        any(c.needs_position_pairs for c in children),
+        tuple(c.names for c in children),
+    )
+
+
 # -- Serial: a fold over its layers -------------------------------------------------------
 
 
@@ -62,13 +78,7 @@ def sequence(nodes: list[Node]) -> Node:
             shapes = node.spatial(shapes)
         return shapes
 
-    return Node(
-        apply,
-        tuple(n.params for n in nodes),
-        spatial,
-        any(n.needs_position_pairs for n in nodes),
-        tuple(n.names for n in nodes),
-    )
+    return _over(apply, spatial, nodes)
 
 
 def _walk_sequence(
@@ -99,13 +109,7 @@ def _parallel(message: pb.Parallel, here: str, branches: list[Node]) -> Node:
     def spatial(shapes: Shapes) -> Shapes:
         return tuple(b.spatial(s) for b, s in zip(branches, shapes, strict=True))
 
-    return Node(
-        apply,
-        tuple(b.params for b in branches),
-        spatial,
-        any(b.needs_position_pairs for b in branches),
-        tuple(b.names for b in branches),
-    )
+    return _over(apply, spatial, branches)
 
 
 def _check_parallel(message: pb.Parallel) -> Violations:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -36,8 +36,10 @@ class ListeningProcess:
         cwd: Path | None = None,
         start_seconds: float = START_SECONDS,
         env: Mapping[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
-        """`env`: variables set for the child on top of this process's environment."""
+        """`env`: variables set for the child on top of this process's environment;
+        `preexec`: run in the child before it starts (a resource limit, say)."""
         self.proc = subprocess.Popen(
             list(command),
             cwd=cwd,
@@ -45,6 +47,7 @@ class ListeningProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=preexec,
         )
         self.pid = self.proc.pid
         self.stderr_lines: list[str] = []
@@ -110,7 +113,13 @@ class ListeningProcess:
 class ServerProcess(ListeningProcess):
     """`python -m ntkserve_server serve --port 0 --data-dir DATA_DIR *flags`."""
 
-    def __init__(self, data_dir: Path, *flags: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *flags: str,
+        cwd: Path | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.flags = flags
         command = [sys.executable, "-m", "ntkserve_server", "serve", "--port", "0"]
@@ -119,4 +128,5 @@ class ServerProcess(ListeningProcess):
             SERVER_LISTENING,
             f"ntkserve serve {' '.join(flags)}".strip(),
             cwd=cwd,
+            preexec=preexec,
         )

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn, kernel_fn
-from ntkserve_engine.kernels.compile import mirror_upper
+from ntkserve_engine.kernels.symmetry import mirror_upper
 from ntkserve_server.compute import ComputeEngine, check
 
 from tests.engine.architectures import MORE
@@ -266,7 +266,7 @@ def _has_parallel_rows(x: np.ndarray) -> bool:
 # Found by this file: the service's jitted programs gave K a rounding from symmetric for
 # x2 = None (XLA fused the last layer's update into the in-program mirror and computed it
 # twice with different FMA contractions). Since fixed: the kernels are mirrored on the host
-# (compile.mirror_upper), so symmetry is checked bit for bit.
+# (symmetry.mirror_upper), so symmetry is checked bit for bit.
 
 
 def _check_kernel(k: np.ndarray, rtol: float) -> None:

@@ -27,6 +27,15 @@ from ntkserve_engine.kernels.walk import check_tree
 # server's time (a million layers traced one by one); far beyond any network in the
 # literature. The combinators' own bounds are in combinators.py.
 MAX_LAYERS = 10_000
+# Layer applications per kernel entry (`applications`: repeats multiply, nested repeats
+# multiply again): what a kernel's compute grows with, whatever the registration's size (a
+# 79-byte spec of three nested repeats of 10,000 asks for 2e12). Measured on the 2-core dev
+# machine (CPU): a 4-input NTK through repeat(serial(Dense(8), Relu()), n) takes 0.4 ms per
+# 1,000 applications (20,000 in 8.7 ms, 100,000 in 36 ms, once compiled), so this bound
+# keeps a small kernel within ~40 ms, and a larger one within the cost admission's reach
+# (its compute is this times its entries and positions). The deepest flat network allowed
+# (MAX_LAYERS) and a 10,000-times repeat of a 10-layer block are within it.
+MAX_APPLICATIONS = 100_000
 
 
 def _unknown(message: Message, path: str, violations: Violations) -> None:
@@ -131,17 +140,68 @@ def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
     layers = list(_flatten(architecture.layers, "architecture.layers", violations))
     if not architecture.layers:
         violations.append(("architecture.layers", "is empty: a network needs at least one layer"))
+    too_many = _too_many_applications(layers)
+    if too_many:  # before the walk below, which passes each repeat twice
+        raise ArchitectureError(violations + too_many)
     check_tree([(path.rsplit(".", 1)[0], layer) for path, layer in layers], violations)
     if violations:
         raise ArchitectureError(violations)
     return pb.Architecture(layers=[layer for _, layer in layers])
 
 
+def applications(layers: Any) -> int:
+    """Layer applications per kernel entry of a sequence: each layer (a join, an Identity, a
+    FanOut too) once, a combinator's sub-layers as often as its row's `times` says (Repeat:
+    n), so nested repeats multiply. Exact Python ints: no overflow, whatever the nesting."""
+    return sum(_applications_of(layer) for layer in layers)
+
+
+def _applications_of(layer: pb.Layer) -> int:
+    kind = layer.WhichOneof("layer")
+    if kind not in COMBINATORS:
+        return 1
+    row = COMBINATORS[kind]
+    message = getattr(layer, kind)
+    children = row.children_of(message)
+    if row.children is None:
+        return 1
+    inner = sum(_applications_of(child) for _, child in children)
+    return max(row.times(message), 0) * inner
+
+
+def _too_many_applications(layers: list[tuple[str, pb.Layer]]) -> Violations:
+    """The top-level layer that applies its layers most often, when the network passes
+    MAX_APPLICATIONS."""
+    counts = [(_applications_of(layer), path) for path, layer in layers]
+    total = sum(count for count, _ in counts)
+    if total <= MAX_APPLICATIONS:
+        return []
+    count, path = max(counts)
+    return [
+        (
+            path,
+            f"applies layers {count:,} times per kernel entry (a repeat applies its layer n "
+            f"times, nested repeats multiply); the network {total:,} in all, at most "
+            f"{MAX_APPLICATIONS:,}: repeat fewer times or nest fewer repeats",
+        )
+    ]
+
+
+ID_LENGTH = 32
+ID_FORM = f"{ID_LENGTH} lowercase hex digits"  # what every `architecture_id` is
+_ID_DIGITS = frozenset("0123456789abcdef")
+
+
 def architecture_id(canonical: pb.Architecture) -> str:
-    """A hash of the canonical form (its protobuf JSON with sorted keys): 32 hex digits."""
+    """A hash of the canonical form (its protobuf JSON with sorted keys): ID_FORM."""
     as_dict = json_format.MessageToDict(canonical, preserving_proto_field_name=True)
     text = json.dumps(as_dict, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def is_architecture_id(text: str) -> bool:
+    """Whether `text` has the form of an `architecture_id` (ID_FORM); O(ID_LENGTH) at most."""
+    return len(text) == ID_LENGTH and _ID_DIGITS.issuperset(text)
 
 
 def topology_id(canonical: pb.Architecture) -> str:

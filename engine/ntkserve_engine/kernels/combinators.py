@@ -3,7 +3,7 @@
 Each `CombinatorRow` holds all the engine knows of one combinator message: the field of its
 sub-layers, its checks (with the bounds below) and defaults, the `Node` it compiles to from
 its children's nodes (`serial` a fold, `parallel` a map over branches, `repeat` a `lax.scan`
-when the layer maps the kernel's structure to itself), and how the static walk of Gaussian
+once the layer maps the kernel's structure to itself), and how the static walk of Gaussian
 inputs passes through it. The folds over a tree (`tree.build`, `walk.check_tree`,
 `canonical.canonicalize`, `canonical.every_layer`) read these rows and nothing else of
 combinators. The kernel math of the joins is in `branching.py`.
@@ -19,6 +19,7 @@ from jax import lax
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels import branching
+from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.kernels.kernel import Kernel
 from ntkserve_engine.kernels.rows import (
     Abstract,
@@ -29,15 +30,27 @@ from ntkserve_engine.kernels.rows import (
     State,
     Step,
     Violations,
+    Walked,
     no_checks,
 )
 from ntkserve_engine.kernels.windows import ShapeProblem
 
 # Bounds that keep one registration from taking the server's memory or time (a FanOut of
 # 2**32 branches, a loop of a million layers traced one by one); far beyond any network in
-# the literature.
+# the literature. What repeats multiply is bounded by canonical.MAX_APPLICATIONS.
 MAX_BRANCHES = 256
 MAX_REPEAT = 10_000
+# A repeat whose layer changes the shapes on each application cannot be one loop: it is
+# unrolled, one traced copy of the layer per application, and its compile time grows with
+# them (issue 17: 500 traced layers compiled in 35 s). The layer applications one repeat
+# unrolls (nested unrolls included, so they multiply) are bounded by this: enough to
+# downsample or upsample a grid step by step (a 3-layer block halving 2**20 positions 20
+# times is 60), far below a compile of minutes.
+MAX_UNROLLED = 100
+# Input shapes whose walk through one repeat is remembered (per repeat node), so a walk
+# through nested repeats costs O(structure): an inner repeat's second walk (the check that
+# its outer one loops) finds the first one's.
+_WALKS_REMEMBERED = 16
 
 
 def _between(value: int, field: str, low: int, high: int) -> Violations:
@@ -73,10 +86,12 @@ def sequence(nodes: list[Node]) -> Node:
             state = node.apply(state, p)
         return state
 
-    def spatial(shapes: Shapes) -> Shapes:
+    def spatial(shapes: Shapes) -> Walked:
+        traced = 0
         for node in nodes:
-            shapes = node.spatial(shapes)
-        return shapes
+            shapes, applications = node.spatial(shapes)
+            traced += applications
+        return shapes, traced
 
     return _over(apply, spatial, nodes)
 
@@ -106,8 +121,9 @@ def _parallel(message: pb.Parallel, here: str, branches: list[Node]) -> Node:
     def apply(state: State, params: Any) -> State:
         return tuple(b.apply(s, p) for b, s, p in zip(branches, state, params, strict=True))
 
-    def spatial(shapes: Shapes) -> Shapes:
-        return tuple(b.spatial(s) for b, s in zip(branches, shapes, strict=True))
+    def spatial(shapes: Shapes) -> Walked:
+        walked = [b.spatial(s) for b, s in zip(branches, shapes, strict=True)]
+        return tuple(out for out, _ in walked), sum(traced for _, traced in walked)
 
     return _over(apply, spatial, branches)
 
@@ -148,31 +164,74 @@ PARALLEL = CombinatorRow(
 # -- Repeat: n times one layer, a lax.scan when it can -------------------------------------
 
 
+def _same_structure(after: Any, before: Any) -> bool:
+    """Whether a layer mapped `before` to `after` of the same structure, shapes and dtypes:
+    then the rest of a repeat is one loop (the rules are deterministic in the shapes)."""
+    if str(jax.tree.structure(after)) != str(jax.tree.structure(before)):
+        return False
+    return all(
+        a.shape == b.shape and a.dtype == b.dtype
+        for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True)
+    )
+
+
+def _unrolled_too_far(here: str, first: Shapes, now: Shapes, done: int) -> str:
+    return (
+        f"{here}: its layer changes the positions on each application ({list(first)} "
+        f"became {list(now)} after {done} applications), so the repeat is unrolled, and it "
+        f"would trace more than {MAX_UNROLLED} layer applications: repeat fewer times, or "
+        "write out the layers that change shapes and repeat only a block that keeps them"
+    )
+
+
 def _repeat(message: pb.Repeat, here: str, children: list[Node]) -> Node:
     (inner,) = children
     n = message.n
+    walks: dict[Shapes, Walked | ShapeProblem] = {}
 
     def apply(state: State, params: Any) -> State:
-        state = inner.apply(state, params)
-        remaining = n - 1
-        if remaining == 0:
-            return state
-        after = jax.eval_shape(lambda s: inner.apply(s, params), state)
-        same_structure = str(jax.tree.structure(after)) == str(jax.tree.structure(state))
-        if same_structure and all(
-            a.shape == b.shape and a.dtype == b.dtype
-            for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(state), strict=True)
-        ):
-            state, _ = lax.scan(lambda s, _: (inner.apply(s, params), None), state, None, remaining)
-            return state
-        for _ in range(remaining):  # the layer changes shapes: unrolled
-            state = inner.apply(state, params)
+        def step(s: State) -> State:
+            return inner.apply(s, params)
+
+        state = step(state)
+        for done in range(1, n):
+            if _same_structure(jax.eval_shape(step, state), state):
+                state, _ = lax.scan(lambda s, _: (step(s), None), state, None, n - done)
+                return state
+            if done > MAX_UNROLLED:  # `spatial` refuses these first: a second guard
+                raise InputError("x1.shape", f"{here}: unrolled past {MAX_UNROLLED} times")
+            state = step(state)  # the layer changes shapes: unrolled
         return state
 
-    def spatial(shapes: Shapes) -> Shapes:
-        for _ in range(n):
-            shapes = inner.spatial(shapes)
-        return shapes
+    def walk(shapes: Shapes) -> Walked:
+        """As `apply` goes: once, then once more per application that changes the
+        positions; at the first that keeps them, the rest is a loop of that body."""
+        out, traced = inner.spatial(shapes)
+        unrolled = 0
+        for done in range(1, n):
+            following, body = inner.spatial(out)
+            traced += body
+            if following == out:
+                break
+            unrolled += body
+            if unrolled > MAX_UNROLLED:
+                raise ShapeProblem(_unrolled_too_far(here, shapes, following, done + 1))
+            out = following
+        return out, traced
+
+    def spatial(shapes: Shapes) -> Walked:
+        found = walks.get(shapes)
+        if found is None:
+            try:
+                found = walk(shapes)
+            except ShapeProblem as e:
+                found = e
+            if len(walks) >= _WALKS_REMEMBERED:
+                walks.clear()
+            walks[shapes] = found
+        if isinstance(found, ShapeProblem):
+            raise ShapeProblem(str(found))
+        return found
 
     return Node(apply, inner.params, spatial, inner.needs_position_pairs, inner.names)
 
@@ -196,6 +255,7 @@ REPEAT = CombinatorRow(
     walk=_walk_repeat,
     children="layer",
     check=_check_repeat,
+    times=lambda message: int(message.n),
 )
 
 
@@ -203,14 +263,14 @@ REPEAT = CombinatorRow(
 
 IDENTITY = CombinatorRow(
     message=pb.Identity,
-    build=lambda message, here, nodes: Node(lambda s, p: s, {}, lambda s: s, False),
+    build=lambda message, here, nodes: Node(lambda s, p: s, {}, lambda s: (s, 1), False),
     walk=_walk_sequence,
 )
 
 
 def _fan_out(message: pb.FanOut, here: str, nodes: list[Node]) -> Node:
     n = message.num
-    return Node(lambda s, p: (s,) * n, {}, lambda s: (s,) * n, False)
+    return Node(lambda s, p: (s,) * n, {}, lambda s: ((s,) * n, 1), False)
 
 
 def _walk_fan_out(
@@ -254,7 +314,7 @@ def _join_row(
     from the branches' (reporting branches it cannot join)."""
 
     def build(message: Any, here: str, nodes: list[Node]) -> Node:
-        return Node(lambda s, p: join(s, here), {}, lambda s: _same(s, here, kind), False)
+        return Node(lambda s, p: join(s, here), {}, lambda s: (_same(s, here, kind), 1), False)
 
     def walk(
         message: Any, here: str, state: Abstract, children: list[Step], v: Violations

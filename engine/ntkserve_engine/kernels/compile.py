@@ -7,19 +7,21 @@ sweep over them reuses one compilation and gradients with respect to them are av
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array, lax
+from jax import Array
 from ntkserve import kinds
 from ntkserve.v1 import architecture_pb2 as pb
 
 from ntkserve_engine.kernels.canonical import (
+    applications,
     architecture_id,
     canonicalize,
     every_layer,
@@ -28,6 +30,7 @@ from ntkserve_engine.kernels.canonical import (
 from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.kernels.jitted import is_traced, jitted_apply
 from ntkserve_engine.kernels.kernel import Kernel, input_kernel
+from ntkserve_engine.kernels.symmetry import mirror_upper, symmetrized
 from ntkserve_engine.kernels.tree import build_sequence
 from ntkserve_engine.kernels.windows import ShapeProblem
 
@@ -53,6 +56,10 @@ def _as_proto(arch: Any) -> pb.Architecture:
 
 
 Shape = tuple[int, ...]
+# Input positions whose walk through the network each KernelFn remembers (least recently
+# used dropped): a call of shapes seen before is checked in O(1), wherever it comes in (on
+# the server's event loop too); a new shape costs one walk, O(structure).
+SHAPES_REMEMBERED = 64
 
 
 def batch_shape(shape: Sequence[int], field: str) -> Shape:
@@ -103,6 +110,16 @@ class KernelFn:
             layer.WhichOneof("layer") == "aggregate"
             for layer in every_layer(self.architecture.layers)
         )
+        self._walks: collections.OrderedDict[Shape, Shape | str] = collections.OrderedDict()
+        self._walks_lock = threading.Lock()
+
+    @property
+    def applications(self) -> int:
+        """Layer applications per kernel entry: each layer (and join) once, a repeat's layer
+        n times, nested repeats multiplied (`canonical.applications`). The compute of a
+        kernel grows with it (times its entries and positions); at most
+        `canonical.MAX_APPLICATIONS`, checked when the architecture is compiled."""
+        return applications(self.architecture.layers)
 
     def check_inputs(
         self,
@@ -163,18 +180,33 @@ class KernelFn:
 
     def kernel_shape(self, shape1: Sequence[int], shape2: Sequence[int] | None) -> tuple[int, ...]:
         """(N1, N2, *P): the positions left at the output, once (or twice with position pairs)."""
-        try:
-            spatial = self._network.spatial(tuple(shape1[1:-1]))
-        except ShapeProblem as e:
-            raise InputError(
-                "x1.shape", f"inputs of shape {list(shape1)} do not fit: {e}"
-            ) from None
+        spatial = self._walk(tuple(int(s) for s in shape1[1:-1]))
+        if isinstance(spatial, str):
+            raise InputError("x1.shape", f"inputs of shape {list(shape1)} do not fit: {spatial}")
         n2 = shape1[0] if shape2 is None else shape2[0]
         return (shape1[0], n2, *spatial, *(spatial if self.position_pairs else ()))
 
+    def _walk(self, positions: Shape) -> Shape | str:
+        """The positions the network leaves for these input positions, or why they do not
+        fit: walked once (O(structure): a repeat loops after one pass), then remembered."""
+        with self._walks_lock:
+            found = self._walks.get(positions)
+            if found is not None:
+                self._walks.move_to_end(positions)
+                return found
+        try:
+            found, _ = self._network.spatial(positions)
+        except ShapeProblem as e:
+            found = str(e)
+        with self._walks_lock:
+            self._walks[positions] = found
+            while len(self._walks) > SHAPES_REMEMBERED:
+                self._walks.popitem(last=False)
+        return found
+
     def to_host(self, out: Sequence[Any], symmetric: bool) -> tuple[np.ndarray[Any, Any], ...]:
         """A compiled program's kernels as numpy arrays; exactly symmetric ones when
-        `symmetric` (x2 = None; see `mirror_upper`)."""
+        `symmetric` (x2 = None; see `symmetry.mirror_upper`)."""
         arrays = tuple(np.asarray(k) for k in out)
         if not symmetric:
             return arrays
@@ -207,7 +239,7 @@ class KernelFn:
         k = self._network.apply(k, jax.tree.map(lambda v: jnp.asarray(v, dtype), params))
         out = tuple(getattr(k, name) for name in get)
         return (
-            tuple(_symmetrized(a, len(k.spatial), k.position_pairs) for a in out)
+            tuple(symmetrized(a, len(k.spatial), k.position_pairs) for a in out)
             if k.symmetric
             else out
         )
@@ -231,9 +263,10 @@ class KernelFn:
 
         Called with tracers (inside the caller's jax.jit, jax.vmap, jax.grad, ...), it calls the
         pure `apply` instead, which the caller's transformation compiles: traced values cannot
-        be mirrored on the host, so x2 None is symmetrized in the graph (`_symmetrized`). The
-        values agree with the direct call's to rounding (a few units in the last place), not bit
-        for bit: each XLA program fuses (and contracts into FMAs) in its own way.
+        be mirrored on the host, so x2 None is symmetrized in the graph
+        (`symmetry.symmetrized`). The values agree with the direct call's to rounding (a few
+        units in the last place), not bit for bit: each XLA program fuses (and contracts into
+        FMAs) in its own way.
         `kfn.apply(kfn.params, x1, x2, get)` is that pure function, eager outside a
         transformation.
 
@@ -318,67 +351,6 @@ class KernelFn:
                     f"params{where}", f"must be a scalar, got shape {list(np.shape(leaf))}"
                 )
         return params
-
-
-def _symmetrized(a: Array, d: int, position_pairs: bool) -> Array:
-    """K made exactly symmetric for x2 = x1: pooling sums the two positions of a pair in a
-    fixed order, which leaves K and K^T a rounding apart, and users expect a symmetric matrix.
-
-    The upper triangle is mirrored by a select, not averaged: under jit XLA contracts the
-    multiply before an average into an FMA (fma(a_ij, s, round(a_ji * s))), so (K + K^T) / 2
-    came out a rounding from symmetric. With position pairs, the order
-    is on (sample, position) pairs, so the diagonal blocks K[i, i] come out symmetric too.
-    """
-    if d == 0 or not position_pairs:
-        swap = (1, 0, *range(2, a.ndim))
-        rows = lax.broadcasted_iota(jnp.int32, a.shape[:2], 0)
-        cols = lax.broadcasted_iota(jnp.int32, a.shape[:2], 1)
-        keep = (rows <= cols).reshape(a.shape[:2] + (1,) * (a.ndim - 2))
-    else:
-        swap = (1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
-        n, positions = a.shape[0], math.prod(a.shape[2 : 2 + d])
-        flat = (n, n, positions, positions)
-        sample_1 = lax.broadcasted_iota(jnp.int32, flat, 0)
-        sample_2 = lax.broadcasted_iota(jnp.int32, flat, 1)
-        position_1 = lax.broadcasted_iota(jnp.int32, flat, 2)
-        position_2 = lax.broadcasted_iota(jnp.int32, flat, 3)
-        first = (sample_1 < sample_2) | ((sample_1 == sample_2) & (position_1 <= position_2))
-        keep = first.reshape(a.shape)
-    return jnp.where(keep, a, jnp.transpose(a, swap))
-
-
-MIRROR_BLOCK = 256  # rows per block of the host-side mirror
-
-
-def mirror_upper(a: np.ndarray[Any, Any], position_pairs: bool) -> np.ndarray[Any, Any]:
-    """A kernel of x2 = x1, exactly symmetric: its upper triangle (over (sample, position)
-    pairs with position pairs) copied onto the lower one, on the host.
-
-    The compiled programs symmetrize too (`_symmetrized`), but XLA may fuse the last layer's
-    update into that select and compute it twice, once per triangle, with different FMA
-    contractions: a rounding apart. A copy on the host is exact whatever the compiler does.
-    """
-    n = a.shape[0]
-    if a.ndim == 2 or not position_pairs:
-        # In blocks of rows: a whole-array np.where reads the transpose with a stride of a
-        # row per element (80 ms for 4000^2 float32, against 22 ms for these block copies).
-        out = np.array(a)  # the program's own buffer is read-only
-        for start in range(0, n, MIRROR_BLOCK):
-            stop = min(start + MIRROR_BLOCK, n)
-            out[start:stop, :start] = out[:start, start:stop].swapaxes(0, 1)
-            block = out[start:stop, start:stop]
-            size = stop - start
-            keep = np.triu(np.ones((size, size), dtype=bool)).reshape(
-                (size, size) + (1,) * (a.ndim - 2)
-            )
-            block[...] = np.where(keep, block, block.swapaxes(0, 1))
-        return out
-    d = (a.ndim - 2) // 2
-    positions = math.prod(a.shape[2 : 2 + d])
-    flat = a.reshape(n, n, positions, positions)
-    order = np.arange(n * positions).reshape(n, positions)  # (sample, position), row-major
-    keep = order[:, None, :, None] <= order[None, :, None, :]
-    return np.where(keep, flat, flat.transpose(1, 0, 3, 2)).reshape(a.shape)
 
 
 def _brief(value: Any, limit: int = 200) -> str:

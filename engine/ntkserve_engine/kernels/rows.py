@@ -117,17 +117,22 @@ def finite(message: Message, *names: str, nonnegative: bool = False) -> Violatio
 State = Any  # Kernel | tuple[Kernel, ...]: one kernel, or one per branch (FanOut to a FanIn)
 Shapes = Any  # Spatial | tuple[Spatial, ...], likewise
 Abstract = bool | tuple[bool, ...]  # the static walk's state: is_gaussian, of each branch
+# What the shape walk of a node gives for its input positions: the positions it leaves, and
+# how many layer applications the compiled program traces for them (a loop's body once,
+# a repeat unrolled because its layer changes shapes once per application).
+Walked = tuple[Shapes, int]
 
 
 @dataclasses.dataclass(frozen=True)
 class Node:
     """What a layer or a combinator compiles to (see `tree.py`): `apply(state, params)`, its
-    hyper-parameters, the positions it leaves (`spatial`), and whether it needs the
+    hyper-parameters, the positions it leaves and the applications traced for them
+    (`spatial`, see `Walked`: O(structure), never O(applications)), and whether it needs the
     covariance of every pair of positions (`needs_position_pairs`: pooling does)."""
 
     apply: Callable[[State, Any], State]
     params: Any
-    spatial: Callable[[Shapes], Shapes]
+    spatial: Callable[[Shapes], Walked]
     needs_position_pairs: bool
     # `params` with each float replaced by its path in the architecture (same tree structure),
     # e.g. "architecture.layers[0].dense.w_std": how gradients are named on the wire.
@@ -150,6 +155,9 @@ class CombinatorRow:
     check: Callable[[Any], Violations] = no_checks
     # Its sub-layers take its place in the canonical sequence (Serial: flattened away).
     inline: bool = False
+    # How many times its sub-layers apply per application of it (Repeat: n), for the count
+    # of layer applications (`canonical.applications`).
+    times: Callable[[Any], int] = lambda message: 1
 
     def children_of(self, message: Message) -> list[tuple[str, pb.Layer]]:
         """Its sub-layers, each with its field path relative to the message ("layer",

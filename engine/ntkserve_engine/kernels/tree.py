@@ -16,7 +16,7 @@ from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_engine.kernels import masking
 from ntkserve_engine.kernels.combinators import sequence
 from ntkserve_engine.kernels.kernel import Kernel
-from ntkserve_engine.kernels.rows import LayerRow, Node, Shapes, State
+from ntkserve_engine.kernels.rows import LayerRow, Node, Shapes, State, Walked
 from ntkserve_engine.kernels.table import COMBINATORS, LAYERS
 from ntkserve_engine.kernels.windows import ShapeProblem
 
@@ -49,9 +49,9 @@ def _leaf_names(values: dict[str, Any], here: str) -> dict[str, Any]:
 def _layer_node(row: LayerRow, message: Any, here: str) -> Node:
     rule = row.build(message)
 
-    def spatial(shapes: Shapes) -> Shapes:
+    def spatial(shapes: Shapes) -> Walked:
         try:
-            return row.out_spatial(message, shapes)
+            return row.out_spatial(message, shapes), 1
         except ShapeProblem as e:
             raise ShapeProblem(f"{here}: {e}") from None
 

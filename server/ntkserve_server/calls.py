@@ -74,26 +74,29 @@ def _is_out_of_memory(error: Exception) -> bool:
 
 def status_for(error: Exception, name: str, request_id: str = "") -> statuses.Status:
     """The status for an exception: the one place engine and request errors become codes.
-    The message ends with the request id, when there is one."""
+    The message ends with the request id, when there is one; whatever the error quotes is
+    bounded (`statuses`: every status fits in a client's trailers)."""
     suffix = f" (request id {request_id})" if request_id else ""
     if isinstance(error, (EngineError, requests.InvalidRequest)):
-        return statuses.bad_request(error.violations, f"{error}{suffix}")
+        return statuses.bad_request(error.violations, str(error), suffix)
     if isinstance(error, Busy):
-        return statuses.retry(f"{error}{suffix}", error.retry_seconds)
+        return statuses.retry(str(error), error.retry_seconds, suffix)
     if isinstance(error, UnknownArchitecture):
-        return statuses.Status(grpc.StatusCode.NOT_FOUND, f"{error}{suffix}")
+        return statuses.plain(grpc.StatusCode.NOT_FOUND, str(error), suffix)
     if isinstance(error, (requests.OverLimit, TileTooLarge)):
-        return statuses.Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{error}{suffix}")
+        return statuses.plain(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), suffix)
     if _is_out_of_memory(error):
-        return statuses.Status(
+        return statuses.plain(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the device ran out of memory: {error}; send fewer rows or stream in smaller "
-            f"tiles{suffix}",
+            f"the device ran out of memory: {statuses.cut(str(error), statuses.QUOTE_BYTES)}; "
+            "send fewer rows or stream in smaller tiles",
+            suffix,
         )
     log.error("%s failed (request id %s)", name, request_id, exc_info=error)
-    return statuses.Status(
+    return statuses.plain(
         grpc.StatusCode.INTERNAL,
-        f"internal error in {name}: {type(error).__name__}: {error}{suffix}",
+        f"internal error in {name}: {type(error).__name__}: {error}",
+        suffix,
     )
 
 

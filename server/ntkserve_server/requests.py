@@ -18,6 +18,7 @@ from ntkserve import kinds, tensor
 from ntkserve.field_errors import FieldError
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
+from ntkserve_engine.kernels.canonical import ID_FORM, is_architecture_id
 from ntkserve_engine.kernels.compile import batch_shape
 
 Array = np.ndarray[Any, Any]
@@ -97,8 +98,16 @@ class KernelInputs:
 
 
 def require_id(architecture_id: str, field: str = "architecture_id") -> str:
+    """The id, when it has the form of one (`canonical.ID_FORM`); InvalidRequest otherwise,
+    which quotes its length, not the id (it could be megabytes)."""
     if not architecture_id:
         raise InvalidRequest(field, "is required")
+    if not is_architecture_id(architecture_id):
+        raise InvalidRequest(
+            field,
+            f"must be an architecture id, {ID_FORM} (as RegisterArchitecture returns), got "
+            f"{len(architecture_id):,} characters of another form",
+        )
     return architecture_id
 
 

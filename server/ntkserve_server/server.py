@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -104,21 +106,44 @@ def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
+            # grpc sets SO_REUSEPORT by default: a second server on a port in use would bind
+            # it too, say "listening", and share its calls. One server per port.
+            ("grpc.so_reuseport", 0),
         ],
     )
 
 
 def _bind(config: ServerConfig, server: grpc.aio.Server) -> int:
     """The port bound (grpc.aio raises RuntimeError where it cannot bind, older grpc returned
-    0): CannotListen, with the address, either way."""
+    0): CannotListen, with the address and why, either way."""
     where = f"{config.host}:{config.port}"
     try:
         port = config.security.bind(server, config.host, config.port)
     except RuntimeError as e:
-        raise CannotListen(f"cannot listen on {where}: {e}") from None
+        why = _why_not(config.host, config.port, e)
+        raise CannotListen(f"cannot listen on {where}: {why}") from None
     if port == 0:
-        raise CannotListen(f"cannot listen on {where}")
+        raise CannotListen(f"cannot listen on {where}: {_why_not(config.host, config.port)}")
     return port
+
+
+def _why_not(host: str, port: int, error: Exception | None = None) -> str:
+    """Why grpc could not bind: it does not say, so a plain socket tries the same address
+    (a port in use is the common case: another server listens there)."""
+    grpc_said = str(error) if error else "grpc could not bind it"
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = found[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return (
+                f"port {port} is in use (another ntkserve, or another program, listens "
+                "there): stop it, or choose another --port"
+            )
+        return f"{grpc_said} ({e})"
+    return grpc_said
 
 
 def _metrics(

@@ -244,7 +244,7 @@ def test_progress_bar_counts_tiles(
 def test_stream_errors_are_typed(server: ServerProcess) -> None:
     with Client(server.target) as c:
         with pytest.raises(errors.NotFoundError):
-            c.kernel("no-such-architecture", _inputs(9), tile=4)
+            c.kernel("0" * 32, _inputs(9), tile=4)
         with pytest.raises(errors.InvalidArgumentError):
             c.kernel(MLP, _inputs(9), _inputs(9, 7), tile=4)
         architecture_id = c.register(MLP)
@@ -326,7 +326,7 @@ def test_non_transient_errors_fail_a_spread_job(trio: list[ServerProcess]) -> No
         with pytest.raises(errors.InvalidArgumentError):
             c.kernel(MLP, _inputs(9), _inputs(9, 7), tile=4)
         with pytest.raises(errors.NotFoundError):
-            c.kernel("no-such-architecture", _inputs(9), tile=4)
+            c.kernel("0" * 32, _inputs(9), tile=4)
         architecture_id = c.register(MLP)
     targets = [s.target for s in trio]
     with Client(targets, timeout=1e-6) as c, pytest.raises(errors.DeadlineExceededError):

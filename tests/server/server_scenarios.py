@@ -54,7 +54,7 @@ async def _serves(data_dir: Path) -> int:
         listed = await stub.ListArchitectures(ks.ListArchitecturesRequest(), timeout=30)
         assert list(listed.records) == []
         try:
-            await stub.GetArchitecture(ks.GetArchitectureRequest(architecture_id="x"))
+            await stub.GetArchitecture(ks.GetArchitectureRequest(architecture_id="0" * 32))
         except grpc.aio.AioRpcError as missing:
             assert missing.code() == grpc.StatusCode.NOT_FOUND, missing
         else:

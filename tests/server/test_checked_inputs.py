@@ -19,7 +19,7 @@ CNN = stax.serial(stax.Conv(4, (3, 3)), stax.Relu(), stax.Flatten(), stax.Dense(
 
 
 def _request(x1: np.ndarray, **fields: object) -> ks.ComputeKernelRequest:
-    return ks.ComputeKernelRequest(architecture_id="a", x1=tensor.encode(x1), **fields)
+    return ks.ComputeKernelRequest(architecture_id="a" * 32, x1=tensor.encode(x1), **fields)
 
 
 def test_every_request_error_is_a_field_error() -> None:
@@ -66,7 +66,7 @@ def test_invalid_requests_keep_their_paths_within_a_batch() -> None:
 @pytest.mark.parametrize("shape", [[5], [0, 3], [2, 0, 3]])
 def test_one_rank_rule_for_tensors_and_stream_headers(shape: list[int]) -> None:
     header = ks.StreamKernelHeader(
-        architecture_id="a", dtype=tensor_pb2.DTYPE_FLOAT32, x1_shape=shape
+        architecture_id="a" * 32, dtype=tensor_pb2.DTYPE_FLOAT32, x1_shape=shape
     )
     with pytest.raises(InputError) as streamed:
         requests.stream_header(header, max_input_bytes=1 << 20)

@@ -147,7 +147,7 @@ def test_bad_inputs_exit_nonzero_and_name_the_problem(
     assert "INVALID_ARGUMENT" in wrong_rank.stderr and "x1.shape" in wrong_rank.stderr
 
     unknown = ntkserve(
-        server.target, "kernel", "--arch", "no-such-id", "--x1", tmp_path / "a.npy",
+        server.target, "kernel", "--arch", "0" * 32, "--x1", tmp_path / "a.npy",
         "--out", tmp_path / "k.npy",
     )  # fmt: skip
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr

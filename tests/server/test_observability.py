@@ -59,7 +59,7 @@ def test_a_request_id_sent_is_logged_and_echoed(observed: ServerProcess, client:
     with client.request_id("job-42.a"):
         k = client.kernel(NET, X)
         with pytest.raises(errors.NotFoundError) as raised:
-            client.kernel("0" * 64, X)
+            client.kernel("0" * 32, X)
     assert k.shape == (5, 5)
     error = raised.value
     assert error.request_id == "job-42.a" and "(request id job-42.a)" in error.message
@@ -113,7 +113,7 @@ def test_metrics_count_calls_compilations_and_tiles(
     client.kernel(net, X)
     client.kernel(net, X)
     with pytest.raises(errors.NotFoundError):
-        client.kernel("1" * 64, X)
+        client.kernel("1" * 32, X)
     client.kernel(net, X, tile=2, progress=False)  # 3 x 3 tiles, 6 of them computed
     after = scrape(observed)
 

@@ -12,18 +12,20 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve_server import requests
 from ntkserve_server.requests import InvalidRequest, OverLimit
 
+ID = "a1" * 16  # the form of an architecture id
+
 NNGP, NTK = ks.KERNEL_KIND_NNGP, ks.KERNEL_KIND_NTK
 
 
 def _request(x1: np.ndarray | None = None, **fields: object) -> ks.ComputeKernelRequest:
-    request = ks.ComputeKernelRequest(architecture_id="a1", **fields)  # type: ignore[arg-type]
+    request = ks.ComputeKernelRequest(architecture_id=ID, **fields)  # type: ignore[arg-type]
     if x1 is not None:
         request.x1.CopyFrom(tensor.encode(x1))
     return request
 
 
 def _pair(x1: np.ndarray, x2: np.ndarray) -> ks.ComputeKernelRequest:
-    return ks.ComputeKernelRequest(architecture_id="a1", x1=tensor.encode(x1), x2=tensor.encode(x2))
+    return ks.ComputeKernelRequest(architecture_id=ID, x1=tensor.encode(x1), x2=tensor.encode(x2))
 
 
 def _field(error: pytest.ExceptionInfo[FieldError]) -> list[str]:
@@ -35,7 +37,7 @@ def test_a_good_request_decodes_to_its_arrays_and_kinds() -> None:
     request = _request(x1, get=[NNGP, NTK])
     request.x2.CopyFrom(tensor.encode(x2))
     inputs = requests.kernel_inputs(request)
-    assert inputs.architecture_id == "a1" and inputs.get == ("nngp", "ntk")
+    assert inputs.architecture_id == ID and inputs.get == ("nngp", "ntk")
     np.testing.assert_array_equal(inputs.x1, x1)
     assert inputs.x2 is not None
     np.testing.assert_array_equal(inputs.x2, x2)
@@ -50,7 +52,7 @@ def test_get_defaults_to_the_ntk() -> None:
     ("request_", "field", "problem"),
     [
         (ks.ComputeKernelRequest(), "architecture_id", "is required"),
-        (ks.ComputeKernelRequest(architecture_id="a1"), "x1", "is required"),
+        (ks.ComputeKernelRequest(architecture_id=ID), "x1", "is required"),
         (_request(np.ones((1, 2)), get=[NTK, 7]), "get[1]", "must be KERNEL_KIND_NNGP or"),
         (_request(np.ones((1, 2)), get=[NTK, NTK]), "get[1]", "KERNEL_KIND_NTK is asked for twice"),
         (_request(np.array([[1.0, np.nan]])), "x1", "holds 1 NaN or Inf values"),
@@ -80,12 +82,12 @@ def test_a_tensor_that_does_not_decode_names_its_subfield() -> None:
     broken = tensor.encode(np.ones((2, 3)))
     broken.data = broken.data[:-1]
     with pytest.raises(InvalidRequest) as error:
-        requests.kernel_inputs(ks.ComputeKernelRequest(architecture_id="a1", x1=broken))
+        requests.kernel_inputs(ks.ComputeKernelRequest(architecture_id=ID, x1=broken))
     assert _field(error) == ["x1.data"]
     negative = tensor.encode(np.ones((2, 3)))
     negative.shape[:] = [-2, -3]
     with pytest.raises(InvalidRequest) as error:
-        requests.kernel_inputs(ks.ComputeKernelRequest(architecture_id="a1", x1=negative))
+        requests.kernel_inputs(ks.ComputeKernelRequest(architecture_id=ID, x1=negative))
     assert _field(error) == ["x1.shape"]
 
 
@@ -123,7 +125,7 @@ def test_check_response_bytes_leaves_room_for_the_message_overhead() -> None:
 
 def _header(**fields: object) -> ks.StreamKernelHeader:
     defaults: dict[str, object] = {
-        "architecture_id": "a1",
+        "architecture_id": ID,
         "dtype": 2,  # DTYPE_FLOAT64
         "x1_shape": [10, 4],
     }
@@ -177,7 +179,7 @@ def test_stream_inputs_over_the_limit_are_refused_unless_only_planning() -> None
 
 
 def _grad_request(**fields: object) -> ks.ComputeValueAndGradRequest:
-    request = ks.ComputeValueAndGradRequest(architecture_id="a1", **fields)  # type: ignore[arg-type]
+    request = ks.ComputeValueAndGradRequest(architecture_id=ID, **fields)  # type: ignore[arg-type]
     request.x1.CopyFrom(tensor.encode(np.ones((2, 3))))
     return request
 
@@ -226,3 +228,14 @@ def test_violations_move_under_a_prefix_together() -> None:
     error = InvalidRequest.of([("x1", "is required"), ("get[0]", "bad")]).within("requests[3]")
     assert error.violations == (("requests[3].x1", "is required"), ("requests[3].get[0]", "bad"))
     assert str(error) == "requests[3].x1: is required; requests[3].get[0]: bad"
+
+
+@pytest.mark.parametrize("sent", ["nope", "0" * 31, "0" * 33, "A" * 32, "g" * 32, "x" * (1 << 20)])
+def test_an_id_of_another_form_is_refused_without_being_quoted(sent: str) -> None:
+    with pytest.raises(requests.InvalidRequest) as raised:
+        requests.require_id(sent)
+    assert raised.value.field == "architecture_id"
+    assert "32 lowercase hex digits" in raised.value.problem
+    assert f"got {len(sent):,} characters" in raised.value.problem
+    assert sent not in raised.value.problem
+    assert requests.require_id("0123456789abcdef" * 2) == "0123456789abcdef" * 2

@@ -76,7 +76,7 @@ def test_bad_streams_name_the_field_and_the_server_stays_up(
         assert field in _fields(error), (field, _fields(error))
     error = _error(stream_stub.StreamKernel(messages(aid, nan, None)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in error.details()
-    error = _error(stream_stub.StreamKernel(messages("no-such-id", x, None)))
+    error = _error(stream_stub.StreamKernel(messages("0" * 32, x, None)))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert stream_client.kernel(aid, x).shape == (10, 10)  # still serving
 

@@ -3,8 +3,9 @@
 Only builds them: which error gets which status is decided in `calls.status_for`.
 
 Every status built here fits in a client's trailers, whatever an error quotes (a 4 MB id, a
-1 MB hyper-parameter name): gRPC clients refuse trailers past 8 KiB by default ("received
-metadata size exceeds hard limit" instead of the status), and the message travels twice,
+1 MB hyper-parameter name): gRPC clients refuse large trailers (by default, past a soft limit
+of 8 KiB at random, and always past 16 KiB: "received metadata size exceeds hard limit
+(value length 4194379 vs. 16384)" instead of the status), and the message travels twice,
 percent-encoded in grpc-message (up to 3 bytes per byte) and inside the base64 of
 grpc-status-details-bin (4/3) with the details. So the message is cut to MESSAGE_BYTES, each
 field path and problem of a BadRequest to QUOTE_BYTES, and the violations to DETAIL_BYTES in

@@ -92,3 +92,11 @@ def test_a_repeat_that_changes_shapes_on_every_application_is_bounded() -> None:
     unrolled = kernel_fn(stax.serial(*[grow] * 5, stax.Flatten(), stax.Dense(1)))
     x = np.random.default_rng(1).standard_normal((2, 4, 1))
     np.testing.assert_allclose(few(x, None, "ntk"), unrolled(x, None, "ntk"), rtol=1e-6)
+
+
+def test_a_violation_inside_nested_repeats_is_reported_once() -> None:
+    # The static walk passes a repeat twice, so nested ones 2**depth times.
+    inner = stax.Relu()  # needs Gaussian inputs: none after the Relu before it
+    with pytest.raises(ArchitectureError) as raised:
+        kernel_fn(stax.serial(stax.Dense(8), stax.repeat(stax.repeat(stax.repeat(inner, 3), 3), 3)))
+    assert len(raised.value.violations) == 1

@@ -144,8 +144,8 @@ def canonicalize(architecture: pb.Architecture) -> pb.Architecture:
     if too_many:  # before the walk below, which passes each repeat twice
         raise ArchitectureError(violations + too_many)
     check_tree([(path.rsplit(".", 1)[0], layer) for path, layer in layers], violations)
-    if violations:
-        raise ArchitectureError(violations)
+    if violations:  # once each: the walk passes a repeat twice, nested ones 2**depth times
+        raise ArchitectureError(list(dict.fromkeys(violations)))
     return pb.Architecture(layers=[layer for _, layer in layers])
 
 

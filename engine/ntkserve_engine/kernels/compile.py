@@ -112,14 +112,15 @@ class KernelFn:
         )
         self._walks: collections.OrderedDict[Shape, Shape | str] = collections.OrderedDict()
         self._walks_lock = threading.Lock()
+        self._applications = applications(self.architecture.layers)
 
     @property
     def applications(self) -> int:
         """Layer applications per kernel entry: each layer (and join) once, a repeat's layer
-        n times, nested repeats multiplied (`canonical.applications`). The compute of a
-        kernel grows with it (times its entries and positions); at most
-        `canonical.MAX_APPLICATIONS`, checked when the architecture is compiled."""
-        return applications(self.architecture.layers)
+        n times, nested repeats multiplied (`canonical.applications`), counted once when
+        built. The compute of a kernel grows with it (times its entries and positions); at
+        most `canonical.MAX_APPLICATIONS`, checked when the architecture is compiled."""
+        return self._applications
 
     def check_inputs(
         self,

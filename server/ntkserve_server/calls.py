@@ -102,6 +102,20 @@ def status_for(error: Exception, name: str, request_id: str = "") -> statuses.St
     )
 
 
+def _forget_frames_soon(error: BaseException) -> None:
+    """Drops what `error` holds (its traceback, hence the frames it passed through and their
+    locals; the exceptions it chains) once its call has ended, on the loop's next turn.
+    grpc keeps the AbortError of `context.abort` in the call's state, which that error's
+    own frames reach: a reference cycle through which a failed call's request and decoded
+    inputs would live on until a GC pass. (Frames are not cleared: one may belong to a
+    coroutine still running, which clearing would close.)"""
+
+    def forget() -> None:
+        error.__traceback__ = error.__context__ = error.__cause__ = None
+
+    asyncio.get_running_loop().call_soon(forget)
+
+
 @dataclasses.dataclass
 class CallLog:
     """One call: its request id, and at its end the log line (method, status code, duration,
@@ -203,7 +217,13 @@ class Boundary:
             async with self._slot(admitted, stream):
                 yield call
         except BaseException as e:
-            await call.fail(e)
+            try:
+                await call.fail(e)
+            except BaseException as aborted:
+                _forget_frames_soon(aborted)
+                raise
+            finally:
+                _forget_frames_soon(e)
             raise
         finally:
             call.write()

@@ -32,7 +32,7 @@ from ntkserve_engine.kernels import EngineError
 from ntkserve_server import auth, requests, statuses, wire
 from ntkserve_server.admission import Admission, Busy
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
-from ntkserve_server.streaming import StreamIdle
+from ntkserve_server.stream_inputs import StreamIdle
 from ntkserve_server.tile_programs import TileTooLarge
 
 log = logging.getLogger("ntkserve.rpc")

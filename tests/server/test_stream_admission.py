@@ -25,7 +25,7 @@ from ntkserve_server.auth import TokenTable
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.transport import Security
 
-from tests.conftest import WAIT_SECONDS, ServerProcess, timeout_for, wait_until
+from tests.conftest import WAIT_SECONDS, ServerProcess, jobs_running, timeout_for, wait_until
 from tests.server.hostile import ATTACKER, NEIGHBOUR, PROBE_BOUND_SECONDS, Probe, lab_server
 from tests.server.streaming_support import MLP
 
@@ -40,6 +40,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         Path(tmp_path_factory.mktemp("stream-admission")),
         f"--max-concurrent-jobs={SLOTS}",
         f"--stream-idle-seconds={IDLE_SECONDS:g}",
+        "--metrics-port=0",  # ntkserve_jobs_running: idle streams hold no compute slot
     )
     yield proc
     proc.kill()
@@ -91,6 +92,8 @@ def test_idle_streams_of_one_tenant_leave_the_other_served_and_time_out(
                 np.testing.assert_allclose(streamed, expected, rtol=1e-12)
                 idle = [s.call for s in streams if s.call not in refused]
                 assert len(idle) == 2 and not any(call.done() for call in idle)
+                # Open, waiting for a header, they hold no slot (the probe's one call may).
+                assert jobs_running(lab) <= 1
                 wait_until(lambda: all(call.done() for call in idle), "idle streams end")
                 lasted = time.monotonic() - opened
             finally:

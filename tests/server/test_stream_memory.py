@@ -9,6 +9,7 @@ bound (or the server, at its cap, answers INTERNAL)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,32 +99,49 @@ def _settled_rss(server: ServerProcess, seconds: float = 1.0) -> int:
     return rss_bytes(server)
 
 
+def _stalled(
+    messages: list[ks.StreamKernelRequest], release: threading.Event
+) -> Iterator[ks.StreamKernelRequest]:
+    """`messages`, then nothing (no half-close) until `release` is set."""
+    yield from messages
+    release.wait(WAIT_SECONDS)
+
+
 @timeout_for(40)
 def test_declared_inputs_take_memory_as_they_arrive_and_go_on_every_error(
     lab: ServerProcess, stub: Any, arch_id: str
 ) -> None:
-    """Headers declaring a 1 GiB x1, then: nothing (half-close), 32 MiB of chunks and a
-    half-close, 32 MiB and a cancel. Each answers INVALID_ARGUMENT naming x1 (or ends
-    cancelled), and the server keeps less than one such buffer."""
+    """Headers declaring a 1 GiB x1, then: nothing (half-close); 32 MiB of chunks and a
+    half-close; 32 MiB and a chunk out of order; 32 MiB and a stall ended by a cancel, or by
+    the call's deadline. Each ends as it should (INVALID_ARGUMENT naming what is wrong,
+    CANCELLED, DEADLINE_EXCEEDED), and the server keeps less than one such buffer."""
     shape = (GIB // 4, 1)  # float32
     _answer(stub.StreamKernel(iter([_header(arch_id, shape)]), metadata=BEARER))  # compiled
     before = _settled_rss(lab)
     with Probe(lab.target) as probe:
-        for sent in (0, 0, 0, 0, 32 * MIB, 32 * MIB, 32 * MIB):
+        for sent in (0, 0, 32 * MIB, 32 * MIB):
             messages = [_header(arch_id, shape), *_chunks(sent)]
             got, error = _answer(stub.StreamKernel(iter(messages), metadata=BEARER))
             assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert f"got {sent} of the {GIB} bytes" in str(error.details())
             assert got and got[0].HasField("plan")
-        for _ in range(3):
-            call = stub.StreamKernel(
-                iter([_header(arch_id, shape), *_chunks(32 * MIB)]), metadata=BEARER
-            )
-            assert next(call).HasField("plan")  # planned: the chunks are on their way
-            time.sleep(0.5)
-            call.cancel()
+        out_of_order = [*_chunks(32 * MIB), *_chunks(MIB)]  # the last restarts at 0
+        messages = [_header(arch_id, shape), *out_of_order]
+        _, error = _answer(stub.StreamKernel(iter(messages), metadata=BEARER))
+        assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"chunk at byte 0, expected {32 * MIB}" in str(error.details())
+        release = threading.Event()
+        stalled = [_header(arch_id, shape), *_chunks(32 * MIB)]
+        call = stub.StreamKernel(_stalled(stalled, release), metadata=BEARER)
+        assert next(call).HasField("plan")  # planned: the chunks are on their way
+        time.sleep(1.0)
+        call.cancel()
+        call = stub.StreamKernel(_stalled(stalled, release), metadata=BEARER, timeout=2)
+        _, error = _answer(call)
+        assert error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        release.set()
     grown = _settled_rss(lab) - before
-    print(f"RSS grew {grown / MIB:.0f} MiB over 10 streams declaring 1 GiB each")
+    print(f"RSS grew {grown / MIB:.0f} MiB over 7 streams declaring 1 GiB each")
     assert grown < RSS_SLACK_BYTES
     assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
 

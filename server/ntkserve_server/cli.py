@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--stream-idle-seconds",
-        type=float,
+        type=_positive_seconds,
         default=60.0,
         help="a stream whose client sends nothing this long while its header or inputs are "
         "awaited ends with DEADLINE_EXCEEDED (default 60)",
@@ -168,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _environment_defaults(serve)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return seconds
 
 
 ENV_PREFIX = "NTKSERVE_"

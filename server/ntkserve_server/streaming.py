@@ -218,8 +218,7 @@ async def computed_tiles(
 
 @dataclasses.dataclass(frozen=True)
 class StreamServer:
-    """What every StreamKernel call of a server shares: where its work runs, its limits, and
-    how a call takes its compute slot."""
+    """What every StreamKernel call of a server shares: where its work runs, and its limits."""
 
     programs: TilePrograms
     executor: Executor

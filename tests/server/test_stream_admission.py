@@ -148,3 +148,20 @@ def test_per_tenant_caps_are_on_by_default() -> None:
 
 def _tokens() -> TokenTable:
     return TokenTable.from_pairs([(ATTACKER, "attacker"), (NEIGHBOUR, "neighbour")])
+
+
+def test_the_stream_limits_are_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ntkserve_server import cli
+
+    args = cli._parser().parse_args(["serve"])
+    assert (args.max_streams_per_tenant, args.max_jobs_per_tenant) == (None, None)
+    assert args.stream_idle_seconds == 60.0
+    args = cli._parser().parse_args(
+        ["serve", "--max-streams-per-tenant=3", "--stream-idle-seconds=2.5"]
+    )
+    assert (args.max_streams_per_tenant, args.stream_idle_seconds) == (3, 2.5)
+    monkeypatch.setenv("NTKSERVE_STREAM_IDLE_SECONDS", "7")
+    assert cli._parser().parse_args(["serve"]).stream_idle_seconds == 7.0
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            cli._parser().parse_args(["serve", f"--stream-idle-seconds={bad}"])

@@ -12,7 +12,6 @@ ends the call (`StreamIdle`).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -76,10 +75,10 @@ _SLOTS = {
 
 
 async def next_message(
-    messages: AsyncIterator[ks.StreamKernelRequest], idle_seconds: float, waiting_for: str
+    messages: AsyncIterator[ks.StreamKernelRequest], idle_seconds: float | None, waiting_for: str
 ) -> ks.StreamKernelRequest | None:
     """The client's next message (None at its half-close); StreamIdle when none comes
-    within `idle_seconds`."""
+    within `idle_seconds` (None: no limit)."""
     try:
         async with asyncio.timeout(idle_seconds):
             return await anext(messages, None)
@@ -95,7 +94,7 @@ async def _fill(
     slots: dict[Any, _Input],
     messages: AsyncIterator[ks.StreamKernelRequest],
     stats: Counted,
-    idle_seconds: float,
+    idle_seconds: float | None,
 ) -> None:
     """The chunks into their slots, until the client half-closes; then checks each slot is
     complete."""
@@ -126,7 +125,7 @@ async def receive_inputs(
     header: StreamHeader,
     messages: AsyncIterator[ks.StreamKernelRequest],
     stats: Counted,
-    idle_seconds: float = math.inf,
+    idle_seconds: float | None = None,
 ) -> dict[str, Array | None]:
     """x1, x2 and the Aggregate patterns (None where the header has none) from the chunks
     that follow the header, checked complete (not yet finite). On any error (a bad chunk,

@@ -5,12 +5,10 @@ slot, waiting for a condition, a server's Prometheus metrics, per-test timeouts.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ntkserve_server.testing import ServerProcess
@@ -69,26 +67,45 @@ def jobs_running(server: ServerProcess) -> float:
 
 
 class HeldStream:
-    """A StreamKernel call that sends nothing until cancelled: it holds one of the server's
-    running slots (and its tenant's) for as long as a test needs."""
+    """A StreamKernel call that holds one of the server's running slots (and its tenant's)
+    for as long as a test needs: it sends a whole job (a kernel of `rows` rows of one
+    feature: 8192 rows make 128 MiB of tiles, far past what gRPC's flow-control windows
+    buffer) and then reads nothing, so the server, computing, waits to send. A stream takes
+    its slot when its compute starts, not when it opens: one that sends nothing holds none
+    (issue 17, finding 6)."""
 
-    def __init__(self, target: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self,
+        target: str,
+        architecture_id: str,
+        metadata: tuple[tuple[str, str], ...] = (),
+        rows: int = 8192,
+    ) -> None:
         import grpc
+        import numpy as np
+        from ntkserve import kinds, tensor
+        from ntkserve.v1 import kernel_service_pb2 as ks
         from ntkserve.v1 import kernel_service_pb2_grpc
 
-        self._release = threading.Event()
+        x = np.zeros((rows, 1), np.float32)
+        header = ks.StreamKernelHeader(
+            architecture_id=architecture_id,
+            get=kinds.to_codes(("nngp",)),
+            dtype=tensor.dtype_code(x.dtype),
+            x1_shape=x.shape,
+        )
+        job = [
+            ks.StreamKernelRequest(header=header),
+            ks.StreamKernelRequest(
+                chunk=ks.InputChunk(slot=ks.INPUT_SLOT_X1, offset=0, data=x.tobytes())
+            ),
+        ]
         self._channel = grpc.insecure_channel(target)
         stub = kernel_service_pb2_grpc.KernelServiceStub(self._channel)
-        self.call = stub.StreamKernel(self._nothing(), timeout=WAIT_SECONDS, metadata=metadata)
-
-    def _nothing(self) -> Iterator[Any]:
-        self._release.wait(WAIT_SECONDS)
-        return
-        yield
+        self.call = stub.StreamKernel(iter(job), timeout=WAIT_SECONDS, metadata=metadata)
 
     def cancel(self) -> None:
         self.call.cancel()
-        self._release.set()
         self._channel.close()
 
     def __enter__(self) -> HeldStream:

@@ -9,7 +9,9 @@ reading the log can find the same call.
 Engine and request errors become gRPC statuses here and nowhere else (`status_for`), for
 unary and streaming calls alike: every method of a servicer runs inside the servicer's
 `Boundary` (`rpc` for unary methods, `stream_rpc` for streaming ones), which also takes the
-admission slot of the compute calls, from the `Admission` it was given.
+admission slot of the compute calls, from the `Admission` it was given: a unary call's for
+the whole call, a stream's (`Boundary.compute_slot`) only while it computes, so that a
+stream waiting on its client holds none (it counts against its tenant's open streams).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ntkserve_engine.kernels import EngineError
 from ntkserve_server import auth, requests, statuses, wire
 from ntkserve_server.admission import Admission, Busy
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
+from ntkserve_server.stream_inputs import StreamIdle
 from ntkserve_server.tile_programs import TileTooLarge
 
 log = logging.getLogger("ntkserve.rpc")
@@ -83,6 +86,8 @@ def status_for(error: Exception, name: str, request_id: str = "") -> statuses.St
         return statuses.retry(str(error), error.retry_seconds, suffix)
     if isinstance(error, UnknownArchitecture):
         return statuses.plain(grpc.StatusCode.NOT_FOUND, str(error), suffix)
+    if isinstance(error, StreamIdle):
+        return statuses.plain(grpc.StatusCode.DEADLINE_EXCEEDED, str(error), suffix)
     if isinstance(error, (requests.OverLimit, TileTooLarge)):
         return statuses.plain(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), suffix)
     if _is_out_of_memory(error):
@@ -98,6 +103,20 @@ def status_for(error: Exception, name: str, request_id: str = "") -> statuses.St
         f"internal error in {name}: {type(error).__name__}: {error}",
         suffix,
     )
+
+
+def _forget_frames_soon(error: BaseException) -> None:
+    """Drops what `error` holds (its traceback, hence the frames it passed through and their
+    locals; the exceptions it chains) once its call has ended, on the loop's next turn.
+    grpc keeps the AbortError of `context.abort` in the call's state, which that error's
+    own frames reach: a reference cycle through which a failed call's request and decoded
+    inputs would live on until a GC pass. (Frames are not cleared: one may belong to a
+    coroutine still running, which clearing would close.)"""
+
+    def forget() -> None:
+        error.__traceback__ = error.__context__ = error.__cause__ = None
+
+    asyncio.get_running_loop().call_soon(forget)
 
 
 @dataclasses.dataclass
@@ -186,27 +205,43 @@ class Boundary:
         *,
         admitted: bool,
         request: Any = None,
+        stream: bool = False,
     ) -> AsyncIterator[CallLog]:
         """One call of `method`, its body run inside (the CallLog records what it sends).
-        `request`: a unary call's request, checked decoded before a slot is taken."""
+        `request`: a unary call's request, checked decoded before a slot is taken; `stream`:
+        an admitted stream counts as one of its tenant's open streams, and takes its
+        compute slots itself (`compute_slot`)."""
         bytes_in = 0 if request is None else request.ByteSize()
         call = CallLog(method, context, self.observer, bytes_in=bytes_in)
         try:
             call.begin()
             if request is not None:
                 wire.check_decoded(request)
-            async with self._slot(admitted):
+            async with self._slot(admitted, stream):
                 yield call
         except BaseException as e:
-            await call.fail(e)
+            try:
+                await call.fail(e)
+            except BaseException as aborted:
+                _forget_frames_soon(aborted)
+                raise
+            finally:
+                _forget_frames_soon(e)
             raise
         finally:
             call.write()
 
-    def _slot(self, admitted: bool) -> contextlib.AbstractAsyncContextManager[None]:
-        """An admission slot for a compute call, on the event loop (where the caller's tenant
-        is known), or nothing."""
-        return self.admission.slot(caller_tenant()) if admitted else contextlib.nullcontext()
+    def _slot(self, admitted: bool, stream: bool) -> contextlib.AbstractAsyncContextManager[None]:
+        """An admission slot for a compute call (an open-stream count for a stream), on the
+        event loop (where the caller's tenant is known), or nothing."""
+        if not admitted:
+            return contextlib.nullcontext()
+        tenant = caller_tenant()
+        return self.admission.open_stream(tenant) if stream else self.admission.slot(tenant)
+
+    def compute_slot(self, tenant: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """An admission slot for a stream's compute, taken when it starts (Busy if none)."""
+        return self.admission.slot(tenant)
 
 
 def rpc(*, admitted: bool = False) -> Callable[[Handler], Handler]:
@@ -232,14 +267,19 @@ def rpc(*, admitted: bool = False) -> Callable[[Handler], Handler]:
 def stream_rpc(*, admitted: bool = False) -> Callable[[StreamHandler], StreamGrpcHandler]:
     """A streaming method of a `Servicer`, run inside its boundary. The method gets the
     request messages checked decoded (`wire.decoded`), and the call's CallLog, to record
-    the bytes it moved and what its log line should add (`bytes_in`, `bytes_out`, `extra`)."""
+    the bytes it moved and what its log line should add (`bytes_in`, `bytes_out`, `extra`).
+    `admitted`: the call counts as an open stream of its tenant, and the method takes
+    `self.boundary.compute_slot(tenant)` around its compute (not while it waits on its
+    client)."""
 
     def wrap(method: StreamHandler) -> StreamGrpcHandler:
         @functools.wraps(method)
         async def streaming(
             self: Servicer, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            async with self.boundary.call(method.__name__, context, admitted=admitted) as call:
+            async with self.boundary.call(
+                method.__name__, context, admitted=admitted, stream=True
+            ) as call:
                 responses = method(self, wire.decoded(messages), context, call)
                 async with contextlib.aclosing(responses):  # ended before the log line
                     async for response in responses:

@@ -113,8 +113,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-jobs-per-tenant",
         type=int,
-        default=0,
-        help="compute calls one tenant may have running or waiting (default 0: no limit)",
+        default=None,
+        help="compute calls one tenant may have running or waiting (default: half of "
+        "--max-concurrent-jobs, at least 2, with --auth-tokens; no limit without; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-streams-per-tenant",
+        type=int,
+        default=None,
+        help="StreamKernel calls one tenant may have open (default: a quarter of "
+        "--max-concurrent-jobs, at least 2; 0: no limit)",
+    )
+    serve.add_argument(
+        "--stream-idle-seconds",
+        type=_positive_seconds,
+        default=60.0,
+        help="a stream whose client sends nothing this long while its header or inputs are "
+        "awaited ends with DEADLINE_EXCEEDED (default 60)",
     )
     serve.add_argument(
         "--auth-tokens",
@@ -153,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _environment_defaults(serve)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return seconds
 
 
 ENV_PREFIX = "NTKSERVE_"
@@ -216,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         max_concurrent_jobs=args.max_concurrent_jobs,
         max_queue=args.max_queue,
         max_jobs_per_tenant=args.max_jobs_per_tenant,
+        max_streams_per_tenant=args.max_streams_per_tenant,
+        stream_idle_seconds=args.stream_idle_seconds,
         max_topologies=args.max_compiled,
         max_tile_programs=args.max_compiled,
         security=security,

@@ -36,8 +36,34 @@ class ServerConfig:
     max_unary_kernel_entries: int = 1 << 26
     max_concurrent_jobs: int | None = None
     max_queue: int = 64
-    max_jobs_per_tenant: int = 0
+    # None: half the running slots (at least 2) on a server with --auth-tokens, so one tenant
+    # never holds more than half of them; none without tokens (one tenant: a cap would only
+    # shrink its own server).
+    max_jobs_per_tenant: int | None = None
+    # StreamKernel calls one tenant may hold open (None: a quarter of the running slots, at
+    # least 2; 0: no limit). An open stream holds no compute slot until its inputs are in,
+    # but it may hold up to max_stream_input_bytes of inputs.
+    max_streams_per_tenant: int | None = None
+    # A stream whose client sends nothing for this long while the server waits for its
+    # header or input chunks ends with DEADLINE_EXCEEDED (a client sends its chunks back to
+    # back: a minute of silence is a stalled or hostile client, not a slow link).
+    stream_idle_seconds: float = 60.0
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
     # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).
     metrics_port: int | None = None
+
+    def running_slots(self) -> int:
+        return self.max_concurrent_jobs or 8 * self.workers
+
+    def jobs_per_tenant(self) -> int:
+        """The per-tenant cap on compute calls running or waiting (0: none)."""
+        if self.max_jobs_per_tenant is not None:
+            return self.max_jobs_per_tenant
+        return max(2, self.running_slots() // 2) if self.security.tokens is not None else 0
+
+    def streams_per_tenant(self) -> int:
+        """The per-tenant cap on open StreamKernel calls (0: none)."""
+        if self.max_streams_per_tenant is not None:
+            return self.max_streams_per_tenant
+        return max(2, self.running_slots() // 4)

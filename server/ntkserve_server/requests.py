@@ -172,12 +172,20 @@ class StreamHeader:
         return (x[0], *x[1:-1], *x[1:-1])
 
     def input_bytes(self, slot: str) -> int:
+        """What a slot's shape holds, in bytes (Python ints: no int64 wrap-around)."""
         shape = self.slot_shape(slot)
-        return 0 if shape is None else int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+        return 0 if shape is None else math.prod(shape) * self.dtype.itemsize
+
+
+# Most tiles a header may name (a selection, to split one kernel between calls): a million
+# covers a 2-million-row kernel in 2048-row tiles; a header naming more would cost the server
+# ~100 bytes of bookkeeping per tile before anything is computed.
+MAX_NAMED_TILES = 1 << 20
 
 
 def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> StreamHeader:
-    """The validated header of a StreamKernel call; OverLimit past `max_input_bytes`."""
+    """The validated header of a StreamKernel call; OverLimit past `max_input_bytes`, a plan
+    alone included (planning inputs the server would refuse only costs its memory)."""
     try:
         dtype = tensor.wire_dtype(header.dtype, "header.dtype")
     except tensor.TensorError as e:
@@ -186,6 +194,12 @@ def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> Stream
     x2_shape = batch_shape(header.x2_shape, "header.x2_shape") if header.x2_shape else None
     if header.tile_size < 0:
         raise InvalidRequest("header.tile_size", f"must be >= 0 (0: auto), got {header.tile_size}")
+    if len(header.tiles) > MAX_NAMED_TILES:
+        raise OverLimit(
+            "header.tiles",
+            f"names {len(header.tiles)} tiles, over the {MAX_NAMED_TILES} one call may name; "
+            "split the selection between calls, or name none for the whole grid",
+        )
     parsed = StreamHeader(
         architecture_id=require_id(header.architecture_id),
         get=_get(header.get, "header.get"),
@@ -199,7 +213,7 @@ def stream_header(header: ks.StreamKernelHeader, max_input_bytes: int) -> Stream
         patterns=header.patterns,
     )
     total = sum(parsed.input_bytes(slot) for slot in ("x1", "x2", "pattern1", "pattern2"))
-    if total > max_input_bytes and not parsed.plan_only:
+    if total > max_input_bytes:
         raise OverLimit(
             "",
             f"the inputs hold {total} bytes, over this server's limit of {max_input_bytes} "

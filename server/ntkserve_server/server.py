@@ -180,6 +180,7 @@ def _kernel_service(
         ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,
+        stream_idle_seconds=config.stream_idle_seconds,
         admission=admission,
         max_tensor_elements=config.max_tensor_elements,
         max_unary_kernel_entries=config.max_unary_kernel_entries,
@@ -232,9 +233,10 @@ def build(config: ServerConfig) -> BuiltServer:
     )
     engine = ComputeEngine(config.max_topologies)
     admission = Admission(
-        config.max_concurrent_jobs or 8 * config.workers,
+        config.running_slots(),
         config.max_queue,
-        config.max_jobs_per_tenant,
+        config.jobs_per_tenant(),
+        config.streams_per_tenant(),
     )
     metrics = _metrics(config, engine, programs, admission)
     kernel_service = _kernel_service(

@@ -64,6 +64,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         devices: Sequence[Any],
         max_stream_input_bytes: int,
         admission: Admission,
+        stream_idle_seconds: float = 60.0,
         max_tensor_elements: int = 0,
         max_unary_kernel_entries: int = 0,
         max_response_bytes: int = 0,
@@ -77,8 +78,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._executor = executor
         self._tile_programs = programs
         self._batcher = batcher
-        self._devices = tuple(devices)
-        self._max_stream_input_bytes = max_stream_input_bytes
+        self._streams = streaming.StreamServer(
+            programs, executor, tuple(devices), max_stream_input_bytes, stream_idle_seconds
+        )
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
         # The largest message the server may send (its --max-message-mb): a kernel that
@@ -274,10 +276,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             async for message in streaming.stream_kernel(
                 messages,
                 functools.partial(self._compiled, caller),
-                self._tile_programs,
-                self._executor,
-                self._devices,
-                self._max_stream_input_bytes,
+                self._streams,
+                functools.partial(self.boundary.compute_slot, caller),
                 expired,
                 stats,
             ):

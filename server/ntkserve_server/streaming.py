@@ -4,19 +4,26 @@ device, stream them back in blocks.
 The server holds the inputs and at most a few tiles per device at a time, never the whole
 kernel: tiles wait in a queue of one slot per device, and gRPC's flow control holds the
 sender until the client has read. A cancelled or expired call stops every device worker
-before its next tile. Raises `requests.InvalidRequest`, `requests.OverLimit` and
-`TileTooLarge`; the servicer turns them into status codes.
+before its next tile. Raises `requests.InvalidRequest`, `requests.OverLimit`,
+`TileTooLarge` and `StreamIdle`; the servicer turns them into status codes.
+
+Memory: the inputs (`stream_inputs.py`) grow as their chunks arrive, and are dropped on
+every way out — an error, a cancel, a deadline — not left to a GC pass. The tiles are
+counted, and made one at a time as workers take them: never listed. Compute slots
+(`admit`) are held only while the server works (planning, computing), never while it
+waits on the client, and waiting longer than `idle_seconds` for a client's message ends
+the call (`stream_inputs.StreamIdle`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -28,12 +35,14 @@ from ntkserve_engine.kernels.compile import CheckedShapes
 from ntkserve_server import requests
 from ntkserve_server.compute import Compiled
 from ntkserve_server.requests import InvalidRequest, StreamHeader
+from ntkserve_server.stream_inputs import check_finite, next_message, receive_inputs
 from ntkserve_server.tile_programs import TiledKernel, TilePrograms, TileShape
 from ntkserve_server.tiles import TileGrid, blocks, padded_rows
 
 log = logging.getLogger("ntkserve.stream")
 BLOCK_BYTES = 1 << 20  # each KernelTile message: about 1 MiB, well under gRPC's 4 MiB default
 Array = np.ndarray[Any, Any]
+Admit = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclasses.dataclass
@@ -54,8 +63,17 @@ class Job:
     shapes: CheckedShapes
     kernel: TiledKernel
     grid: TileGrid
-    tiles: tuple[tuple[int, int], ...]
+    selected: tuple[tuple[int, int], ...]  # the header's tiles; () for the whole grid
     tile_bytes: int
+
+    @property
+    def count(self) -> int:
+        """How many tiles this call computes."""
+        return len(self.selected) if self.selected else self.grid.count()
+
+    def tiles(self) -> Iterator[tuple[int, int]]:
+        """The tiles in order, made as they are taken."""
+        return iter(self.selected) if self.selected else self.grid.all_tiles()
 
     def plan_message(self) -> ks.StreamKernelPlan:
         kfn = self.compiled.kfn
@@ -64,7 +82,7 @@ class Job:
             grid_rows=self.grid.rows,
             grid_cols=self.grid.cols,
             mirrored=self.grid.symmetric,
-            tiles=len(self.tiles),
+            tiles=self.count,
             kernel_shape=self.shapes.kernel,
             tile_bytes=self.tile_bytes,
             position_pairs=kfn.position_pairs and len(self.shapes.kernel) > 2,
@@ -97,91 +115,10 @@ def plan(header: StreamHeader, compiled: Compiled, programs: TilePrograms, devic
     )
     size, tile_bytes = programs.choose_size(kfn, kernel, header.tile_size, device)
     grid = TileGrid(kernel.n1, kernel.n2, size, kernel.symmetric)
-    tiles = header.tiles or tuple(grid.all_tiles())
-    problem = grid.check(tiles)
+    problem = grid.check(header.tiles)
     if problem is not None:
         raise InvalidRequest("header.tiles", problem)
-    return Job(compiled, header, shapes, kernel, grid, tuple(tiles), tile_bytes)
-
-
-class _Input:
-    """One input's bytes, filled by chunks that must arrive in order."""
-
-    def __init__(self, slot: str, nbytes: int) -> None:
-        self.slot = slot
-        self.data = bytearray(nbytes)
-        self.received = 0
-
-    def add(self, chunk: ks.InputChunk, field: str) -> None:
-        if chunk.offset != self.received:
-            raise InvalidRequest(
-                f"{field}.offset",
-                f"{self.slot} chunk at byte {chunk.offset}, expected {self.received} "
-                "(chunks must come in order)",
-            )
-        end = self.received + len(chunk.data)
-        if end > len(self.data):
-            raise InvalidRequest(
-                f"{field}.data",
-                f"{self.slot} would reach {end} bytes; its header shape holds {len(self.data)}",
-            )
-        self.data[self.received : end] = chunk.data
-        self.received = end
-
-
-_SLOTS = {
-    ks.INPUT_SLOT_X1: "x1",
-    ks.INPUT_SLOT_X2: "x2",
-    ks.INPUT_SLOT_PATTERN1: "pattern1",
-    ks.INPUT_SLOT_PATTERN2: "pattern2",
-}
-
-
-async def receive_inputs(
-    header: StreamHeader, messages: AsyncIterator[ks.StreamKernelRequest], stats: StreamStats
-) -> dict[str, Array | None]:
-    """x1, x2 and the Aggregate patterns (None where the header has none) from the chunks
-    that follow the header, checked complete (not yet finite)."""
-    slots = {
-        code: _Input(name, header.input_bytes(name))
-        for code, name in _SLOTS.items()
-        if header.slot_shape(name) is not None
-    }
-    index = 0
-    async for message in messages:
-        index += 1
-        field = f"messages[{index}].chunk"
-        if message.WhichOneof("payload") != "chunk":
-            raise InvalidRequest(f"messages[{index}]", "only the first message is a header")
-        buffer = slots.get(message.chunk.slot)
-        if buffer is None:
-            expected = " or ".join(b.slot for b in slots.values())
-            raise InvalidRequest(
-                f"{field}.slot", f"{message.chunk.slot} is not a slot of this call ({expected})"
-            )
-        buffer.add(message.chunk, field)
-        stats.bytes_in += len(message.chunk.data)
-    for buffer in slots.values():
-        if buffer.received != len(buffer.data):
-            raise InvalidRequest(
-                buffer.slot,
-                f"got {buffer.received} of the {len(buffer.data)} bytes its shape needs "
-                "before the stream ended",
-            )
-    arrays: dict[str, Array | None] = {}
-    for name in _SLOTS.values():
-        shape = header.slot_shape(name)
-        buffer = next((b for b in slots.values() if b.slot == name), None)
-        arrays[name] = (
-            None if buffer is None else np.frombuffer(buffer.data, header.dtype).reshape(shape)
-        )
-    return arrays
-
-
-def check_finite(inputs: dict[str, Array | None], mask: float | None = None) -> None:
-    for name, x in inputs.items():
-        if x is not None:
-            requests.check_finite(x, name, mask if name in ("x1", "x2") else None)
+    return Job(compiled, header, shapes, kernel, grid, header.tiles, tile_bytes)
 
 
 def compute_tile(
@@ -240,10 +177,11 @@ async def computed_tiles(
     expired: Callable[[], bool],
     stats: StreamStats,
 ) -> AsyncIterator[tuple[int, int, tuple[Array, ...]]]:
-    """Tiles as they finish, one worker per device pulling from a shared queue of tiles.
-    Leaving early (cancellation, an error) stops every worker before its next tile."""
+    """Tiles as they finish, one worker per device pulling from one shared, lazy sequence of
+    tiles (the workers are tasks of one event loop: `next` needs no lock). Leaving early
+    (cancellation, an error) stops every worker before its next tile."""
     loop = asyncio.get_running_loop()
-    pending = collections.deque(job.tiles)
+    pending = job.tiles()
     done: asyncio.Queue[tuple[int, int, tuple[Array, ...]] | BaseException] = asyncio.Queue(
         maxsize=len(devices)
     )
@@ -251,19 +189,21 @@ async def computed_tiles(
 
     async def worker(device: Any) -> None:
         try:
-            while pending and not stop.is_set() and not expired():
-                i, j = pending.popleft()
-                run = functools.partial(compute_tile, job, programs, device, inputs, i, j)
+            while not stop.is_set() and not expired():
+                tile = next(pending, None)
+                if tile is None:
+                    return
+                run = functools.partial(compute_tile, job, programs, device, inputs, *tile)
                 values = await loop.run_in_executor(executor, run)
                 name = f"{device.platform}:{device.id}"
                 stats.computed[name] = stats.computed.get(name, 0) + 1
-                await done.put((i, j, values))
+                await done.put((*tile, values))
         except Exception as e:  # handed to the consumer, which raises it
             await done.put(e)
 
     workers = [asyncio.create_task(worker(d)) for d in devices]
     try:
-        for _ in range(len(job.tiles)):
+        for _ in range(job.count):
             if expired():
                 raise asyncio.CancelledError("deadline passed")
             item = await done.get()
@@ -276,40 +216,55 @@ async def computed_tiles(
             w.cancel()
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamServer:
+    """What every StreamKernel call of a server shares: where its work runs, and its limits."""
+
+    programs: TilePrograms
+    executor: Executor
+    devices: Sequence[Any]
+    max_input_bytes: int
+    idle_seconds: float
+
+
 async def stream_kernel(
     messages: AsyncIterator[ks.StreamKernelRequest],
     compiled_for: Callable[[str], Compiled],
-    programs: TilePrograms,
-    executor: Executor,
-    devices: Sequence[Any],
-    max_input_bytes: int,
+    server: StreamServer,
+    admit: Admit,
     expired: Callable[[], bool],
     stats: StreamStats,
 ) -> AsyncIterator[ks.StreamKernelResponse]:
-    """The whole call: header, plan, inputs, tiles."""
+    """The whole call: header, plan, inputs, tiles. A compute slot (`admit`) is held while
+    planning (compiling) and again while computing, never while waiting on the client."""
     loop = asyncio.get_running_loop()
 
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
-        return await loop.run_in_executor(executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(server.executor, functools.partial(fn, *args))
 
-    first = await anext(aiter(messages), None)
+    first = await next_message(messages, server.idle_seconds, "the header")
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidRequest("messages[0]", "the first message must be a StreamKernelHeader")
     stats.bytes_in += first.ByteSize()
-    header = requests.stream_header(first.header, max_input_bytes)
-    compiled = await blocking(compiled_for, header.architecture_id)
-    job: Job = await blocking(plan, header, compiled, programs, devices[0])
-    stats.tiles_planned = len(job.tiles)
+    header = requests.stream_header(first.header, server.max_input_bytes)
+    async with admit():
+        compiled = await blocking(compiled_for, header.architecture_id)
+        job: Job = await blocking(plan, header, compiled, server.programs, server.devices[0])
+    stats.tiles_planned = job.count
     plan_message = ks.StreamKernelResponse(plan=job.plan_message())
     stats.bytes_out += plan_message.ByteSize()
     yield plan_message
     if header.plan_only:
         return
-    inputs = await receive_inputs(header, messages, stats)
-    await blocking(check_finite, inputs, header.mask_constant)
-    async for i, j, values in computed_tiles(
-        job, programs, executor, devices, inputs, expired, stats
-    ):
-        for message in await blocking(tile_messages, job, i, j, values, stats):
-            yield message
-        stats.tiles_done += 1
+    inputs = await receive_inputs(header, messages, stats, server.idle_seconds)
+    try:
+        async with admit():
+            await blocking(check_finite, inputs, header.mask_constant)
+            async for i, j, values in computed_tiles(
+                job, server.programs, server.executor, server.devices, inputs, expired, stats
+            ):
+                for message in await blocking(tile_messages, job, i, j, values, stats):
+                    yield message
+                stats.tiles_done += 1
+    finally:
+        inputs.clear()  # the arrays go now, whatever still holds this frame

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -83,7 +84,7 @@ def _outvar_bytes(jaxpr: Any) -> int:
         for var in eqn.outvars:
             aval = var.aval
             if hasattr(aval, "shape"):
-                largest = max(largest, int(np.prod(aval.shape)) * aval.dtype.itemsize)
+                largest = max(largest, math.prod(int(d) for d in aval.shape) * aval.dtype.itemsize)
         for sub in jax.core.jaxprs_in_params(eqn.params):
             largest = max(largest, _outvar_bytes(sub))
     return largest
@@ -107,7 +108,7 @@ def _placeholders(shape: TileShape) -> tuple[Any, Any, Any, tuple[Any, Any]]:
 
 def _io_bytes(shape: TileShape, kernel_entries_per_pair: int) -> int:
     item = np.dtype(shape.dtype).itemsize
-    features = int(np.prod(shape.features))
+    features = math.prod(shape.features)
     inputs = (shape.rows + (0 if shape.diagonal else shape.cols)) * features * item
     return inputs + shape.rows * shape.cols * kernel_entries_per_pair * len(shape.get) * item
 
@@ -118,7 +119,7 @@ def estimate_bytes(kfn: KernelFn, shape: TileShape) -> int:
     closed = jax.make_jaxpr(kfn.apply, static_argnums=(3,))(
         kfn.params, x1, x2, shape.get, mask, *patterns
     )
-    per_pair = int(np.prod(kfn.kernel_shape((1, *shape.features), None)[2:], dtype=np.int64))
+    per_pair = math.prod(kfn.kernel_shape((1, *shape.features), None)[2:])
     return WORKING_SET_FACTOR * _outvar_bytes(closed.jaxpr) + _io_bytes(shape, per_pair)
 
 
@@ -181,7 +182,7 @@ class TilePrograms:
             largest = max(kernel.n1, kernel.n2)
             size = self._largest_fitting(need, min(self.max_tile, _ceil_pow2(largest)))
             if size == 0:
-                per_pair = int(np.prod(kfn.kernel_shape((1, *kernel.features), None)[2:]))
+                per_pair = math.prod(kfn.kernel_shape((1, *kernel.features), None)[2:])
                 raise TileTooLarge(
                     f"even one pair of inputs of this network needs about "
                     f"{need(1) / 2**20:.0f} MiB of device memory (it keeps {per_pair} entries "

@@ -3,16 +3,17 @@
 A kernel K (N1, N2, *positions) is cut into a grid of square tiles of `size` rows and
 columns. Every tile is computed at the same padded shape (size, size) — the last, ragged
 tiles are filled with zero rows and cropped afterwards — so one (architecture, tile shape,
-feature shape) compiles once, for any N. With x2 = x1 the kernel is symmetric: only the
-tiles on and above the diagonal are computed (the receiver mirrors the rest), and the
-diagonal tiles are computed as symmetric kernels themselves (x2 = None), so their
-diagonals are exact. Pure numpy; knows nothing of jax or gRPC.
+feature shape) compiles once, for any N. The tiles are counted by arithmetic and made as
+they are computed, never listed: a plan costs the same for any N. With x2 = x1 the kernel
+is symmetric: only the tiles on and above the diagonal are computed (the receiver mirrors
+the rest), and the diagonal tiles are computed as symmetric kernels themselves
+(x2 = None), so their diagonals are exact. Pure numpy; knows nothing of jax or gRPC.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,13 +36,21 @@ class TileGrid:
     def cols(self) -> int:
         return -(-self.n2 // self.size)
 
-    def all_tiles(self) -> list[tuple[int, int]]:
-        """Every tile this kernel needs, row by row (upper triangle only when symmetric)."""
-        return [
-            (i, j) for i in range(self.rows) for j in range(i if self.symmetric else 0, self.cols)
-        ]
+    def count(self) -> int:
+        """How many tiles this kernel needs (upper triangle only when symmetric), by
+        arithmetic: a grid of 10**11 tiles is counted, never listed."""
+        if self.symmetric:
+            return self.rows * (self.rows + 1) // 2
+        return self.rows * self.cols
 
-    def check(self, tiles: Sequence[tuple[int, int]]) -> str | None:
+    def all_tiles(self) -> Iterator[tuple[int, int]]:
+        """Every tile this kernel needs, row by row (upper triangle only when symmetric),
+        made one at a time as they are taken."""
+        for i in range(self.rows):
+            for j in range(i if self.symmetric else 0, self.cols):
+                yield i, j
+
+    def check(self, tiles: Iterable[tuple[int, int]]) -> str | None:
         """Why this selection of tiles is not valid, or None."""
         seen: set[tuple[int, int]] = set()
         for k, (i, j) in enumerate(tiles):

@@ -116,7 +116,7 @@ def test_big_kernels_still_stream(limited: ServerProcess, stub: Any, arch_id: st
 def test_a_burst_past_the_queue_is_refused_with_retry_info(
     limited: ServerProcess, stub: Any, arch_id: str
 ) -> None:
-    held = HeldStream(limited.target)  # the one running slot
+    held = HeldStream(limited.target, arch_id)  # the one running slot
     try:
         wait_until(lambda: jobs_running(limited) == 1, "the held stream takes the running slot")
         with ThreadPoolExecutor(9) as pool:

@@ -135,6 +135,6 @@ def test_metrics_count_calls_compilations_and_tiles(
 
 def test_metrics_show_a_running_job(observed: ServerProcess, client: Client) -> None:
     """A stream that holds its slot is a running job until it ends."""
-    with HeldStream(observed.target):
+    with HeldStream(observed.target, client.register(NET)):
         wait_until(lambda: jobs_running(observed) == 1, "the held stream shows as running")
     wait_until(lambda: jobs_running(observed) == 0, "the cancelled stream stops showing")

@@ -169,13 +169,28 @@ def test_a_bad_stream_header_names_its_field(fields: dict[str, object], field: s
     assert _field(error) == [field]
 
 
-def test_stream_inputs_over_the_limit_are_refused_unless_only_planning() -> None:
+def test_stream_inputs_over_the_limit_are_refused_even_when_only_planning() -> None:
+    """A plan is held to the input limit too (issue 17 finding 4: planning inputs the server
+    would refuse only cost it memory), and sizes are Python ints (2**62 rows of 4 float64
+    features wrapped to 0 bytes in int64)."""
     header = _header(x1_shape=[100, 4], x2_shape=[28, 4])  # (100 + 28) * 4 * 8 = 4096 bytes
     assert requests.stream_header(header, max_input_bytes=4096).x2_shape == (28, 4)
-    with pytest.raises(OverLimit, match=r"the inputs hold 4096 bytes, over .* 4095 bytes"):
-        requests.stream_header(header, max_input_bytes=4095)
-    header.plan_only = True
-    assert requests.stream_header(header, max_input_bytes=4095).plan_only
+    for plan_only in (False, True):
+        header.plan_only = plan_only
+        with pytest.raises(OverLimit, match=r"the inputs hold 4096 bytes, over .* 4095 bytes"):
+            requests.stream_header(header, max_input_bytes=4095)
+    huge = _header(x1_shape=[2**62, 4])
+    with pytest.raises(OverLimit, match=f"the inputs hold {2**62 * 4 * 8} bytes"):
+        requests.stream_header(huge, max_input_bytes=4 << 30)
+
+
+def test_a_header_names_a_bounded_number_of_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(requests, "MAX_NAMED_TILES", 2)
+    tiles = [ks.TileIndex(row=0, col=c) for c in range(3)]
+    with pytest.raises(OverLimit, match="names 3 tiles, over the 2 one call may name") as raised:
+        requests.stream_header(_header(tiles=tiles), max_input_bytes=4096)
+    assert raised.value.field == "header.tiles"
+    assert len(requests.stream_header(_header(tiles=tiles[:2]), 4096).tiles) == 2
 
 
 def _grad_request(**fields: object) -> ks.ComputeValueAndGradRequest:

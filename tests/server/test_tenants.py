@@ -106,12 +106,12 @@ def test_one_tenant_at_its_job_limit_leaves_the_other_served(
     assert bob.register(_net(1.6)) == architecture_id
     token = (("authorization", f"Bearer {ALICE}"),)
     alice.kernel(architecture_id, X)  # compiled before the race below starts
-    held = HeldStream(tenants_server.target, token)
+    held = HeldStream(tenants_server.target, architecture_id, token)
     try:
         deadline = time.monotonic() + WAIT_SECONDS
         while True:  # until the stream holds alice's slot
             if held.call.done():  # it lost the race to one of her calls and was refused
-                held = HeldStream(tenants_server.target, token)
+                held = HeldStream(tenants_server.target, architecture_id, token)
             try:
                 alice.kernel(architecture_id, X)
             except errors.ResourceExhaustedError as e:

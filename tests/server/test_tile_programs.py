@@ -70,7 +70,7 @@ def test_max_tile_caps_the_size(mlp: KernelFn) -> None:
 def test_a_kernel_smaller_than_a_tile_is_one_tile_of_its_own_size(mlp: KernelFn) -> None:
     size, _ = TilePrograms(UNLIMITED).choose_size(mlp, _kernel(37, 45))
     assert size == 45
-    assert TileGrid(37, 45, size, symmetric=False).all_tiles() == [(0, 0)]
+    assert list(TileGrid(37, 45, size, symmetric=False).all_tiles()) == [(0, 0)]
 
 
 def test_the_size_with_least_padded_work_wins_over_the_largest(mlp: KernelFn) -> None:

@@ -28,16 +28,16 @@ def _coverage(grid: TileGrid, mirrored: bool) -> np.ndarray[Any, Any]:
 def test_the_grid_covers_a_kernel_exactly_once(n1: int, n2: int, size: int) -> None:
     grid = TileGrid(n1, n2, size, symmetric=False)
     assert grid.rows == -(-n1 // size) and grid.cols == -(-n2 // size)
-    assert len(grid.all_tiles()) == grid.rows * grid.cols
+    assert len(list(grid.all_tiles())) == grid.count() == grid.rows * grid.cols
     np.testing.assert_array_equal(_coverage(grid, mirrored=False), np.ones((n1, n2), int))
 
 
 @pytest.mark.parametrize(("n", "size"), [(1, 1), (7, 3), (8, 4), (9, 4), (37, 8), (2, 16)])
 def test_a_symmetric_grid_and_its_mirror_cover_a_kernel_exactly_once(n: int, size: int) -> None:
     grid = TileGrid(n, n, size, symmetric=True)
-    tiles = grid.all_tiles()
+    tiles = list(grid.all_tiles())
     assert all(i <= j for i, j in tiles)
-    assert len(tiles) == grid.rows * (grid.rows + 1) // 2
+    assert len(tiles) == grid.count() == grid.rows * (grid.rows + 1) // 2
     np.testing.assert_array_equal(_coverage(grid, mirrored=True), np.ones((n, n), int))
 
 
@@ -114,3 +114,14 @@ def test_blocks_take_whole_rows_while_a_row_fits() -> None:
         (6, 0, (3, 4)),
         (9, 0, (1, 4)),
     ]
+
+
+def test_a_huge_grid_is_counted_not_listed() -> None:
+    """Issue 17 finding 4: 10**9 rows in tiles of 1 make 5 * 10**17 tiles; counting them and
+    taking the first few costs nothing (a list of them would not fit any memory)."""
+    grid = TileGrid(10**9, 10**9, 1, symmetric=True)
+    assert grid.count() == 10**9 * (10**9 + 1) // 2
+    tiles = grid.all_tiles()
+    assert [next(tiles) for _ in range(3)] == [(0, 0), (0, 1), (0, 2)]
+    wide = TileGrid(2**62, 3, 1, symmetric=False)
+    assert wide.count() == 3 * 2**62  # Python ints: no int64 wrap-around

@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         "programs) kept in memory (default 64, least recently used dropped)",
     )
     serve.add_argument(
+        "--max-compiled-mb",
+        type=int,
+        default=2048,
+        help="estimated memory of the compiled programs and architectures kept (default "
+        "2048 MiB, least recently used dropped and rebuilt on their next call)",
+    )
+    serve.add_argument(
+        "--isolate-tenant-caches",
+        action="store_true",
+        help="each tenant compiles its own programs, so no tenant can time another's "
+        "compilations (default: shared; jax's on-disk compilation cache is off with it)",
+    )
+    serve.add_argument(
         "--max-tensor-elements",
         type=int,
         default=1 << 28,
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         max_queue=args.max_queue,
         max_jobs_per_tenant=args.max_jobs_per_tenant,
         max_topologies=args.max_compiled,
+        max_compiled_bytes=args.max_compiled_mb << 20,
+        isolate_tenant_caches=args.isolate_tenant_caches,
         max_tile_programs=args.max_compiled,
         security=security,
         metrics_port=args.metrics_port,

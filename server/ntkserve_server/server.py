@@ -81,8 +81,11 @@ def configure_jax(config: ServerConfig) -> None:
     stay float64 end to end, and compiled programs go to jax's on-disk cache in the data dir
     (a restarted server loads what it compiled before instead of compiling it again, every
     program, however quick). Process-wide, so `serve` does it, not `build`: a test that
-    builds a server in its own process keeps its jax settings."""
+    builds a server in its own process keeps its jax settings. With isolated tenant caches
+    there is no on-disk cache: it would give one tenant's compilation to another."""
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+    if config.isolate_tenant_caches:  # its keys are the programs', not the tenants'
+        return
     path = config.data_dir / "jax-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
@@ -205,7 +208,9 @@ def build(config: ServerConfig) -> BuiltServer:
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
     )
-    engine = ComputeEngine(config.max_topologies)
+    engine = ComputeEngine(
+        config.max_topologies, config.max_compiled_bytes, config.isolate_tenant_caches
+    )
     admission = Admission(
         config.max_concurrent_jobs or 8 * config.workers,
         config.max_queue,

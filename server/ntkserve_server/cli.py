@@ -99,6 +99,25 @@ def _parser() -> argparse.ArgumentParser:
         "compilations (default: shared; jax's on-disk compilation cache is off with it)",
     )
     serve.add_argument(
+        "--max-registry-mb",
+        type=int,
+        default=0,
+        help="largest size of the registry file; registrations past it are refused "
+        "(default 0: the disk is the limit)",
+    )
+    serve.add_argument(
+        "--max-architectures-per-tenant",
+        type=int,
+        default=1000,
+        help="architectures one tenant may keep registered (default 1000; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-architecture-mb-per-tenant",
+        type=int,
+        default=64,
+        help="bytes of architectures one tenant may keep registered (default 64 MiB; 0: no limit)",
+    )
+    serve.add_argument(
         "--max-tensor-elements",
         type=int,
         default=1 << 28,
@@ -232,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
         max_topologies=args.max_compiled,
         max_compiled_bytes=args.max_compiled_mb << 20,
         isolate_tenant_caches=args.isolate_tenant_caches,
+        max_registry_bytes=args.max_registry_mb << 20,
+        max_architectures_per_tenant=args.max_architectures_per_tenant,
+        max_architecture_bytes_per_tenant=args.max_architecture_mb_per_tenant << 20,
         max_tile_programs=args.max_compiled,
         security=security,
         metrics_port=args.metrics_port,

@@ -35,7 +35,7 @@ from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.metrics import ComponentCollector, Metrics
-from ntkserve_server.registry import Registry
+from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
 
@@ -202,7 +202,14 @@ def build(config: ServerConfig) -> BuiltServer:
     """The server `config` describes, its services added and its port bound (port 0: a free
     one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
     Raises CannotListen."""
-    registry = Registry(config.data_dir / "registry.sqlite3")
+    registry = Registry(
+        config.data_dir / "registry.sqlite3",
+        Quotas(
+            config.max_registry_bytes,
+            config.max_architectures_per_tenant,
+            config.max_architecture_bytes_per_tenant,
+        ),
+    )
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
     server = _grpc_server(config)
     programs = TilePrograms(

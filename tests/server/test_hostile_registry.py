@@ -7,32 +7,23 @@ architectures until the disk was full. Now: RESOURCE_EXHAUSTED saying the regist
 and what to do; a current registry is opened without a write, read-only where it cannot be
 opened for writing (lookups and computes work, registrations refused); per-tenant quotas.
 
-Full is reached two ways: SQLite's own `max_page_count` (`--max-registry-mb`, the genuine
-SQLITE_FULL path, everywhere), and a real full file system (a tmpfs in a mount namespace
-of the server's own, where `unshare` may mount one; skipped elsewhere).
+Full is reached here through SQLite's own `max_page_count` (`--max-registry-mb`, the genuine
+SQLITE_FULL path, everywhere); test_hostile_disk.py fills a real file system.
 """
 
 from __future__ import annotations
 
-import resource
-import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from ntkserve import Client, errors, stax
 from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_server.registry import Quotas, Registry, RegistryFull
-from ntkserve_server.testing import SERVER_LISTENING, ListeningProcess
 
 from tests.conftest import timeout_for
 from tests.server.hostile import (
     ATTACKER,
-    MEMORY_CAP_BYTES,
     NEIGHBOUR,
     PROBE_NETWORK,
     PROBE_X,
@@ -42,7 +33,7 @@ from tests.server.hostile import (
 LAYERS = 2000  # ~25 KB canonical: a 1 MiB registry holds a few dozen
 
 
-def _big(i: int) -> Any:
+def big_network(i: int) -> Any:
     return stax.serial(
         *[x for _ in range(LAYERS // 2) for x in (stax.Dense(8, W_std=1 + i / 1000), stax.Relu())]
     )
@@ -62,7 +53,7 @@ def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
             pytest.raises(errors.ResourceExhaustedError) as full,
         ):
             for i in range(200):
-                acknowledged.append(attacker.register(_big(i)))
+                acknowledged.append(attacker.register(big_network(i)))
         assert "the registry is full" in full.value.message
         assert "delete some" in full.value.message
         assert 10 <= len(acknowledged) < 200
@@ -73,10 +64,10 @@ def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
             kept = {a.id for a in attacker.list_architectures()}
             assert set(acknowledged) <= kept
             with pytest.raises(errors.ResourceExhaustedError) as again:
-                attacker.register(_big(1000))
+                attacker.register(big_network(1000))
             assert "the registry is full" in again.value.message
             attacker.delete_architecture(acknowledged[0])
-            attacker.register(_big(1000))  # the space it freed
+            attacker.register(big_network(1000))  # the space it freed
         with Client(second.target, token=NEIGHBOUR, timeout=120) as neighbour:
             assert neighbour.kernel(probe, PROBE_X, get="nngp").shape == (4, 4)
 
@@ -85,19 +76,19 @@ def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
 def test_a_tenant_over_its_quota_is_told_the_numbers_and_others_are_not(tmp_path: Path) -> None:
     with lab_server(tmp_path, "--max-architectures-per-tenant", "3") as server:
         with Client(server.target, token=ATTACKER, timeout=120) as attacker:
-            ids = [attacker.register(_small(i)) for i in range(3)]
+            ids = [attacker.register(small_network(i)) for i in range(3)]
             with pytest.raises(errors.ResourceExhaustedError) as over:
-                attacker.register(_small(3))
+                attacker.register(small_network(3))
             assert "keeps 3 architectures" in over.value.message
             assert "delete some" in over.value.message
-            assert attacker.register(_small(0)) == ids[0]  # registered already: not refused
+            assert attacker.register(small_network(0)) == ids[0]  # registered already: not refused
             attacker.delete_architecture(ids[0])
-            attacker.register(_small(3))
+            attacker.register(small_network(3))
         with Client(server.target, token=NEIGHBOUR, timeout=120) as neighbour:
-            neighbour.register(_small(0))  # another tenant's quota
+            neighbour.register(small_network(0))  # another tenant's quota
 
 
-def _small(i: int) -> Any:
+def small_network(i: int) -> Any:
     return stax.serial(stax.Dense(4, W_std=1 + i / 100), stax.Relu(), stax.Dense(1))
 
 
@@ -117,65 +108,3 @@ def test_the_byte_quota_counts_canonical_bytes_per_tenant(tmp_path: Path) -> Non
     assert "take 1200 bytes and this one 600 more, over the 1500 bytes" in str(over.value)
     registry.put("b", "3" * 64, _canonical(100))
     registry.close()
-
-
-# -- a real full disk ---------------------------------------------------------------------
-
-_FILL = """
-import os, sys
-from ntkserve.v1 import architecture_pb2 as pb
-from ntkserve_server.registry import Registry
-data = sys.argv[1]
-registry = Registry(__import__("pathlib").Path(data) / "registry.sqlite3")
-arch = pb.Architecture.FromString(bytes.fromhex(sys.argv[2]))
-registry.put("neighbour", sys.argv[3], arch)
-registry.close()
-fd = os.open(os.path.join(data, "..", "filler"), os.O_WRONLY | os.O_CREAT)
-try:
-    while True:
-        os.write(fd, b"x" * 4096)
-except OSError:
-    pass
-"""
-
-
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None or sys.platform != "linux":
-        return False
-    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d"
-    result = subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True)
-    return result.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs (unshare -m)")
-@timeout_for(30)
-def test_a_server_started_on_a_full_disk_serves_read_only(tmp_path: Path) -> None:
-    """A registry written earlier, then the disk filled by something else, then the server
-    started: it starts, computes with what it has, and refuses registrations."""
-    from ntkserve_engine.kernels import KernelFn
-
-    kfn = KernelFn(PROBE_NETWORK)
-    disk, data = tmp_path / "disk", tmp_path / "disk" / "data"
-    disk.mkdir()
-    (tmp_path / "tokens.txt").write_text(f"{ATTACKER} attacker\n{NEIGHBOUR} neighbour\n")
-    fill = [sys.executable, "-c", _FILL, str(data), kfn.architecture.SerializeToString().hex()]
-    serve = [sys.executable, "-m", "ntkserve_server", "serve", "--port", "0"]
-    serve += ["--data-dir", str(data), "--auth-tokens", str(tmp_path / "tokens.txt")]
-    script = (
-        f"mount -t tmpfs -o size=2m tmpfs {shlex.quote(str(disk))} && "
-        f"{shlex.join([*fill, kfn.id])} && exec {shlex.join(serve)}"
-    )
-    cap = MEMORY_CAP_BYTES
-    with ListeningProcess(
-        ["unshare", "-m", "sh", "-c", script],
-        SERVER_LISTENING,
-        "ntkserve serve on a full disk",
-        preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
-    ) as server:
-        with Client(server.target, token=NEIGHBOUR, timeout=120) as neighbour:
-            kernel = neighbour.kernel(kfn.id, PROBE_X, get="nngp")
-            assert np.all(np.isfinite(kernel))
-            with pytest.raises(errors.ResourceExhaustedError) as refused:
-                neighbour.register(_small(7))
-        assert "the registry is read-only" in refused.value.message
-        assert "bytes free" in refused.value.message

@@ -189,20 +189,24 @@ class CompiledCache(Generic[Entry]):
             if oldest == keep_topology:
                 break
             self._drop_topology(oldest)
-        while self.bytes() > self.max_bytes:  # from the larger pool, ids or programs
+        programs = self._programs_bytes()  # changes only when a topology goes
+        while self._ids_bytes + programs > self.max_bytes:  # from the larger pool
             old_id = next((k for k in self._ids if k != keep_id), None)
             old_topology = next((t for t in self._topologies if t != keep_topology), None)
-            ids_larger = self._ids_bytes >= self.bytes() - self._ids_bytes
-            if old_id is not None and (ids_larger or old_topology is None):
+            if old_id is not None and (self._ids_bytes >= programs or old_topology is None):
                 self._drop_id(old_id)
             elif old_topology is not None:
+                programs -= self._topologies[old_topology].bytes()
                 self._drop_topology(old_topology)
             else:
                 break  # what is in use alone is over the budget: it stays while used
 
+    def _programs_bytes(self) -> int:
+        return sum(t.bytes() for t in self._topologies.values())
+
     def bytes(self) -> int:
         """The estimated memory of everything kept (ids, topologies and their programs)."""
-        return self._ids_bytes + sum(t.bytes() for t in self._topologies.values())
+        return self._ids_bytes + self._programs_bytes()
 
     def topologies(self) -> int:
         return len(self._topologies)

@@ -181,20 +181,27 @@ class Registry:
         RegistryFull when it cannot be stored or the tenant is at its quota."""
         blob = canonical.SerializeToString(deterministic=True)
         now = time.time()
-        with self._lock, self._writing("architecture"):
-            row = self._db.execute(
-                "SELECT create_time FROM architectures WHERE tenant = ? AND id = ?",
-                (tenant, architecture_id),
-            ).fetchone()
+        with self._lock:
+            row = self._create_time(tenant, architecture_id)  # held: nothing to write
             if row is None:
-                self._check_quota(tenant, len(blob))
-                self._db.execute(
-                    "INSERT INTO architectures (tenant, id, canonical, create_time) "
-                    "VALUES (?, ?, ?, ?)",
-                    (tenant, architecture_id, blob, now),
-                )
-        self._known.setdefault(tenant, set()).add(architecture_id)
+                with self._writing("architecture"):
+                    row = self._create_time(tenant, architecture_id)  # another process's?
+                    if row is None:
+                        self._check_quota(tenant, len(blob))
+                        self._db.execute(
+                            "INSERT INTO architectures (tenant, id, canonical, create_time) "
+                            "VALUES (?, ?, ?, ?)",
+                            (tenant, architecture_id, blob, now),
+                        )
+            self._known.setdefault(tenant, set()).add(architecture_id)
         return (True, now) if row is None else (False, float(row[0]))
+
+    def _create_time(self, tenant: str, architecture_id: str) -> tuple[float] | None:
+        row: tuple[float] | None = self._db.execute(
+            "SELECT create_time FROM architectures WHERE tenant = ? AND id = ?",
+            (tenant, architecture_id),
+        ).fetchone()
+        return row
 
     @contextlib.contextmanager
     def _writing(self, field: str) -> Iterator[None]:
@@ -217,11 +224,19 @@ class Registry:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode != sqlite3.SQLITE_FULL:
+            if not self._is_full(e):
                 raise
             raise RegistryFull(
                 field, f"{self._full()}; delete some (DeleteArchitecture) or ask the operator"
             ) from e
+
+    def _is_full(self, error: sqlite3.OperationalError) -> bool:
+        """SQLITE_FULL, or an I/O error with the disk full (growing WAL's shared-memory index
+        on a full disk is SQLITE_IOERR_SHMSIZE, not SQLITE_FULL)."""
+        if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            return True
+        io_error = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_IOERR
+        return io_error and shutil.disk_usage(self.path.parent).free < 1 << 16
 
     def _full(self) -> str:
         """Why a write found the registry full: its size cap (SQLite's max_page_count, what

@@ -95,6 +95,7 @@ def test_a_server_started_on_a_full_disk_serves_read_only(tmp_path: Path) -> Non
         with Client(server.target, token=NEIGHBOUR, timeout=120) as neighbour:
             kernel = neighbour.kernel(kfn.id, PROBE_X, get="nngp")
             assert np.all(np.isfinite(kernel))
+            assert neighbour.register(PROBE_NETWORK) == kfn.id  # held already: no write
             with pytest.raises(errors.ResourceExhaustedError) as refused:
                 neighbour.register(small_network(7))
         assert "the registry is read-only" in refused.value.message

@@ -1,6 +1,6 @@
 """Dynamic batching: merges small concurrent kernel requests into one device call.
 
-Requests with the same key (architecture id and topology id, x1 and x2 shapes and dtypes, `get`) are
+Requests with the same key (architecture id, x1 and x2 shapes and dtypes, `get`) are
 stacked along a new leading axis and run through a jitted `jax.vmap` of `KernelFn.apply`
 (hyper-parameters not batched), then split back to their callers. Requests whose kernel has
 more than `max_entries` entries (N1 * N2 * positions) bypass the batcher: batching pays off

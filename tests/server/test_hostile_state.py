@@ -78,15 +78,21 @@ def test_w_std_variants_keep_memory_bounded_and_all_still_compute(bounded: Serve
 NET = stax.serial(stax.Dense(8, W_std=1.3), stax.Erf(), stax.Dense(1))
 
 
-def _compiles_for_neighbour(directory: Path, *flags: str) -> tuple[float, float]:
-    """(topology-program misses, XLA compilations) of NEIGHBOUR's first call of a network and
-    input shape that ATTACKER computed just before."""
+def _compiles_for_neighbour(directory: Path, *flags: str) -> tuple[float, float, float]:
+    """(topology-program misses, XLA compilations, tile-program compilations) of NEIGHBOUR's
+    first unary and streamed calls of a network and input shape that ATTACKER computed just
+    before."""
+
+    def calls(target: str, token: str) -> None:
+        with Client(target, token=token, timeout=120) as client:
+            architecture_id = client.register(NET)
+            client.kernel(architecture_id, X, get="ntk")
+            client.kernel(architecture_id, X, get="ntk", tile=2, progress=False)
+
     with lab_server(directory, "--metrics-port=0", *flags) as server:
-        with Client(server.target, token=ATTACKER, timeout=120) as attacker:
-            attacker.kernel(attacker.register(NET), X, get="ntk")
+        calls(server.target, ATTACKER)
         before = scrape(server)
-        with Client(server.target, token=NEIGHBOUR, timeout=120) as neighbour:
-            neighbour.kernel(neighbour.register(NET), X, get="ntk")
+        calls(server.target, NEIGHBOUR)
         after = scrape(server)
 
     def grew(name: str, **labels: str) -> float:
@@ -95,21 +101,23 @@ def _compiles_for_neighbour(directory: Path, *flags: str) -> tuple[float, float]
     return (
         grew("ntkserve_compile_cache_misses_total", cache="topology"),
         grew("ntkserve_xla_compile_seconds_count"),
+        grew("ntkserve_compile_cache_misses_total", cache="tile_program"),
     )
 
 
 @timeout_for(30)
 def test_isolated_tenant_caches_compile_for_each_tenant(tmp_path: Path) -> None:
-    misses, compilations = _compiles_for_neighbour(tmp_path, "--isolate-tenant-caches")
-    assert misses == 1 and compilations >= 1
+    misses, compilations, tile_programs = _compiles_for_neighbour(
+        tmp_path, "--isolate-tenant-caches"
+    )
+    assert misses == 1 and compilations >= 2 and tile_programs >= 1
 
 
 @timeout_for(30)
 def test_shared_caches_by_default_compile_once_for_the_lab(tmp_path: Path) -> None:
     """The documented trade: a lab's tenants share compilations (so a first call can tell
     that some tenant ran this topology and input shape recently)."""
-    misses, compilations = _compiles_for_neighbour(tmp_path)
-    assert misses == 0 and compilations == 0
+    assert _compiles_for_neighbour(tmp_path) == (0, 0, 0)
 
 
 def test_the_engine_keeps_its_estimated_bytes_under_its_budget() -> None:

@@ -115,6 +115,7 @@ class DynamicBatcher:
         x1, x2 = inputs.x1, inputs.x2
         key: Key = (
             inputs.compiled.kfn.id,
+            inputs.compiled.kfn.topology_id,  # per tenant when tenants are isolated
             x1.shape,
             x1.dtype.str,
             None if x2 is None else (x2.shape, x2.dtype.str),

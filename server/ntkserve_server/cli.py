@@ -86,6 +86,38 @@ def _parser() -> argparse.ArgumentParser:
         "programs) kept in memory (default 64, least recently used dropped)",
     )
     serve.add_argument(
+        "--max-compiled-mb",
+        type=int,
+        default=2048,
+        help="estimated memory of the compiled programs and architectures kept (default "
+        "2048 MiB, least recently used dropped and rebuilt on their next call)",
+    )
+    serve.add_argument(
+        "--isolate-tenant-caches",
+        action="store_true",
+        help="each tenant compiles its own programs, so no tenant can time another's "
+        "compilations (default: shared; jax's on-disk compilation cache is off with it)",
+    )
+    serve.add_argument(
+        "--max-registry-mb",
+        type=int,
+        default=0,
+        help="largest size of the registry file; registrations past it are refused "
+        "(default 0: the disk is the limit)",
+    )
+    serve.add_argument(
+        "--max-architectures-per-tenant",
+        type=int,
+        default=1000,
+        help="architectures one tenant may keep registered (default 1000; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-architecture-mb-per-tenant",
+        type=int,
+        default=64,
+        help="bytes of architectures one tenant may keep registered (default 64 MiB; 0: no limit)",
+    )
+    serve.add_argument(
         "--max-tensor-elements",
         type=int,
         default=1 << 28,
@@ -241,6 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         max_streams_per_tenant=args.max_streams_per_tenant,
         stream_idle_seconds=args.stream_idle_seconds,
         max_topologies=args.max_compiled,
+        max_compiled_bytes=args.max_compiled_mb << 20,
+        isolate_tenant_caches=args.isolate_tenant_caches,
+        max_registry_bytes=args.max_registry_mb << 20,
+        max_architectures_per_tenant=args.max_architectures_per_tenant,
+        max_architecture_bytes_per_tenant=args.max_architecture_mb_per_tenant << 20,
         max_tile_programs=args.max_compiled,
         security=security,
         metrics_port=args.metrics_port,

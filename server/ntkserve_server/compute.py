@@ -11,7 +11,6 @@ Blocking: call from a worker thread.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -22,7 +21,12 @@ import numpy as np
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_engine.kernels.compile import CheckedShapes, Params
 
+from ntkserve_server.compiled_state import SHARED_SCOPE, CompiledCache
+
 Array = np.ndarray[Any, Any]
+# The compiled state's budget (--max-compiled-mb): 2 GiB keeps a few thousand ids of
+# 1,000-layer networks, or eight compiled 1,000-layer programs, on a server of 8 GiB.
+DEFAULT_MAX_COMPILED_BYTES = 2 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,64 +104,60 @@ class ComputeEngine:
     input shape on first call; tile_programs.py keeps ahead-of-time "executables", and
     batching.py "batched" (vmapped) functions: three caches, three names.)
 
-    Bounded: at most `max_topologies` topologies keep their jitted functions (and the
-    executables jax caches inside them); the least recently used one is dropped with the
-    architectures that use it, which are rebuilt from the registry on their next call.
+    Bounded (`compiled_state.CompiledCache`): the estimated bytes of every topology's programs
+    and every id's entry stay under `max_bytes`, and at most `max_topologies` topologies are
+    kept; the least recently used go first and are rebuilt from the registry on their next
+    call. `isolate_tenants`: each tenant compiles its own programs (see compiled_state.py for
+    the trade).
     """
 
-    def __init__(self, max_topologies: int = 64) -> None:
-        self.max_topologies = max_topologies
-        self._jitted: collections.OrderedDict[
-            str, tuple[Callable[..., Any], Callable[..., Any]]
-        ] = collections.OrderedDict()
-        self._compiled: dict[str, Compiled] = {}
+    def __init__(
+        self,
+        max_topologies: int = 64,
+        max_bytes: int = DEFAULT_MAX_COMPILED_BYTES,
+        isolate_tenants: bool = False,
+    ) -> None:
+        self._cache: CompiledCache[Compiled] = CompiledCache(
+            lambda kfn: (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn)),
+            lambda kfn, programs: Compiled(kfn, *programs),
+            max_topologies=max_topologies,
+            max_bytes=max_bytes,
+            isolate=isolate_tenants,
+        )
         self._lock = threading.Lock()
-        # Lookups of a topology's jitted functions: found, or made anew (what the metrics report).
-        self.hits = 0
-        self.misses = 0
 
-    def compiled(self, kfn: KernelFn) -> Compiled:
-        """kfn's architecture with its topology's jitted functions, made once per topology."""
+    @property
+    def hits(self) -> int:
+        """Lookups that found a topology's jitted functions (what the metrics report)."""
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        """Lookups that made a topology's jitted functions anew."""
+        return self._cache.misses
+
+    def compiled(self, kfn: KernelFn, tenant: str = SHARED_SCOPE) -> Compiled:
+        """kfn's architecture with its topology's jitted functions, made once per topology
+        (per tenant's topology when tenants are isolated)."""
         with self._lock:
-            found = self._compiled.get(kfn.id)
-            if found is None:
-                jitted = self._jitted.get(kfn.topology_id)
-                if jitted is None:
-                    self.misses += 1
-                    jitted = (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn))
-                    self._jitted[kfn.topology_id] = jitted
-                    self._evict()
-                else:
-                    self.hits += 1
-                found = Compiled(kfn, *jitted)
-                self._compiled[kfn.id] = found
-            else:
-                self.hits += 1
-            self._jitted.move_to_end(kfn.topology_id)
-            return found
+            return self._cache.get(kfn, tenant)
 
-    def _evict(self) -> None:
-        while len(self._jitted) > self.max_topologies:
-            topology, _ = self._jitted.popitem(last=False)
-            self._compiled = {
-                i: c for i, c in self._compiled.items() if c.kfn.topology_id != topology
-            }
-
-    def topologies(self) -> int:
+    def lookup(self, architecture_id: str, tenant: str = SHARED_SCOPE) -> Compiled | None:
         with self._lock:
-            return len(self._jitted)
-
-    def lookup(self, architecture_id: str) -> Compiled | None:
-        with self._lock:
-            found = self._compiled.get(architecture_id)
-            if found is not None:
-                self.hits += 1
-                self._jitted.move_to_end(found.kfn.topology_id)
-            return found
+            return self._cache.lookup(architecture_id, tenant)
 
     def forget(self, architecture_id: str) -> None:
         with self._lock:
-            self._compiled.pop(architecture_id, None)
+            self._cache.forget(architecture_id)
+
+    def topologies(self) -> int:
+        with self._lock:
+            return self._cache.topologies()
+
+    def state_bytes(self) -> int:
+        """The estimated bytes of the compiled state kept now (bounded by `max_bytes`)."""
+        with self._lock:
+            return self._cache.bytes()
 
     def kernel(self, inputs: CheckedInputs) -> tuple[Array, ...]:
         return run_forward(inputs)

@@ -25,6 +25,19 @@ class ServerConfig:
     max_tile_programs: int = 64
     # Topologies whose compiled programs stay in memory (least recently used dropped).
     max_topologies: int = 64
+    # The compute engine's compiled state (programs per topology, entries per id), in
+    # estimated bytes (compiled_state.py: how an entry is measured); 2 GiB by default, a
+    # quarter of a lab server of 8 GiB. Least recently used evicted, rebuilt on next use.
+    max_compiled_bytes: int = 2 << 30
+    # Each tenant compiles its own programs (no tenant can time another's compilations);
+    # off by default: a lab shares compilations (see compiled_state.py for the trade).
+    isolate_tenant_caches: bool = False
+    # The registry file's size cap (0: the disk is the limit), and each tenant's quota of
+    # stored architectures: count, and bytes of their canonical form (a 10,000-layer
+    # network is ~125 KB): 1,000 and 64 MiB by default, far above a lab's use, far below a disk.
+    max_registry_bytes: int = 0
+    max_architectures_per_tenant: int = 1000
+    max_architecture_bytes_per_tenant: int = 64 << 20
     # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
     batch_window_seconds: float = 0.002
     batch_max_entries: int = 65536

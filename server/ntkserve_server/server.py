@@ -37,7 +37,7 @@ from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.metrics import ComponentCollector, Metrics
-from ntkserve_server.registry import Registry
+from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
 
@@ -83,8 +83,11 @@ def configure_jax(config: ServerConfig) -> None:
     stay float64 end to end, and compiled programs go to jax's on-disk cache in the data dir
     (a restarted server loads what it compiled before instead of compiling it again, every
     program, however quick). Process-wide, so `serve` does it, not `build`: a test that
-    builds a server in its own process keeps its jax settings."""
+    builds a server in its own process keeps its jax settings. With isolated tenant caches
+    there is no on-disk cache: it would give one tenant's compilation to another."""
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+    if config.isolate_tenant_caches:  # its keys are the programs', not the tenants'
+        return
     path = config.data_dir / "jax-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
@@ -225,13 +228,22 @@ def build(config: ServerConfig) -> BuiltServer:
     """The server `config` describes, its services added and its port bound (port 0: a free
     one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
     Raises CannotListen."""
-    registry = Registry(config.data_dir / "registry.sqlite3")
+    registry = Registry(
+        config.data_dir / "registry.sqlite3",
+        Quotas(
+            config.max_registry_bytes,
+            config.max_architectures_per_tenant,
+            config.max_architecture_bytes_per_tenant,
+        ),
+    )
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
     server = _grpc_server(config)
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
     )
-    engine = ComputeEngine(config.max_topologies)
+    engine = ComputeEngine(
+        config.max_topologies, config.max_compiled_bytes, config.isolate_tenant_caches
+    )
     admission = Admission(
         config.running_slots(),
         config.max_queue,

@@ -72,7 +72,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> None:
         # Every registry call is keyed by the caller's tenant (`caller_tenant()`), and every id is
         # checked against the tenant's registrations before the engine's compiled cache,
-        # which is shared by id across tenants (same id, same network), is used.
+        # which is shared by id across tenants (same id, same network) unless the engine
+        # isolates tenants (--isolate-tenant-caches; compiled_state.py says the trade), is used.
         self._registry = registry
         self._engine = engine
         self._executor = executor
@@ -96,19 +97,19 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         """The tenant's architecture, compiled (blocking: a worker thread)."""
         if not self._registry.holds(tenant, architecture_id):
             raise UnknownArchitecture(architecture_id, "; register it first")
-        found = self._engine.lookup(architecture_id)
+        found = self._engine.lookup(architecture_id, tenant)
         if found is not None:
             return found
         record = self._registry.get(tenant, architecture_id)
         if record is None:  # deleted since `holds`
             raise UnknownArchitecture(architecture_id, "; register it first")
-        return self._engine.compiled(KernelFn(record.architecture))
+        return self._engine.compiled(KernelFn(record.architecture), tenant)
 
     async def _resolve(self, tenant: str, architecture_id: str) -> Compiled:
         """`_compiled`, without a thread hop when the tenant is known to hold the id and it
         is compiled already (the common case of small calls)."""
         if self._registry.known(tenant, architecture_id):
-            found = self._engine.lookup(architecture_id)
+            found = self._engine.lookup(architecture_id, tenant)
             if found is not None:
                 return found
         return await self._run(self._compiled, tenant, architecture_id)
@@ -138,7 +139,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         tenant = caller_tenant()
         kfn = await self._run(KernelFn, request.architecture)
         created, _ = await self._run(self._registry.put, tenant, kfn.id, kfn.architecture)
-        self._engine.compiled(kfn)
+        await self._run(self._engine.compiled, kfn, tenant)  # bounded: compiled_state.py
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
 
     @rpc()

@@ -117,6 +117,40 @@ def _parser() -> argparse.ArgumentParser:
         help="compute calls one tenant may have running or waiting (default 0: no limit)",
     )
     serve.add_argument(
+        "--compile-workers",
+        type=int,
+        default=2,
+        help="threads compiling unary programs, apart from --workers; one per tenant at a "
+        "time (default 2)",
+    )
+    serve.add_argument(
+        "--max-program-layers",
+        type=int,
+        default=500,
+        help="most layer messages of a network compiled for unary calls (a repeat's layer "
+        "counts once; default 500; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-program-ops",
+        type=int,
+        default=50_000,
+        help="most operations of one lowered unary program (default 50000; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-call-memory-mb",
+        type=int,
+        default=None,
+        help="device memory one unary call may use, by XLA's memory analysis (default: half "
+        "the GPU's, or a quarter of the host's memory or address-space limit on CPU; 0: none)",
+    )
+    serve.add_argument(
+        "--max-call-flops",
+        type=float,
+        default=None,
+        help="floating-point operations of one unary call, by XLA's cost analysis (default "
+        "5e10 on CPU, about 20 s here, 1e13 on GPUs; 0: no limit)",
+    )
+    serve.add_argument(
         "--auth-tokens",
         type=Path,
         default=None,
@@ -216,6 +250,13 @@ def main(argv: list[str] | None = None) -> None:
         max_concurrent_jobs=args.max_concurrent_jobs,
         max_queue=args.max_queue,
         max_jobs_per_tenant=args.max_jobs_per_tenant,
+        compile_workers=args.compile_workers,
+        max_program_layers=args.max_program_layers,
+        max_program_ops=args.max_program_ops,
+        max_call_memory_bytes=None
+        if args.max_call_memory_mb is None
+        else args.max_call_memory_mb << 20,
+        max_call_flops=args.max_call_flops,
         max_topologies=args.max_compiled,
         max_tile_programs=args.max_compiled,
         security=security,

@@ -37,6 +37,28 @@ class ServerConfig:
     max_concurrent_jobs: int | None = None
     max_queue: int = 64
     max_jobs_per_tenant: int = 0
+    # Unary programs are compiled ahead of time on `compile_workers` threads of their own
+    # (one per tenant at a time, so 2 leave one for the others while a tenant compiles) and
+    # admitted by cost (RESOURCE_EXHAUSTED past a budget; 0: no limit; see unary_programs.py).
+    # Measured on this 2-core machine, busy: lowering takes 1.7 s for 201 layer messages and
+    # 5.8 s for 401, growing faster than linearly (the issue: 10,000 would take minutes), so
+    # at most 500 layer messages (a repeat's layer counts once: it compiles as a loop) are
+    # lowered. Compiling took 0.9 s for 2,500 operations, 3.2 s for 12,500, 9.5 s for 24,500
+    # and 16 s for 49,700 (and 346 s, 3.9 GiB for a 1,000-layer network): 50,000 operations
+    # keep one compile under ~20 s; usual networks have a few thousand (a ReLU MLP ~550, an
+    # 8-conv-layer CNN ~2,900).
+    compile_workers: int = 2
+    max_program_layers: int = 500
+    max_program_ops: int = 50_000
+    # Device memory of one unary call (XLA's memory analysis: temporaries, inputs, outputs);
+    # None: half the device's memory where jax reports it (GPUs, as tiles), else a quarter of
+    # the host's memory or of the process's address-space limit, whichever is smaller (four
+    # such calls run at once with the default --workers).
+    max_call_memory_bytes: int | None = None
+    # FLOPs of one unary call (XLA's cost analysis, a loop's body times its repeats); this
+    # bounds how long a started call, which cannot be interrupted, keeps a worker. None: 5e10
+    # on CPU (measured 2.2-5 GFLOP/s on this machine's kernels: 10-25 s) and 1e13 on GPUs.
+    max_call_flops: float | None = None
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
     # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).

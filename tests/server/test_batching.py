@@ -153,7 +153,7 @@ def test_batch_sizes_pad_to_powers_of_two(executor: ThreadPoolExecutor) -> None:
 
     for n in (3, 4, 5, 6, 7):  # sizes 4, 4, 6 (max_batch), 6, then 6 + 1 alone
         asyncio.run(burst(n))
-    sizes = sorted({key[1][0] for key in batcher._batched})
+    sizes = sorted({key[2][0] for key in batcher.programs._programs if key[0] == "batched"})
     assert sizes == [4, 6]
     assert batcher.device_calls == 6
 
@@ -174,9 +174,12 @@ def test_an_error_reaches_every_waiter(executor: ThreadPoolExecutor) -> None:
 
     errors = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) and str(e) == "boom" for e in errors)
-    assert len({id(e) for e in errors}) == 1 and batcher.device_calls == 1
-    with pytest.raises(RuntimeError, match="boom"):  # alone: the unbatched program's error
+    # The program fails as it is made (lowered), once for all, before anything runs;
+    # the failure is remembered: the next call gets it at once, with nothing compiled.
+    assert len({id(e) for e in errors}) == 1 and batcher.device_calls == 0
+    with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(batcher.kernel(check(compiled, _x(4, 6), None, BOTH)))
+    assert batcher.programs.compilations == 0 and batcher.programs.refusals == 2  # made, recalled
 
 
 class _Gated(ThreadPoolExecutor):

@@ -107,7 +107,7 @@ class ComponentCollector(Collector):
         if self._unary is not None:
             yield CounterMetricFamily(
                 "ntkserve_unary_cost_refusals",
-                "Unary programs refused by a cost budget or a failed compile, and refusals recalled",
+                "Unary programs refused (a cost budget, a failed compile) and refusals recalled",
                 value=self._unary.refusals,
             )
         if self._work is not None:

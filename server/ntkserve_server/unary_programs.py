@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from ntkserve.field_errors import FieldError
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_engine.kernels.canonical import every_layer
 from ntkserve_engine.kernels.table import COMBINATORS
@@ -107,6 +108,23 @@ def _analysed(compiled: Any) -> tuple[int, float]:
     if isinstance(costs, list):
         costs = costs[0] if costs else {}
     return nbytes, float((costs or {}).get("flops", 0.0))
+
+
+def _fresh(error: Exception) -> Exception:
+    """A copy of a remembered refusal without a traceback: a remembered one must not hold
+    the frames (and so the inputs) of the call that met it."""
+    if isinstance(error, FieldError):
+        return error.renamed(lambda field: field)
+    try:
+        return type(error)(*error.args)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _retrieved(task: asyncio.Task[Program]) -> None:
+    """Reads a compile's outcome, so that one nobody waited for is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _spec(x: Array | None) -> Any:
@@ -236,11 +254,12 @@ class UnaryPrograms:
         refused = self._refused.get(key)
         if refused is not None:
             self.refusals += 1
-            raise refused
+            raise _fresh(refused)
         self.check_layers(kfn)
         task = self._pending.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._compile(key, tenant, kfn, lower))
+            task.add_done_callback(_retrieved)  # its callers may all have left
             self._pending[key] = task
         # Shielded: a caller that leaves does not cancel a compile others may wait for.
         return await asyncio.shield(task)
@@ -254,7 +273,7 @@ class UnaryPrograms:
                 program = await loop.run_in_executor(self._executor, self._made, kfn, lower)
         except Exception as e:
             self.refusals += 1
-            self._refused[key] = e
+            self._refused[key] = _fresh(e)
             while len(self._refused) > self.max_refusals:
                 self._refused.popitem(last=False)
             raise

@@ -126,9 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-program-layers",
         type=int,
-        default=500,
+        default=400,
         help="most layer messages of a network compiled for unary calls (a repeat's layer "
-        "counts once; default 500; 0: no limit)",
+        "counts once; default 400; 0: no limit)",
     )
     serve.add_argument(
         "--max-program-ops",
@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="floating-point operations of one unary call, by XLA's cost analysis (default "
-        "5e10 on CPU, about 20 s here, 1e13 on GPUs; 0: no limit)",
+        "2e10 on CPU, at most ~30 s on 2 busy cores; 1e13 on GPUs; 0: no limit)",
     )
     serve.add_argument(
         "--auth-tokens",

@@ -120,7 +120,7 @@ def _call_flops_budget(config: ServerConfig) -> float:
     """--max-call-flops, or its default (see `ServerConfig.max_call_flops`)."""
     if config.max_call_flops is not None:
         return config.max_call_flops
-    return 5e10 if jax.default_backend() == "cpu" else 1e13
+    return 2e10 if jax.default_backend() == "cpu" else 1e13
 
 
 def _unary_programs(config: ServerConfig, compile_executor: ThreadPoolExecutor) -> UnaryPrograms:

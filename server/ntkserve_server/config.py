@@ -58,10 +58,10 @@ class ServerConfig:
     max_call_memory_bytes: int | None = None
     # FLOPs of one unary call (XLA's cost analysis, a loop's body times its repeats): this
     # bounds how long a started call, which cannot be interrupted, keeps a worker. None: 2e10
-    # on CPU and 1e13 on GPUs. Measured here under load 10: 0.65 GFLOP/s (20 Dense+Erf
-    # layers, N=2000) to 22 GFLOP/s (a repeated Dense+Relu), so a call at 2e10 runs at most
-    # ~31 s on a loaded machine (an NTK of a 2-layer width-512 MLP over 4,000 inputs, 6e9,
-    # took 5 s); larger kernels stream, a tile at a time.
+    # on CPU and 1e13 on GPUs. Measured here under load ~9 (other test runs on the 2 cores),
+    # scaled to 2e10: 2.2 s for 20 Dense+Erf layers' NNGP over 2,000 inputs (61 MiB working
+    # set) up to 21-31 s for their NTK (656 MiB: time follows memory traffic more than FLOPs);
+    # an NTK of a 2-layer width-512 MLP over 4,000 inputs, 6e9, took 5 s. Larger kernels stream.
     max_call_flops: float | None = None
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)

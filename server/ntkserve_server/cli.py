@@ -164,6 +164,40 @@ def _parser() -> argparse.ArgumentParser:
         "awaited ends with DEADLINE_EXCEEDED (default 60)",
     )
     serve.add_argument(
+        "--compile-workers",
+        type=int,
+        default=2,
+        help="threads compiling unary programs, apart from --workers; one per tenant at a "
+        "time (default 2)",
+    )
+    serve.add_argument(
+        "--max-program-layers",
+        type=int,
+        default=400,
+        help="most layer messages of a network compiled for unary calls (a repeat's layer "
+        "counts once; default 400; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-program-ops",
+        type=int,
+        default=50_000,
+        help="most operations of one lowered unary program (default 50000; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-call-memory-mb",
+        type=int,
+        default=None,
+        help="device memory one unary call may use, by XLA's memory analysis (default: half "
+        "the GPU's, or a quarter of the host's memory or address-space limit on CPU; 0: none)",
+    )
+    serve.add_argument(
+        "--max-call-flops",
+        type=float,
+        default=None,
+        help="floating-point operations of one unary call, by XLA's cost analysis (default "
+        "2e10 on CPU, at most ~30 s on 2 busy cores; 1e13 on GPUs; 0: no limit)",
+    )
+    serve.add_argument(
         "--auth-tokens",
         type=Path,
         default=None,
@@ -272,6 +306,13 @@ def main(argv: list[str] | None = None) -> None:
         max_jobs_per_tenant=args.max_jobs_per_tenant,
         max_streams_per_tenant=args.max_streams_per_tenant,
         stream_idle_seconds=args.stream_idle_seconds,
+        compile_workers=args.compile_workers,
+        max_program_layers=args.max_program_layers,
+        max_program_ops=args.max_program_ops,
+        max_call_memory_bytes=None
+        if args.max_call_memory_mb is None
+        else args.max_call_memory_mb << 20,
+        max_call_flops=args.max_call_flops,
         max_topologies=args.max_compiled,
         max_compiled_bytes=args.max_compiled_mb << 20,
         isolate_tenant_caches=args.isolate_tenant_caches,

@@ -168,42 +168,60 @@ class ComputeEngine:
         cotangents: tuple[Array, ...],
         hyper_parameters: tuple[str, ...] = (),
     ) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
-        """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
-        named hyper-parameters (paths from `kfn.hyper_parameter_paths`)."""
-        values = self.kernel(inputs)
-        kfn = inputs.compiled.kfn
-        g1, g2, g_params = inputs.compiled.grads(
-            kfn.params,
-            inputs.x1,
-            inputs.x2,
-            cotangents,
-            mask_scalar(inputs.mask_constant, inputs.x1),
-            inputs.patterns,
-            get=inputs.get,
-            with_params=bool(hyper_parameters),
-        )
-        by_path: dict[str, float] = {}
-        if hyper_parameters:
-            leaves = jax.tree.leaves(g_params)
-            every = dict(zip(kfn.hyper_parameter_paths, leaves, strict=True))
-            by_path = {name: float(every[name]) for name in hyper_parameters}
-        return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path
+        return value_and_grad(inputs, cotangents, hyper_parameters)
 
 
-def run_forward(inputs: CheckedInputs) -> tuple[Array, ...]:
+def run_forward(
+    inputs: CheckedInputs, program: Callable[..., Any] | None = None
+) -> tuple[Array, ...]:
     """The forward program on checked inputs, its kernels on the host (exactly symmetric
-    for x2 = None): what `ComputeEngine.kernel` and an unbatched call of the batcher run."""
+    for x2 = None): what `ComputeEngine.kernel` and an unbatched call of the batcher run.
+    `program`: the ahead-of-time executable of these inputs' shapes (`unary_programs`), run
+    instead of the jitted function (the same program, compiled and analysed beforehand)."""
     compiled = inputs.compiled
-    out = compiled.forward(
-        compiled.kfn.params,
+    extras = {
+        "mask_constant": mask_scalar(inputs.mask_constant, inputs.x1),
+        "pattern1": inputs.patterns[0],
+        "pattern2": inputs.patterns[1],
+    }
+    params, x1, x2 = compiled.kfn.params, inputs.x1, inputs.x2
+    if program is None:
+        out = compiled.forward(params, x1, x2, get=inputs.get, **extras)
+    else:
+        out = program(params, x1, x2, **extras)
+    return compiled.kfn.to_host(out, inputs.x2 is None)
+
+
+def value_and_grad(
+    inputs: CheckedInputs,
+    cotangents: tuple[Array, ...],
+    hyper_parameters: tuple[str, ...] = (),
+    programs: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
+    """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
+    named hyper-parameters (paths from `kfn.hyper_parameter_paths`). `programs`: the
+    ahead-of-time (forward, gradient) executables of these inputs' shapes, if made."""
+    values = run_forward(inputs, None if programs is None else programs[0])
+    kfn = inputs.compiled.kfn
+    with_params = bool(hyper_parameters)
+    args = (
+        kfn.params,
         inputs.x1,
         inputs.x2,
-        get=inputs.get,
-        mask_constant=mask_scalar(inputs.mask_constant, inputs.x1),
-        pattern1=inputs.patterns[0],
-        pattern2=inputs.patterns[1],
+        cotangents,
+        mask_scalar(inputs.mask_constant, inputs.x1),
+        inputs.patterns,
     )
-    return compiled.kfn.to_host(out, inputs.x2 is None)
+    if programs is None:
+        g1, g2, g_params = inputs.compiled.grads(*args, get=inputs.get, with_params=with_params)
+    else:
+        g1, g2, g_params = programs[1](*args)
+    by_path: dict[str, float] = {}
+    if hyper_parameters:
+        leaves = jax.tree.leaves(g_params)
+        every = dict(zip(kfn.hyper_parameter_paths, leaves, strict=True))
+        by_path = {name: float(every[name]) for name in hyper_parameters}
+    return values, np.asarray(g1), None if g2 is None else np.asarray(g2), by_path
 
 
 def mask_scalar(mask_constant: float | None, like: Array) -> Array | None:

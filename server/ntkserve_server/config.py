@@ -61,6 +61,32 @@ class ServerConfig:
     # header or input chunks ends with DEADLINE_EXCEEDED (a client sends its chunks back to
     # back: a minute of silence is a stalled or hostile client, not a slow link).
     stream_idle_seconds: float = 60.0
+    # Unary programs are compiled ahead of time on `compile_workers` threads of their own
+    # (one per tenant at a time, so 2 leave one for the others while a tenant compiles) and
+    # admitted by cost (RESOURCE_EXHAUSTED past a budget; 0: no limit; see unary_programs.py).
+    # Measured on this 2-core machine (busy: load 5, then 10 with other test runs): lowering
+    # took 1.7 s for 201 layer messages, 5.8 s for 401 and 37 s for 501 (~61,000 operations),
+    # growing faster than linearly (the issue: 10,000 written-out layers abort the process),
+    # so at most 400 layer messages are lowered (a repeat's layer counts once: it compiles
+    # as a loop). Compiling took 0.9 s for 2,500 operations, 3.2 s for 12,500, 9.5 s for
+    # 24,500 and 16 s for 49,700 (the issue: 346 s and 3.9 GiB for 1,000 layers): 50,000
+    # operations keep one compile near 20 s; usual networks have a few thousand (a ReLU MLP
+    # ~550, an 8-conv-layer CNN ~2,900, a Dense+Relu pair ~245).
+    compile_workers: int = 2
+    max_program_layers: int = 400
+    max_program_ops: int = 50_000
+    # Device memory of one unary call (XLA's memory analysis: temporaries, inputs, outputs);
+    # None: half the device's memory where jax reports it (GPUs, as tiles), else a quarter of
+    # the host's memory or of the process's address-space limit, whichever is smaller (four
+    # such calls run at once with the default --workers).
+    max_call_memory_bytes: int | None = None
+    # FLOPs of one unary call (XLA's cost analysis, a loop's body times its repeats): this
+    # bounds how long a started call, which cannot be interrupted, keeps a worker. None: 2e10
+    # on CPU and 1e13 on GPUs. Measured here under load ~9 (other test runs on the 2 cores),
+    # scaled to 2e10: 2.2 s for 20 Dense+Erf layers' NNGP over 2,000 inputs (61 MiB working
+    # set) up to 21-31 s for their NTK (656 MiB: time follows memory traffic more than FLOPs);
+    # an NTK of a 2-layer width-512 MLP over 4,000 inputs, 6e9, took 5 s. Larger kernels stream.
+    max_call_flops: float | None = None
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
     # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).

@@ -23,7 +23,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ntkserve_server.admission import Admission
 from ntkserve_server.compute import ComputeEngine
+from ntkserve_server.device_work import DeviceWork
 from ntkserve_server.tile_programs import TilePrograms
+from ntkserve_server.unary_programs import UnaryPrograms
 
 # jax.monitoring event names (jax._src.dispatch and jax._src.compiler).
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -42,7 +44,11 @@ class ComponentCollector(Collector):
         programs: TilePrograms,
         admission: Admission,
         devices: Sequence[Any],
+        unary: UnaryPrograms | None = None,
+        work: DeviceWork | None = None,
     ) -> None:
+        self._unary = unary
+        self._work = work
         self._engine = engine
         self._tile_programs = programs
         self._admission = admission
@@ -63,8 +69,11 @@ class ComponentCollector(Collector):
         misses.add_metric(["topology"], self._engine.misses)
         hits.add_metric(["tile_program"], self._tile_programs.hits)
         misses.add_metric(["tile_program"], self._tile_programs.compilations)
+        if self._unary is not None:
+            misses.add_metric(["unary_program"], self._unary.compilations)
         yield hits
         yield misses
+        yield from self._unary_costs()
         tiles = CounterMetricFamily(
             "ntkserve_tiles_computed",
             "Streamed kernel tiles computed, by device",
@@ -91,6 +100,25 @@ class ComponentCollector(Collector):
             if "bytes_in_use" in stats:
                 memory.add_metric([str(device.id)], stats["bytes_in_use"])
         yield memory
+
+    def _unary_costs(self) -> Iterator[Metric]:
+        """Unary calls refused by a cost budget; unary device work run, or dropped before it
+        started because its callers had left."""
+        if self._unary is not None:
+            yield CounterMetricFamily(
+                "ntkserve_unary_cost_refusals",
+                "Unary programs refused (a cost budget, a failed compile) and refusals recalled",
+                value=self._unary.refusals,
+            )
+        if self._work is not None:
+            work = CounterMetricFamily(
+                "ntkserve_unary_device_work",
+                "Unary device work, by outcome: started, or dropped (callers gone) before it",
+                labels=["outcome"],
+            )
+            work.add_metric(["started"], self._work.started)
+            work.add_metric(["dropped"], self._work.dropped)
+            yield work
 
 
 class Metrics:

@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -36,10 +37,12 @@ from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.config import ServerConfig
+from ntkserve_server.device_work import DeviceWork
 from ntkserve_server.metrics import ComponentCollector, Metrics
 from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
+from ntkserve_server.unary_programs import Budgets, UnaryPrograms
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
@@ -63,6 +66,7 @@ class BuiltServer:
     kernel_service: KernelService
     registry: Registry
     executor: ThreadPoolExecutor
+    compile_executor: ThreadPoolExecutor
     programs: TilePrograms
     engine: ComputeEngine
     admission: Admission
@@ -101,6 +105,37 @@ def _tile_budget(config: ServerConfig) -> int:
     stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     return int(limit) // 2 if limit else 1 << 30
+
+
+def _call_memory_budget(config: ServerConfig) -> int:
+    """--max-call-memory-mb, or its default (see `ServerConfig.max_call_memory_bytes`)."""
+    if config.max_call_memory_bytes is not None:
+        return config.max_call_memory_bytes
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if limit:
+        return int(limit) // 2
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if address_space != resource.RLIM_INFINITY:
+        host = min(host, address_space)
+    return host // 4
+
+
+def _call_flops_budget(config: ServerConfig) -> float:
+    """--max-call-flops, or its default (see `ServerConfig.max_call_flops`)."""
+    if config.max_call_flops is not None:
+        return config.max_call_flops
+    return 2e10 if jax.default_backend() == "cpu" else 1e13
+
+
+def _unary_programs(config: ServerConfig, compile_executor: ThreadPoolExecutor) -> UnaryPrograms:
+    budgets = Budgets(
+        max_program_layers=config.max_program_layers,
+        max_program_ops=config.max_program_ops,
+        max_call_memory_bytes=_call_memory_budget(config),
+        max_call_flops=_call_flops_budget(config),
+    )
+    return UnaryPrograms(budgets, compile_executor, max_programs=4 * config.max_tile_programs)
 
 
 def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
@@ -150,14 +185,19 @@ def _why_not(host: str, port: int, error: Exception | None = None) -> str:
 
 
 def _metrics(
-    config: ServerConfig, engine: ComputeEngine, programs: TilePrograms, admission: Admission
+    config: ServerConfig,
+    engine: ComputeEngine,
+    programs: TilePrograms,
+    admission: Admission,
+    unary: UnaryPrograms,
+    work: DeviceWork,
 ) -> Metrics | None:
     """The Prometheus metrics, watching jax and the components (None without --metrics-port)."""
     if config.metrics_port is None:
         return None
     metrics = Metrics()
     metrics.listen_to_jax()
-    metrics.watch(ComponentCollector(engine, programs, admission, jax.local_devices()))
+    metrics.watch(ComponentCollector(engine, programs, admission, jax.local_devices(), unary, work))
     return metrics
 
 
@@ -169,6 +209,8 @@ def _kernel_service(
     programs: TilePrograms,
     admission: Admission,
     metrics: Metrics | None,
+    unary: UnaryPrograms,
+    work: DeviceWork,
 ) -> KernelService:
     return KernelService(
         registry,
@@ -177,9 +219,10 @@ def _kernel_service(
         programs,
         DynamicBatcher(
             executor,
+            programs=unary,
+            work=work,
             window_seconds=config.batch_window_seconds,
             max_entries=config.batch_max_entries,
-            max_programs=config.max_tile_programs,
         ),
         devices=jax.local_devices(),
         max_stream_input_bytes=config.max_stream_input_bytes,
@@ -237,6 +280,10 @@ def build(config: ServerConfig) -> BuiltServer:
         ),
     )
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ntkserve-jax")
+    compile_executor = ThreadPoolExecutor(
+        max_workers=config.compile_workers, thread_name_prefix="ntkserve-compile"
+    )
+    unary = _unary_programs(config, compile_executor)
     server = _grpc_server(config)
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
@@ -250,15 +297,17 @@ def build(config: ServerConfig) -> BuiltServer:
         config.jobs_per_tenant(),
         config.streams_per_tenant(),
     )
-    metrics = _metrics(config, engine, programs, admission)
+    work = DeviceWork(executor)
+    metrics = _metrics(config, engine, programs, admission, unary, work)
     kernel_service = _kernel_service(
-        config, registry, engine, executor, programs, admission, metrics
+        config, registry, engine, executor, programs, admission, metrics, unary, work
     )
     health_servicer = _add_services(server, kernel_service, admission, metrics)
     try:
         port = _bind(config, server)
     except CannotListen:
         executor.shutdown(wait=False)
+        compile_executor.shutdown(wait=False)
         registry.close()
         raise
     return BuiltServer(
@@ -269,6 +318,7 @@ def build(config: ServerConfig) -> BuiltServer:
         kernel_service,
         registry,
         executor,
+        compile_executor,
         programs,
         engine,
         admission,
@@ -296,6 +346,7 @@ async def stop(built: BuiltServer) -> None:
     # off (the client then sees "connection reset" for a call that had completed).
     await asyncio.sleep(FLUSH_SECONDS)
     built.executor.shutdown(wait=True)
+    built.compile_executor.shutdown(wait=True)
     built.registry.close()
     log.info("stopped")
 

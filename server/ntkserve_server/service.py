@@ -23,7 +23,7 @@ from ntkserve_server import requests, streaming
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.calls import Boundary, CallLog, CallObserver, caller_tenant, rpc, stream_rpc
-from ntkserve_server.compute import CheckedInputs, Compiled, ComputeEngine, check
+from ntkserve_server.compute import CheckedInputs, Compiled, ComputeEngine, check, value_and_grad
 from ntkserve_server.registry import Record, Registry, UnknownArchitecture
 from ntkserve_server.tile_programs import TilePrograms
 
@@ -82,6 +82,10 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._streams = streaming.StreamServer(
             programs, executor, tuple(devices), max_stream_input_bytes, stream_idle_seconds
         )
+        # Unary programs: compiled ahead of time, admitted by cost (compile size, memory,
+        # FLOPs), run so that a caller who leaves holds its slot until the device is free.
+        self._unary = batcher.programs
+        self._work = batcher.work
         self._max_elements = max_tensor_elements
         self._max_entries = max_unary_kernel_entries
         # The largest message the server may send (its --max-message-mb): a kernel that
@@ -138,6 +142,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             raise requests.InvalidRequest("architecture", "is required")
         tenant = caller_tenant()
         kfn = await self._run(KernelFn, request.architecture)
+        self._unary.check_layers(kfn)  # refused now, not acknowledged and then never compiled
         created, _ = await self._run(self._registry.put, tenant, kfn.id, kfn.architecture)
         await self._run(self._engine.compiled, kfn, tenant)  # bounded: compiled_state.py
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
@@ -185,7 +190,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
         checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
         self._entries(checked)
-        return await self._kernel(checked)
+        return await self._kernel(checked, tenant)
 
     @rpc(admitted=True)
     async def ComputeValueAndGrad(
@@ -205,9 +210,13 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             requests.cotangents, request, inputs, shape, self._max_elements
         )
         hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
+        forward = await self._unary.forward(checked, tenant)
+        gradient = await self._unary.grads(checked, tenant, bool(hyper))
 
         def compute() -> ks.ComputeValueAndGradResponse:
-            values, g1, g2, g_hyper = self._engine.value_and_grad(checked, cotangents, hyper)
+            values, g1, g2, g_hyper = value_and_grad(
+                checked, cotangents, hyper, (forward.run, gradient.run)
+            )
             response = ks.ComputeValueAndGradResponse(
                 grad_x1=tensor.encode(g1, "grad_x1"),
                 hyper_parameter_grads=g_hyper,
@@ -217,7 +226,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
             return response
 
-        return await self._run(compute)
+        return await self._work.run(compute)
 
     @rpc(admitted=True)
     async def ComputeKernelBatch(
@@ -230,6 +239,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
                 checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
                 item_entries = self._entries(checked)
+                await self._unary.forward(checked, tenant)  # every item admitted before any runs
             except (requests.InvalidRequest, requests.OverLimit, EngineError) as e:
                 raise e.within(f"requests[{i}]") from e
             entries += item_entries
@@ -237,7 +247,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             items.append(checked)
         requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
         requests.check_response_bytes(payload, self._max_response_bytes, "the batch's response")
-        responses = await asyncio.gather(*(self._kernel(checked) for checked in items))
+        responses = await asyncio.gather(*(self._kernel(checked, tenant) for checked in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
     def _entries(self, inputs: CheckedInputs) -> int:
@@ -248,9 +258,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         )
         return entries
 
-    async def _kernel(self, inputs: CheckedInputs) -> ks.ComputeKernelResponse:
+    async def _kernel(self, inputs: CheckedInputs, tenant: str) -> ks.ComputeKernelResponse:
         """Through the dynamic batcher: concurrent small calls share one device call."""
-        values = await self._batcher.kernel(inputs)
+        values = await self._batcher.kernel(inputs, tenant)
 
         def encode() -> ks.ComputeKernelResponse:
             return ks.ComputeKernelResponse(**_encoded(inputs.get, values))

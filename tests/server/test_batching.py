@@ -16,6 +16,7 @@ from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compute import Compiled, ComputeEngine, check
+from ntkserve_server.unary_programs import Budgets, UnaryPrograms
 
 jax.config.update("jax_enable_x64", True)
 
@@ -153,7 +154,7 @@ def test_batch_sizes_pad_to_powers_of_two(executor: ThreadPoolExecutor) -> None:
 
     for n in (3, 4, 5, 6, 7):  # sizes 4, 4, 6 (max_batch), 6, then 6 + 1 alone
         asyncio.run(burst(n))
-    sizes = sorted({key[1][0] for key in batcher._batched})
+    sizes = sorted({key[2][0] for key in batcher.programs._programs if key[0] == "batched"})
     assert sizes == [4, 6]
     assert batcher.device_calls == 6
 
@@ -174,9 +175,12 @@ def test_an_error_reaches_every_waiter(executor: ThreadPoolExecutor) -> None:
 
     errors = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) and str(e) == "boom" for e in errors)
-    assert len({id(e) for e in errors}) == 1 and batcher.device_calls == 1
-    with pytest.raises(RuntimeError, match="boom"):  # alone: the unbatched program's error
+    # The program fails as it is made (lowered), once for all, before anything runs;
+    # the failure is remembered: the next call gets it at once, with nothing compiled.
+    assert len({id(e) for e in errors}) == 1 and batcher.device_calls == 0
+    with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(batcher.kernel(check(compiled, _x(4, 6), None, BOTH)))
+    assert batcher.programs.compilations == 0 and batcher.programs.refusals == 2  # made, recalled
 
 
 class _Gated(ThreadPoolExecutor):
@@ -219,3 +223,26 @@ def test_a_cancelled_waiter_leaves_the_rest(engine: ComputeEngine, when: str) ->
         _close(results[i], engine.kernel(check(compiled, xs[i], None, BOTH)))
     assert batcher.device_calls == 1
     assert batcher.batched_requests == (4 if when == "gathering" else 5)
+
+
+def test_merged_calls_stay_within_the_memory_budget(executor: ThreadPoolExecutor) -> None:
+    """A budget of 2.5 calls' memory: eight concurrent requests run as four merged pairs (not
+    one call of eight, which would need 8 times one call's memory), each pair's program
+    within the budget by XLA's own analysis."""
+    compiled = ComputeEngine().compiled(KernelFn(FC))
+    xs = [_x(4, 6, seed=i) for i in range(8)]
+    unlimited = UnaryPrograms(Budgets(), ThreadPoolExecutor(1))
+    single = asyncio.run(unlimited.forward(check(compiled, xs[0], None, BOTH), "lab"))
+    budget = int(2.5 * single.memory_bytes)
+    programs = UnaryPrograms(Budgets(max_call_memory_bytes=budget), ThreadPoolExecutor(1))
+    batcher = DynamicBatcher(executor, programs=programs, eager=False, window_seconds=0.05)
+
+    async def burst() -> list[tuple[Any, ...]]:
+        return await asyncio.gather(*(batcher.kernel(check(compiled, x, None, BOTH)) for x in xs))
+
+    for got, x in zip(asyncio.run(burst()), xs, strict=True):
+        _close(got, compiled.kfn(x, None, get=BOTH))  # type: ignore[arg-type]
+    merged = {k: p for k, p in programs._programs.items() if k[0] == "batched"}
+    assert {key[2][0] for key in merged} == {2}
+    assert all(p.memory_bytes <= budget for p in merged.values())
+    assert batcher.device_calls == 4 and batcher.batched_requests == 8

@@ -28,7 +28,14 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RequestFuzzer]:
-    proc = ServerProcess(tmp_path_factory.mktemp("fuzz-data"), "--max-tensor-elements=100000")
+    # Small cost budgets too, so mutated requests also meet the cost admission's refusals.
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("fuzz-data"),
+        "--max-tensor-elements=100000",
+        "--max-program-ops=20000",
+        "--max-call-memory-mb=64",
+        "--max-call-flops=1e8",
+    )
     fuzzer = RequestFuzzer(proc.target)
     yield fuzzer
     fuzzer.check_alive()

@@ -1,0 +1,334 @@
+"""Ahead-of-time programs of unary calls, each admitted by its cost before it runs.
+
+Every program a unary call runs (ComputeKernel's forward, ComputeValueAndGrad's gradient,
+the dynamic batcher's merged forward) is made here: lowered (`jax.jit(...).lower`), its
+operations counted, compiled, and its memory (XLA's memory analysis: temp + arguments +
+outputs) and FLOPs (XLA's cost analysis) read, each checked against a budget (`Budgets`)
+before the program runs; past one the call gets `OverLimit` (RESOURCE_EXHAUSTED) with the
+numbers and what to do instead. The executable that was analysed is the one that runs:
+nothing compiles twice, and its results are bit for bit the jitted function's.
+
+Lowering itself is O(layers) in Python (measured on 2 busy cores: 1.7 s for 201 layer
+messages, 5.8 s for 401; 10,000 would take minutes), so the layer messages of a network are
+counted first, from its architecture, and a network past `max_program_layers` is refused
+without being lowered.
+
+Compiles run on their own executor (not the compute workers, so calls whose programs are
+compiled go on during a compile), at most one per tenant at a time (one tenant's queue of
+expensive compiles does not hold another tenant's first call behind all of them), and once
+per key however many calls want it. Refusals and failed compiles are remembered per key, so
+a call that was refused is refused again at once instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Executor
+from typing import Any
+
+import jax
+import numpy as np
+from ntkserve.field_errors import FieldError
+from ntkserve_engine.kernels import KernelFn
+from ntkserve_engine.kernels.canonical import every_layer
+from ntkserve_engine.kernels.table import COMBINATORS
+
+from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
+from ntkserve_server.requests import OverLimit
+
+Array = np.ndarray[Any, Any]
+Key = tuple[Hashable, ...]
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """What one unary program may cost (0: no limit). See `ServerConfig` for the defaults."""
+
+    max_program_layers: int = 0
+    max_program_ops: int = 0
+    max_call_memory_bytes: int = 0
+    max_call_flops: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A compiled executable and what it costs to run once."""
+
+    run: Callable[..., Any]
+    ops: int
+    memory_bytes: int
+    flops: float  # an upper bound: XLA's count with loop bodies times `repeat_factor`
+
+
+def layer_messages(kfn: KernelFn) -> int:
+    """The Layer messages of the network (a repeat's layer once: it is a loop), which is what
+    tracing and lowering walk: their time grows with it."""
+    return sum(1 for _ in every_layer(kfn.architecture.layers))
+
+
+def repeat_factor(layers: Iterable[Any]) -> int:
+    """The most times any one layer runs in a call: nested repeats multiply. XLA's cost
+    analysis counts a loop's body once, so its FLOPs times this bound the call's FLOPs."""
+    most = 1
+    for layer in layers:
+        kind = layer.WhichOneof("layer")
+        if kind not in COMBINATORS:
+            continue
+        message = getattr(layer, kind)
+        inner = repeat_factor(child for _, child in COMBINATORS[kind].children_of(message))
+        most = max(most, inner * (int(message.n) if kind == "repeat" else 1))
+    return most
+
+
+def count_ops(lowered: Any) -> int:
+    """Operations of a lowered module, nested regions (loop bodies, branches) included."""
+    count, stack = 0, [lowered.compiler_ir("stablehlo").operation]
+    while stack:
+        op = stack.pop()
+        count += 1
+        for region in op.regions:
+            for block in region.blocks:
+                stack.extend(block.operations)
+    return count
+
+
+def _analysed(compiled: Any) -> tuple[int, float]:
+    """(bytes, flops) of a compiled executable, from XLA's memory and cost analyses."""
+    memory = compiled.memory_analysis()
+    nbytes = 0
+    if memory is not None:
+        nbytes = int(
+            memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+        )
+    costs = compiled.cost_analysis()
+    if isinstance(costs, list):
+        costs = costs[0] if costs else {}
+    return nbytes, float((costs or {}).get("flops", 0.0))
+
+
+def _fresh(error: Exception) -> Exception:
+    """A copy of a remembered refusal without a traceback: a remembered one must not hold
+    the frames (and so the inputs) of the call that met it."""
+    if isinstance(error, FieldError):
+        return error.renamed(lambda field: field)
+    try:
+        return type(error)(*error.args)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _retrieved(task: asyncio.Task[Program]) -> None:
+    """Reads a compile's outcome, so that one nobody waited for is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _spec(x: Array | None) -> Any:
+    return None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype)  # type: ignore[no-untyped-call]
+
+
+def _forward_key(inputs: CheckedInputs) -> Key:
+    x1, x2, (p1, p2) = inputs.x1, inputs.x2, inputs.patterns
+    return (
+        "forward",
+        inputs.compiled.kfn.topology_id,
+        x1.shape,
+        x1.dtype.str,
+        None if x2 is None else (x2.shape, x2.dtype.str),
+        inputs.get,
+        inputs.mask_constant is not None,
+        None if p1 is None else (p1.shape, p1.dtype.str),
+        None if p2 is None else (p2.shape, p2.dtype.str),
+    )
+
+
+class UnaryPrograms:
+    """Compiled, analysed unary programs (bounded LRU) and the refusals, per key."""
+
+    def __init__(
+        self,
+        budgets: Budgets,
+        compile_executor: Executor,
+        *,
+        max_programs: int = 256,
+        max_refusals: int = 1024,
+    ) -> None:
+        self.budgets = budgets
+        self.max_programs = max_programs
+        self.max_refusals = max_refusals
+        self.compilations = 0  # programs compiled
+        self.refusals = 0  # programs refused (a budget, a failed compile) + refusals recalled
+        self._executor = compile_executor
+        self._programs: collections.OrderedDict[Key, Program] = collections.OrderedDict()
+        self._refused: collections.OrderedDict[Key, Exception] = collections.OrderedDict()
+        self._pending: dict[Key, asyncio.Task[Program]] = {}
+        self._lanes: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+
+    def check_layers(self, kfn: KernelFn) -> None:
+        """OverLimit for a network too long to lower (O(layers), no tracing)."""
+        limit = self.budgets.max_program_layers
+        layers = layer_messages(kfn) if limit else 0
+        if layers > limit:
+            raise OverLimit(
+                "architecture",
+                f"the network has {layers} layer messages, over this server's limit of {limit} "
+                "per compiled program (--max-program-layers): compile time grows faster than "
+                "the layers; simplify the network, or write repeated layers as "
+                "repeat(layer, n), which compiles the layer once as a loop",
+            )
+
+    async def forward(self, inputs: CheckedInputs, tenant: str) -> Program:
+        """The forward program of these inputs' shapes (ComputeKernel's)."""
+        compiled = inputs.compiled
+
+        def lower() -> Any:
+            return compiled.forward.lower(  # type: ignore[attr-defined]
+                compiled.kfn.params,
+                _spec(inputs.x1),
+                _spec(inputs.x2),
+                get=inputs.get,
+                mask_constant=_spec(mask_scalar(inputs.mask_constant, inputs.x1)),
+                pattern1=_spec(inputs.patterns[0]),
+                pattern2=_spec(inputs.patterns[1]),
+            )
+
+        return await self._program(_forward_key(inputs), tenant, compiled.kfn, lower)
+
+    async def grads(self, inputs: CheckedInputs, tenant: str, with_params: bool) -> Program:
+        """ComputeValueAndGrad's gradient program; its cotangents have the kernels' shapes."""
+        compiled = inputs.compiled
+        key = ("grads", with_params, *_forward_key(inputs)[1:])
+        cotangent = jax.ShapeDtypeStruct(inputs.kernel_shape, inputs.x1.dtype)  # type: ignore[no-untyped-call]
+
+        def lower() -> Any:
+            return compiled.grads.lower(  # type: ignore[attr-defined]
+                compiled.kfn.params,
+                _spec(inputs.x1),
+                _spec(inputs.x2),
+                (cotangent,) * len(inputs.get),
+                _spec(mask_scalar(inputs.mask_constant, inputs.x1)),
+                (_spec(inputs.patterns[0]), _spec(inputs.patterns[1])),
+                get=inputs.get,
+                with_params=with_params,
+            )
+
+        return await self._program(key, tenant, compiled.kfn, lower)
+
+    async def batched(
+        self,
+        compiled: Compiled,
+        get: tuple[str, ...],
+        x1: Any,
+        x2: Any,
+        tenant: str,
+        make: Callable[[], Callable[..., Any]],
+    ) -> Program:
+        """The batcher's merged program (`make()` jits it) for stacked inputs of these shapes
+        (`x1`, `x2`: arrays or `jax.ShapeDtypeStruct`s)."""
+        key: Key = (
+            "batched",
+            compiled.kfn.topology_id,
+            x1.shape,
+            x1.dtype.str,
+            None if x2 is None else (x2.shape, x2.dtype.str),
+            get,
+        )
+
+        def lower() -> Any:
+            return make().lower(compiled.kfn.params, _spec(x1), _spec(x2))  # type: ignore[attr-defined]
+
+        return await self._program(key, tenant, compiled.kfn, lower)
+
+    async def _program(
+        self, key: Key, tenant: str, kfn: KernelFn, lower: Callable[[], Any]
+    ) -> Program:
+        """The program of `key`, compiled once (event loop); its refusal, remembered."""
+        found = self._programs.get(key)
+        if found is not None:
+            self._programs.move_to_end(key)
+            return found
+        refused = self._refused.get(key)
+        if refused is not None:
+            self.refusals += 1
+            raise _fresh(refused)
+        self.check_layers(kfn)
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._compile(key, tenant, kfn, lower))
+            task.add_done_callback(_retrieved)  # its callers may all have left
+            self._pending[key] = task
+        # Shielded: a caller that leaves does not cancel a compile others may wait for.
+        return await asyncio.shield(task)
+
+    async def _compile(
+        self, key: Key, tenant: str, kfn: KernelFn, lower: Callable[[], Any]
+    ) -> Program:
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._lanes[tenant]:  # one compile per tenant at a time
+                program = await loop.run_in_executor(self._executor, self._made, kfn, lower)
+        except Exception as e:
+            self.refusals += 1
+            self._refused[key] = _fresh(e)
+            while len(self._refused) > self.max_refusals:
+                self._refused.popitem(last=False)
+            raise
+        finally:
+            del self._pending[key]
+        self._programs[key] = program
+        while len(self._programs) > self.max_programs:
+            self._programs.popitem(last=False)
+        return program
+
+    def _made(self, kfn: KernelFn, lower: Callable[[], Any]) -> Program:
+        """Lowered, counted, compiled and analysed, each step within its budget (compile
+        executor thread)."""
+        lowered = lower()
+        ops = count_ops(lowered)
+        limit = self.budgets.max_program_ops
+        if limit and ops > limit:
+            raise OverLimit(
+                "architecture",
+                f"the program for these inputs has {ops} operations, over this server's limit "
+                f"of {limit} (--max-program-ops): compile time grows faster than the program; "
+                "simplify the network, or write repeated layers as repeat(layer, n), which "
+                "compiles the layer once as a loop",
+            )
+        executable = lowered.compile()
+        self.compilations += 1
+        nbytes, flops = _analysed(executable)
+        flops *= repeat_factor(kfn.architecture.layers)
+        self._check_memory(nbytes)
+        self._check_flops(flops)
+        return Program(executable, ops, nbytes, flops)
+
+    def _check_memory(self, nbytes: int) -> None:
+        limit = self.budgets.max_call_memory_bytes
+        if limit and nbytes > limit:
+            raise OverLimit(
+                "",
+                f"this call needs {nbytes / MiB:.0f} MiB of device memory (XLA's estimate: "
+                f"temporaries, inputs and outputs), over this server's {limit / MiB:.0f} MiB "
+                "per call (--max-call-memory-mb); stream the kernel (StreamKernel, or "
+                "Client.kernel(..., tile=...)), or submit smaller batches",
+            )
+
+    def _check_flops(self, flops: float) -> None:
+        limit = self.budgets.max_call_flops
+        if limit and flops > limit:
+            raise OverLimit(
+                "",
+                f"this call needs about {flops:.3g} floating-point operations, over this "
+                f"server's {limit:.3g} per call (--max-call-flops): stream the kernel "
+                "(StreamKernel, or Client.kernel(..., tile=...)), or submit smaller batches",
+            )
+
+    def fits(self, single: Program, n: int) -> bool:
+        """Whether `n` calls of `single`'s program merged into one stay in the memory budget
+        (the batcher's merged program needs about n times one call's memory)."""
+        limit = self.budgets.max_call_memory_bytes
+        return not limit or n * single.memory_bytes <= limit

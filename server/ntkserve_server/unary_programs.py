@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -33,8 +33,7 @@ import jax
 import numpy as np
 from ntkserve.field_errors import FieldError
 from ntkserve_engine.kernels import KernelFn
-from ntkserve_engine.kernels.canonical import every_layer
-from ntkserve_engine.kernels.table import COMBINATORS
+from ntkserve_engine.kernels.canonical import every_layer, repeat_factor
 
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
 from ntkserve_server.requests import OverLimit
@@ -68,20 +67,6 @@ def layer_messages(kfn: KernelFn) -> int:
     """The Layer messages of the network (a repeat's layer once: it is a loop), which is what
     tracing and lowering walk: their time grows with it."""
     return sum(1 for _ in every_layer(kfn.architecture.layers))
-
-
-def repeat_factor(layers: Iterable[Any]) -> int:
-    """The most times any one layer runs in a call: nested repeats multiply. XLA's cost
-    analysis counts a loop's body once, so its FLOPs times this bound the call's FLOPs."""
-    most = 1
-    for layer in layers:
-        kind = layer.WhichOneof("layer")
-        if kind not in COMBINATORS:
-            continue
-        message = getattr(layer, kind)
-        inner = repeat_factor(child for _, child in COMBINATORS[kind].children_of(message))
-        most = max(most, inner * (int(message.n) if kind == "repeat" else 1))
-    return most
 
 
 def count_ops(lowered: Any) -> int:

@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
+from ntkserve_engine.kernels.canonical import repeat_factor
 from ntkserve_server.compute import ComputeEngine, check, run_forward
 from ntkserve_server.requests import OverLimit
-from ntkserve_server.unary_programs import (
-    Budgets,
-    UnaryPrograms,
-    layer_messages,
-    repeat_factor,
-)
+from ntkserve_server.unary_programs import Budgets, UnaryPrograms, layer_messages
 
 jax.config.update("jax_enable_x64", True)
 

@@ -169,6 +169,21 @@ def _applications_of(layer: pb.Layer) -> int:
     return max(row.times(message), 0) * inner
 
 
+def repeat_factor(layers: Any) -> int:
+    """The most times any one layer runs per kernel entry: nested repeats multiply. A
+    compiler's cost analysis counts a loop's body once; its count times this bounds the
+    call's. Exact Python ints, like `applications`."""
+    most = 1
+    for layer in layers:
+        kind = layer.WhichOneof("layer")
+        if kind not in COMBINATORS or COMBINATORS[kind].children is None:
+            continue
+        row = COMBINATORS[kind]
+        inner = repeat_factor(child for _, child in row.children_of(getattr(layer, kind)))
+        most = max(most, max(row.times(getattr(layer, kind)), 1) * inner)
+    return most
+
+
 def _too_many_applications(layers: list[tuple[str, pb.Layer]]) -> Violations:
     """The top-level layer that applies its layers most often, when the network passes
     MAX_APPLICATIONS."""

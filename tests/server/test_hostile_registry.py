@@ -39,6 +39,19 @@ def big_network(i: int) -> Any:
     )
 
 
+def register_until_refused(target: str) -> tuple[list[str], errors.ResourceExhaustedError]:
+    """The attacker registers `big_network`s until refused (at most 200): the ids
+    acknowledged, and the refusal."""
+    acknowledged = []
+    with (
+        Client(target, token=ATTACKER, timeout=120) as attacker,
+        pytest.raises(errors.ResourceExhaustedError) as full,
+    ):
+        for i in range(200):
+            acknowledged.append(attacker.register(big_network(i)))
+    return acknowledged, full.value
+
+
 @timeout_for(60)
 def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
     tmp_path: Path,
@@ -47,15 +60,9 @@ def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
     with lab_server(tmp_path, *flags) as first:
         with Client(first.target, token=NEIGHBOUR, timeout=120) as neighbour:
             probe = neighbour.register(PROBE_NETWORK)
-        acknowledged = []
-        with (
-            Client(first.target, token=ATTACKER, timeout=120) as attacker,
-            pytest.raises(errors.ResourceExhaustedError) as full,
-        ):
-            for i in range(200):
-                acknowledged.append(attacker.register(big_network(i)))
-        assert "the registry is full" in full.value.message
-        assert "delete some" in full.value.message
+        acknowledged, refusal = register_until_refused(first.target)
+        assert "the registry is full" in refusal.message
+        assert "delete some" in refusal.message
         assert 10 <= len(acknowledged) < 200
         first.proc.kill()  # SIGKILL: every acknowledged registration must be there
         first.proc.wait()

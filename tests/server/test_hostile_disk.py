@@ -29,7 +29,7 @@ from tests.server.hostile import (
     PROBE_NETWORK,
     PROBE_X,
 )
-from tests.server.test_hostile_registry import register_until_refused, small_network
+from tests.server.test_hostile_registry import STORAGE_ONLY, register_until_refused, small_network
 
 # -- a real full disk ---------------------------------------------------------------------
 
@@ -67,6 +67,7 @@ def _server_on_tmpfs(tmp_path: Path, size: str, *before: str) -> ListeningProces
     (tmp_path / "tokens.txt").write_text(f"{ATTACKER} attacker\n{NEIGHBOUR} neighbour\n")
     serve = [sys.executable, "-m", "ntkserve_server", "serve", "--port", "0"]
     serve += ["--data-dir", str(disk / "data"), "--auth-tokens", str(tmp_path / "tokens.txt")]
+    serve += STORAGE_ONLY
     steps = [f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(disk))}", *before]
     cap = MEMORY_CAP_BYTES
     return ListeningProcess(

@@ -31,6 +31,9 @@ from tests.server.hostile import (
 )
 
 LAYERS = 2000  # ~25 KB canonical: a 1 MiB registry holds a few dozen
+# Registration refuses networks of more layer messages than the compile budget allows
+# (--max-program-layers, 400 by default): these servers test storage, so that check is off.
+STORAGE_ONLY = ("--max-program-layers", "0")
 
 
 def big_network(i: int) -> Any:
@@ -56,7 +59,7 @@ def register_until_refused(target: str) -> tuple[list[str], errors.ResourceExhau
 def test_a_full_registry_is_resource_exhausted_and_a_restart_serves_what_it_has(
     tmp_path: Path,
 ) -> None:
-    flags = ("--max-registry-mb", "1")
+    flags = ("--max-registry-mb", "1", *STORAGE_ONLY)
     with lab_server(tmp_path, *flags) as first:
         with Client(first.target, token=NEIGHBOUR, timeout=120) as neighbour:
             probe = neighbour.register(PROBE_NETWORK)

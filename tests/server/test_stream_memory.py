@@ -155,7 +155,7 @@ def test_failed_unary_calls_free_their_decoded_inputs_at_once(
     each decoded copy in a reference cycle until a GC pass)."""
     payload = 128 * MIB
     x1 = tensor.encode(np.zeros((payload // 4, 1), np.float32), "x1")
-    request = ks.ComputeKernelRequest(architecture_id="not-registered", x1=x1)
+    request = ks.ComputeKernelRequest(architecture_id="0" * 32, x1=x1)
     for _ in range(2):  # grpc's buffers grown to the message's size
         with pytest.raises(grpc.RpcError):
             stub.ComputeKernel(request, metadata=BEARER, timeout=WAIT_SECONDS)

@@ -3,7 +3,8 @@
 A compile that dies (XLA aborting on an allocation it cannot make, the OS killing the
 process, a compile that never ends) must not take the server down (issue 17). Each worker
 is a child process started with `spawn` (jax is multithreaded: no fork), with the server's
-environment (XLA_FLAGS, so the same devices) and jax settings (x64, the compilation cache),
+environment (XLA_FLAGS, so the same devices) and jax settings (x64; not the on-disk cache:
+see `JAX_SETTINGS`),
 its address space capped (`memory_bytes`, RLIMIT_AS). It receives a `program_recipes.Recipe`,
 builds it (`program_recipes.build`, the code the server would run in-process), serializes the
 executable (`jax.experimental.serialize_executable`) and replies with it and its costs; the
@@ -37,13 +38,12 @@ from ntkserve_server.program_recipes import Built, Recipe, build
 from ntkserve_server.requests import OverLimit
 
 MiB = 1 << 20
-# What a child copies from the server's jax config before it compiles anything.
-JAX_SETTINGS = (
-    "jax_enable_x64",
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-)
+# What a child copies from the server's jax config before it compiles anything. Not the
+# on-disk compilation cache: a worker that used it (jax 0.10.2, CPU) sent back executables
+# that failed when run in the server ("NOT_FOUND: Function dot_general.1_kernel not found";
+# tests/server/test_hostile_cost.py's four concurrent compiles, 3 of 4 calls), so workers
+# compile without it (a restarted server compiles its unary programs again).
+JAX_SETTINGS = ("jax_enable_x64",)
 _OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
 
@@ -75,6 +75,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     """A compile worker's life (child process): its settings, then recipes in, executables
     or errors out."""
     settings, cap = conn.recv()
+    jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
     for name, value in settings.items():
         jax.config.update(name, value)  # type: ignore[no-untyped-call]
     warm_up()

@@ -18,6 +18,7 @@ Blocking: call `build` from a compile thread (at most `count` at a time).
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing.connection
 import os
 import pickle
@@ -27,7 +28,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import traceback
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -42,7 +45,8 @@ MiB = 1 << 20
 # on-disk compilation cache: a worker that used it (jax 0.10.2, CPU) sent back executables
 # that failed when run in the server ("NOT_FOUND: Function dot_general.1_kernel not found";
 # tests/server/test_hostile_cost.py's four concurrent compiles, 3 of 4 calls), so workers
-# compile without it (a restarted server compiles its unary programs again).
+# compile without it; the server keeps their replies in that directory instead (`_Disk`):
+# a restarted server loads what its workers compiled before.
 JAX_SETTINGS = ("jax_enable_x64",)
 _OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
@@ -151,6 +155,44 @@ class _Lost(Exception):
     """A compile worker died or was stopped during a compile."""
 
 
+class _Disk:
+    """Worker replies kept as files in jax's compilation cache directory (none when the
+    server has none: tenants with isolated caches share nothing), by a hash of the recipe,
+    the ops limit it was built under, jax's version, the devices and XLA_FLAGS."""
+
+    def __init__(self) -> None:
+        directory = getattr(jax.config, "jax_compilation_cache_dir", None)
+        self.directory = None if directory is None else Path(directory)
+        self._context = repr(
+            (jax.__version__, [str(d) for d in jax.local_devices()], os.environ.get("XLA_FLAGS"))
+        )
+
+    def _path(self, recipe: Recipe, max_ops: int) -> Path | None:
+        if self.directory is None:
+            return None
+        key = hashlib.sha256(pickle.dumps((recipe, max_ops, self._context))).hexdigest()
+        return self.directory / f"ntkserve-unary-{key}"
+
+    def get(self, recipe: Recipe, max_ops: int) -> Any:
+        path = self._path(recipe, max_ops)
+        try:
+            return None if path is None else pickle.loads(path.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return None
+
+    def put(self, recipe: Recipe, max_ops: int, reply: Any) -> None:
+        path = self._path(recipe, max_ops)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(pickle.dumps(reply))
+            partial.replace(path)
+        except OSError:
+            pass  # a full disk costs the next start a compile, nothing else
+
+
 def _loaded(blob: bytes) -> Any:
     serialized, in_tree, out_tree = pickle.loads(blob)
     return serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
@@ -177,6 +219,16 @@ class CompileWorkers:
 
     def build(self, recipe: Recipe, max_ops: int) -> Built:
         """The recipe's program, built in a worker and loaded here (blocking)."""
+        disk = _Disk()
+        reply = disk.get(recipe, max_ops)
+        if reply is None:
+            reply = self._ask(recipe, max_ops)
+            disk.put(recipe, max_ops, reply)
+        blob, ops, nbytes, flops = reply
+        return Built(_loaded(blob), ops, nbytes, flops)
+
+    def _ask(self, recipe: Recipe, max_ops: int) -> Any:
+        """A worker's reply: (serialized executable, ops, bytes, flops), or its error raised."""
         worker = self._idle.get() or self._start()
         try:
             kind, reply = worker.ask((recipe, max_ops), self.seconds)
@@ -198,8 +250,7 @@ class CompileWorkers:
             raise cls.of(violations)
         if kind == "error":
             raise reply
-        blob, ops, nbytes, flops = reply
-        return Built(_loaded(blob), ops, nbytes, flops)
+        return reply
 
     def close(self) -> None:
         """Stops every worker (the server is shutting down)."""

@@ -12,7 +12,8 @@ server loads it (`deserialize_and_load`): the same compiled program, bit for bit
 
 A worker that dies mid-compile, or takes longer than `seconds` (then it is killed), costs
 that request alone: it gets `OverLimit` (RESOURCE_EXHAUSTED) saying so, the worker is
-replaced by a fresh one, and queued compiles go to the others. Workers start on first use.
+replaced by a fresh one, and queued compiles go to the others. Workers start on first use
+(a server that compiles nothing starts no process).
 Blocking: call `build` from a compile thread (at most `count` at a time).
 """
 
@@ -206,10 +207,20 @@ class CompileWorkers:
         self.memory_bytes = memory_bytes
         self.seconds = seconds
         self.lost = 0  # workers that died or were stopped during a compile
-        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: set[_Worker] = set()
-        for _ in range(count):
-            self._idle.put(None)  # started on first use
+        self._count = count
+        self._started = False  # all `count` start on first use, together
+        self._lock = threading.Lock()
+
+    def _take(self) -> _Worker:
+        """An idle worker (blocking until one is), the first use starting them all."""
+        with self._lock:
+            if not self._started:
+                self._started = True
+                for _ in range(self._count):
+                    self._idle.put(self._start())
+        return self._idle.get()
 
     def _start(self) -> _Worker:
         settings = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
@@ -229,7 +240,7 @@ class CompileWorkers:
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """A worker's reply: (serialized executable, ops, bytes, flops), or its error raised."""
-        worker = self._idle.get() or self._start()
+        worker = self._take()
         try:
             kind, reply = worker.ask((recipe, max_ops), self.seconds)
         except _Lost as lost:

@@ -49,6 +49,9 @@ MiB = 1 << 20
 # compile without it; the server keeps their replies in that directory instead (`_Disk`):
 # a restarted server loads what its workers compiled before.
 JAX_SETTINGS = ("jax_enable_x64",)
+# A worker loads jax before its first compile: seconds, even on a busy machine; not counted
+# against --compile-seconds.
+START_SECONDS = 120
 _OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
 
@@ -86,6 +89,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     warm_up()
     if cap:
         _cap_address_space(cap)
+    conn.send("ready")
     while True:
         try:
             recipe, max_ops = conn.recv()
@@ -128,6 +132,7 @@ class _Worker:
         theirs.close()
         self.conn = multiprocessing.connection.Connection(ours.detach())
         self.conn.send((settings, cap))
+        self.ready = False  # its "ready" (jax loaded) received: --compile-seconds count after
 
     def exitcode(self) -> int | None:
         try:
@@ -137,8 +142,13 @@ class _Worker:
 
     def ask(self, request: Any, seconds: float) -> Any:
         """The child's reply; `_Lost` with the cause when it dies or runs past `seconds`."""
-        self.conn.send(request)
         try:
+            if not self.ready:
+                if not self.conn.poll(START_SECONDS):
+                    self.stop()
+                    raise _Lost(f"it did not start in {START_SECONDS} s")
+                self.ready = self.conn.recv() == "ready"
+            self.conn.send(request)
             if self.conn.poll(seconds):
                 return self.conn.recv()
         except (EOFError, OSError):

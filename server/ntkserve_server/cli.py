@@ -174,8 +174,9 @@ def _parser() -> argparse.ArgumentParser:
         "--compile-memory-mb",
         type=int,
         default=None,
-        help="address space of each compile worker process; a compile past it ends that "
-        "worker, and its call gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory)",
+        help="address space one compile may add to its worker process (beyond what the "
+        "worker holds once jax is loaded); a compile past it ends that worker, and its call "
+        "gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory)",
     )
     serve.add_argument(
         "--compile-seconds",

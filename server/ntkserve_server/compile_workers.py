@@ -2,13 +2,14 @@
 
 A compile that dies (XLA aborting on an allocation it cannot make, the OS killing the
 process, a compile that never ends) must not take the server down (issue 17). Each worker
-is a child process started with `spawn` (jax is multithreaded: no fork), with the server's
-environment (XLA_FLAGS, so the same devices) and jax settings (x64; not the on-disk cache:
-see `JAX_SETTINGS`),
-its address space capped (`memory_bytes`, RLIMIT_AS). It receives a `program_recipes.Recipe`,
-builds it (`program_recipes.build`, the code the server would run in-process), serializes the
-executable (`jax.experimental.serialize_executable`) and replies with it and its costs; the
-server loads it (`deserialize_and_load`): the same compiled program, bit for bit.
+is a child process started as a fresh interpreter (jax is multithreaded: no fork of the
+server), with the server's environment (XLA_FLAGS, so the same devices) and jax settings
+(x64; not the on-disk cache: see `JAX_SETTINGS`), its address space capped (RLIMIT_AS:
+`memory_bytes` more than it holds once jax is loaded). It receives a
+`program_recipes.Recipe`, builds it (`program_recipes.build`, the code the server would run
+in-process), serializes the executable (`jax.experimental.serialize_executable`) and
+replies with it and its costs; the server loads it (`deserialize_and_load`): the same
+compiled program, bit for bit.
 
 A worker that dies mid-compile, or takes longer than `seconds` (then it is killed), costs
 that request alone: it gets `OverLimit` (RESOURCE_EXHAUSTED) saying so, the worker is
@@ -55,7 +56,23 @@ START_SECONDS = 120
 _OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
 
+def _address_space() -> int:
+    """This process's address space now (Linux; 0 where /proc does not say)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _cap_address_space(memory_bytes: int) -> None:
+    """Caps the address space at what it is now plus `memory_bytes`: what the compiles may
+    add to a started worker, whatever its backend reserved (a GPU runtime reserves far more
+    address space than memory)."""
+    memory_bytes += _address_space()
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         memory_bytes = min(memory_bytes, hard)
@@ -210,8 +227,8 @@ def _loaded(blob: bytes) -> Any:
 
 
 class CompileWorkers:
-    """`count` compile worker processes, each capped at `memory_bytes` of address space (0:
-    the server's own cap) and `seconds` per compile."""
+    """`count` compile worker processes, each capped at `memory_bytes` of address space more
+    than a started worker holds (0: the server's own cap) and `seconds` per compile."""
 
     def __init__(self, count: int, memory_bytes: int, seconds: float) -> None:
         self.memory_bytes = memory_bytes
@@ -260,8 +277,8 @@ class CompileWorkers:
             self._idle.put(self._start())  # the next compile finds it started
             raise OverLimit(
                 "",
-                f"compiling this program took the compile worker down ({lost}; the worker "
-                f"has {self.memory_bytes / MiB:.0f} MiB of address space, --compile-memory-mb, "
+                f"compiling this program took the compile worker down ({lost}; a compile may "
+                f"use {self.memory_bytes / MiB:.0f} MiB of address space, --compile-memory-mb, "
                 f"and {self.seconds:g} s per compile, --compile-seconds); simplify the "
                 "network or send fewer inputs per call (or stream the kernel)",
             ) from None

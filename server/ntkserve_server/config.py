@@ -75,8 +75,9 @@ class ServerConfig:
     compile_workers: int = 2
     # Each compile runs in a worker process of its own (compile_workers.py), so a compile
     # that dies (XLA aborting on an allocation, the OS killing it) or never ends costs its
-    # request alone (RESOURCE_EXHAUSTED), not the server. Its address space (None: a quarter
-    # of the host's memory: two workers and the server's own calls still fit) and seconds
+    # request alone (RESOURCE_EXHAUSTED), not the server. The address space one compile may
+    # add to a started worker (~1.5 GiB here once jax is loaded; None: a quarter of the host's
+    # memory: two workers and the server's own calls still fit) and seconds
     # per compile (300: 15 times the ~20 s the largest program --max-program-ops admits
     # took here; a compile still going after that is stopped).
     compile_memory_bytes: int | None = None

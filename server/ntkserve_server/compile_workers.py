@@ -13,8 +13,9 @@ compiled program, bit for bit.
 
 A worker that dies mid-compile, or takes longer than `seconds` (then it is killed), costs
 that request alone: it gets `OverLimit` (RESOURCE_EXHAUSTED) saying so, the worker is
-replaced by a fresh one, and queued compiles go to the others. Workers start on first use
-(a server that compiles nothing starts no process).
+replaced by a fresh one, and queued compiles go to the others. A worker starts when a
+compile finds none idle (a server that compiles nothing starts no process; one that compiles
+one program at a time, one).
 Blocking: call `build` from a compile thread (at most `count` at a time).
 """
 
@@ -236,17 +237,18 @@ class CompileWorkers:
         self.lost = 0  # workers that died or were stopped during a compile
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: set[_Worker] = set()
-        self._count = count
-        self._started = False  # all `count` start on first use, together
+        self._unstarted = count  # started when a compile finds no idle worker
         self._lock = threading.Lock()
 
     def _take(self) -> _Worker:
-        """An idle worker (blocking until one is), the first use starting them all."""
+        """An idle worker; else a new one while fewer than `count` run; else the next idle."""
         with self._lock:
-            if not self._started:
-                self._started = True
-                for _ in range(self._count):
-                    self._idle.put(self._start())
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                if self._unstarted:
+                    self._unstarted -= 1
+                    return self._start()
         return self._idle.get()
 
     def _start(self) -> _Worker:

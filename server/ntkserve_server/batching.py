@@ -35,13 +35,12 @@ import asyncio
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import jax
 import numpy as np
-from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import CheckedInputs, Compiled, run_forward
 from ntkserve_server.device_work import DeviceWork, Dropped
@@ -72,13 +71,6 @@ class _Open:
     timer: asyncio.TimerHandle | None = None
     started: bool = False  # a worker took the batch up (set before it checks the waiters)
     task: asyncio.Task[None] | None = None
-
-
-def _vmapped(kfn: KernelFn, get: tuple[str, ...], with_x2: bool) -> Callable[..., Any]:
-    def one(params: Any, x1: Any, x2: Any) -> Any:
-        return kfn.apply(params, x1, x2, get)
-
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0 if with_x2 else None)))
 
 
 def _stacked(size: int, x: Array | None) -> Any:
@@ -196,12 +188,8 @@ class DynamicBatcher:
         size = self._padded(len(live))
         first = live[0].inputs
         x1, x2 = _stacked(size, first.x1), _stacked(size, first.x2)
-        kfn = batch.compiled.kfn
-        make = functools.partial(_vmapped, kfn, batch.get, first.x2 is not None)
         try:
-            return await self.programs.batched(
-                batch.compiled, batch.get, x1, x2, batch.tenant, make
-            )
+            return await self.programs.batched(batch.compiled, batch.get, x1, x2, batch.tenant)
         except OverLimit:
             return None
 

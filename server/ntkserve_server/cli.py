@@ -167,8 +167,23 @@ def _parser() -> argparse.ArgumentParser:
         "--compile-workers",
         type=int,
         default=2,
-        help="threads compiling unary programs, apart from --workers; one per tenant at a "
+        help="processes compiling unary programs, apart from --workers; one per tenant at a "
         "time (default 2)",
+    )
+    serve.add_argument(
+        "--compile-memory-mb",
+        type=int,
+        default=None,
+        help="address space one compile may add to its worker process (beyond what the "
+        "worker holds once jax is loaded); a compile past it ends that worker, and its call "
+        "gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory)",
+    )
+    serve.add_argument(
+        "--compile-seconds",
+        type=_positive_seconds,
+        default=300.0,
+        help="longest one compile may run before its worker is stopped and its call gets "
+        "RESOURCE_EXHAUSTED (default 300)",
     )
     serve.add_argument(
         "--max-program-layers",
@@ -307,6 +322,10 @@ def main(argv: list[str] | None = None) -> None:
         max_streams_per_tenant=args.max_streams_per_tenant,
         stream_idle_seconds=args.stream_idle_seconds,
         compile_workers=args.compile_workers,
+        compile_memory_bytes=None
+        if args.compile_memory_mb is None
+        else args.compile_memory_mb << 20,
+        compile_seconds=args.compile_seconds,
         max_program_layers=args.max_program_layers,
         max_program_ops=args.max_program_ops,
         max_call_memory_bytes=None

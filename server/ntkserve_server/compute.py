@@ -72,7 +72,23 @@ def check(
     return CheckedInputs(compiled, x1, x2, get, mask_constant, patterns, shapes)
 
 
-def _grads_fn(kfn: KernelFn) -> Callable[..., Any]:
+def forward_fn(kfn: KernelFn) -> Callable[..., Any]:
+    """The jitted forward of kfn's topology (ComputeKernel's program)."""
+    return jax.jit(kfn.apply, static_argnames=("get",))
+
+
+def batched_fn(kfn: KernelFn, get: tuple[str, ...], with_x2: bool) -> Callable[..., Any]:
+    """The dynamic batcher's merged forward: kfn's forward over a stack of inputs."""
+
+    def one(params: Any, x1: Any, x2: Any) -> Any:
+        return kfn.apply(params, x1, x2, get)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0 if with_x2 else None)))
+
+
+def grads_fn(kfn: KernelFn) -> Callable[..., Any]:
+    """The jitted gradient of kfn's topology (ComputeValueAndGrad's program)."""
+
     def grads(
         params: Params,
         x1: Any,
@@ -118,7 +134,7 @@ class ComputeEngine:
         isolate_tenants: bool = False,
     ) -> None:
         self._cache: CompiledCache[Compiled] = CompiledCache(
-            lambda kfn: (jax.jit(kfn.apply, static_argnames=("get",)), _grads_fn(kfn)),
+            lambda kfn: (forward_fn(kfn), grads_fn(kfn)),
             lambda kfn, programs: Compiled(kfn, *programs),
             max_topologies=max_topologies,
             max_bytes=max_bytes,

@@ -73,6 +73,15 @@ class ServerConfig:
     # operations keep one compile near 20 s; usual networks have a few thousand (a ReLU MLP
     # ~550, an 8-conv-layer CNN ~2,900, a Dense+Relu pair ~245).
     compile_workers: int = 2
+    # Each compile runs in a worker process of its own (compile_workers.py), so a compile
+    # that dies (XLA aborting on an allocation, the OS killing it) or never ends costs its
+    # request alone (RESOURCE_EXHAUSTED), not the server. The address space one compile may
+    # add to a started worker (~1.5 GiB here once jax is loaded; None: a quarter of the host's
+    # memory: two workers and the server's own calls still fit) and seconds
+    # per compile (300: 15 times the ~20 s the largest program --max-program-ops admits
+    # took here; a compile still going after that is stopped).
+    compile_memory_bytes: int | None = None
+    compile_seconds: float = 300.0
     max_program_layers: int = 400
     max_program_ops: int = 50_000
     # Device memory of one unary call (XLA's memory analysis: temporaries, inputs, outputs);

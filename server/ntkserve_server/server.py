@@ -35,6 +35,7 @@ import ntkserve_server
 from ntkserve_server import inference, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
+from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.device_work import DeviceWork
@@ -67,6 +68,7 @@ class BuiltServer:
     registry: Registry
     executor: ThreadPoolExecutor
     compile_executor: ThreadPoolExecutor
+    compile_workers: CompileWorkers
     programs: TilePrograms
     engine: ComputeEngine
     admission: Admission
@@ -128,14 +130,26 @@ def _call_flops_budget(config: ServerConfig) -> float:
     return 2e10 if jax.default_backend() == "cpu" else 1e13
 
 
-def _unary_programs(config: ServerConfig, compile_executor: ThreadPoolExecutor) -> UnaryPrograms:
+def _compile_workers(config: ServerConfig) -> CompileWorkers:
+    """--compile-workers processes (see `ServerConfig.compile_memory_bytes` for the cap)."""
+    memory = config.compile_memory_bytes
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    return CompileWorkers(config.compile_workers, memory, config.compile_seconds)
+
+
+def _unary_programs(
+    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
+) -> UnaryPrograms:
     budgets = Budgets(
         max_program_layers=config.max_program_layers,
         max_program_ops=config.max_program_ops,
         max_call_memory_bytes=_call_memory_budget(config),
         max_call_flops=_call_flops_budget(config),
     )
-    return UnaryPrograms(budgets, compile_executor, max_programs=4 * config.max_tile_programs)
+    return UnaryPrograms(
+        budgets, compile_executor, workers=workers, max_programs=4 * config.max_tile_programs
+    )
 
 
 def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
@@ -283,7 +297,8 @@ def build(config: ServerConfig) -> BuiltServer:
     compile_executor = ThreadPoolExecutor(
         max_workers=config.compile_workers, thread_name_prefix="ntkserve-compile"
     )
-    unary = _unary_programs(config, compile_executor)
+    compile_workers = _compile_workers(config)
+    unary = _unary_programs(config, compile_executor, compile_workers)
     server = _grpc_server(config)
     programs = TilePrograms(
         _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
@@ -308,6 +323,7 @@ def build(config: ServerConfig) -> BuiltServer:
     except CannotListen:
         executor.shutdown(wait=False)
         compile_executor.shutdown(wait=False)
+        compile_workers.close()
         registry.close()
         raise
     return BuiltServer(
@@ -319,6 +335,7 @@ def build(config: ServerConfig) -> BuiltServer:
         registry,
         executor,
         compile_executor,
+        compile_workers,
         programs,
         engine,
         admission,
@@ -347,6 +364,7 @@ async def stop(built: BuiltServer) -> None:
     await asyncio.sleep(FLUSH_SECONDS)
     built.executor.shutdown(wait=True)
     built.compile_executor.shutdown(wait=True)
+    built.compile_workers.close()
     built.registry.close()
     log.info("stopped")
 

@@ -1,8 +1,10 @@
 """Ahead-of-time programs of unary calls, each admitted by its cost before it runs.
 
 Every program a unary call runs (ComputeKernel's forward, ComputeValueAndGrad's gradient,
-the dynamic batcher's merged forward) is made here: lowered (`jax.jit(...).lower`), its
-operations counted, compiled, and its memory (XLA's memory analysis: temp + arguments +
+the dynamic batcher's merged forward) is made here, from its recipe
+(`program_recipes.build`): lowered, its operations counted, compiled (in a compile worker
+process, `compile_workers`, on a server: a compile that dies takes only that process down),
+and its memory (XLA's memory analysis: temp + arguments +
 outputs) and FLOPs (XLA's cost analysis) read, each checked against a budget (`Budgets`)
 before the program runs; past one the call gets `OverLimit` (RESOURCE_EXHAUSTED) with the
 numbers and what to do instead. The executable that was analysed is the one that runs:
@@ -13,7 +15,7 @@ messages, 5.8 s for 401; 10,000 would take minutes), so the layer messages of a 
 counted first, from its architecture, and a network past `max_program_layers` is refused
 without being lowered.
 
-Compiles run on their own executor (not the compute workers, so calls whose programs are
+Compiles are driven by their own executor (not the compute workers, so calls whose programs are
 compiled go on during a compile), at most one per tenant at a time (one tenant's queue of
 expensive compiles does not hold another tenant's first call behind all of them), and once
 per key however many calls want it. Refusals and failed compiles are remembered per key, so
@@ -29,13 +31,14 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
 
-import jax
 import numpy as np
 from ntkserve.field_errors import FieldError
 from ntkserve_engine.kernels import KernelFn
-from ntkserve_engine.kernels.canonical import every_layer, repeat_factor
+from ntkserve_engine.kernels.canonical import every_layer
 
+from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
+from ntkserve_server.program_recipes import Built, Recipe, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
 Array = np.ndarray[Any, Any]
@@ -69,32 +72,6 @@ def layer_messages(kfn: KernelFn) -> int:
     return sum(1 for _ in every_layer(kfn.architecture.layers))
 
 
-def count_ops(lowered: Any) -> int:
-    """Operations of a lowered module, nested regions (loop bodies, branches) included."""
-    count, stack = 0, [lowered.compiler_ir("stablehlo").operation]
-    while stack:
-        op = stack.pop()
-        count += 1
-        for region in op.regions:
-            for block in region.blocks:
-                stack.extend(block.operations)
-    return count
-
-
-def _analysed(compiled: Any) -> tuple[int, float]:
-    """(bytes, flops) of a compiled executable, from XLA's memory and cost analyses."""
-    memory = compiled.memory_analysis()
-    nbytes = 0
-    if memory is not None:
-        nbytes = int(
-            memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
-        )
-    costs = compiled.cost_analysis()
-    if isinstance(costs, list):
-        costs = costs[0] if costs else {}
-    return nbytes, float((costs or {}).get("flops", 0.0))
-
-
 def _fresh(error: Exception) -> Exception:
     """A copy of a remembered refusal without a traceback: a remembered one must not hold
     the frames (and so the inputs) of the call that met it."""
@@ -112,8 +89,14 @@ def _retrieved(task: asyncio.Task[Program]) -> None:
         task.exception()
 
 
-def _spec(x: Array | None) -> Any:
-    return None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype)  # type: ignore[no-untyped-call]
+def _input_specs(inputs: CheckedInputs) -> dict[str, Any]:
+    """The specs of a call's inputs, as a `Recipe` takes them."""
+    return {
+        "x1": spec_of(inputs.x1),
+        "x2": spec_of(inputs.x2),
+        "mask_constant": spec_of(mask_scalar(inputs.mask_constant, inputs.x1)),
+        "patterns": (spec_of(inputs.patterns[0]), spec_of(inputs.patterns[1])),
+    }
 
 
 def _forward_key(inputs: CheckedInputs) -> Key:
@@ -139,6 +122,7 @@ class UnaryPrograms:
         budgets: Budgets,
         compile_executor: Executor,
         *,
+        workers: CompileWorkers | None = None,
         max_programs: int = 256,
         max_refusals: int = 1024,
     ) -> None:
@@ -148,6 +132,7 @@ class UnaryPrograms:
         self.compilations = 0  # programs compiled
         self.refusals = 0  # programs refused (a budget, a failed compile) + refusals recalled
         self._executor = compile_executor
+        self._workers = workers  # None: programs are built in this process
         self._programs: collections.OrderedDict[Key, Program] = collections.OrderedDict()
         self._refused: collections.OrderedDict[Key, Exception] = collections.OrderedDict()
         self._pending: dict[Key, asyncio.Task[Program]] = {}
@@ -168,52 +153,29 @@ class UnaryPrograms:
 
     async def forward(self, inputs: CheckedInputs, tenant: str) -> Program:
         """The forward program of these inputs' shapes (ComputeKernel's)."""
-        compiled = inputs.compiled
-
-        def lower() -> Any:
-            return compiled.forward.lower(  # type: ignore[attr-defined]
-                compiled.kfn.params,
-                _spec(inputs.x1),
-                _spec(inputs.x2),
-                get=inputs.get,
-                mask_constant=_spec(mask_scalar(inputs.mask_constant, inputs.x1)),
-                pattern1=_spec(inputs.patterns[0]),
-                pattern2=_spec(inputs.patterns[1]),
-            )
-
-        return await self._program(_forward_key(inputs), tenant, compiled.kfn, lower)
+        kfn = inputs.compiled.kfn
+        made = recipe("forward", kfn, inputs.get, **_input_specs(inputs))
+        return await self._program(_forward_key(inputs), tenant, kfn, made)
 
     async def grads(self, inputs: CheckedInputs, tenant: str, with_params: bool) -> Program:
         """ComputeValueAndGrad's gradient program; its cotangents have the kernels' shapes."""
-        compiled = inputs.compiled
+        kfn = inputs.compiled.kfn
         key = ("grads", with_params, *_forward_key(inputs)[1:])
-        cotangent = jax.ShapeDtypeStruct(inputs.kernel_shape, inputs.x1.dtype)  # type: ignore[no-untyped-call]
-
-        def lower() -> Any:
-            return compiled.grads.lower(  # type: ignore[attr-defined]
-                compiled.kfn.params,
-                _spec(inputs.x1),
-                _spec(inputs.x2),
-                (cotangent,) * len(inputs.get),
-                _spec(mask_scalar(inputs.mask_constant, inputs.x1)),
-                (_spec(inputs.patterns[0]), _spec(inputs.patterns[1])),
-                get=inputs.get,
-                with_params=with_params,
-            )
-
-        return await self._program(key, tenant, compiled.kfn, lower)
+        made = recipe(
+            "grads",
+            kfn,
+            inputs.get,
+            cotangent=(tuple(inputs.kernel_shape), inputs.x1.dtype.str),
+            with_params=with_params,
+            **_input_specs(inputs),
+        )
+        return await self._program(key, tenant, kfn, made)
 
     async def batched(
-        self,
-        compiled: Compiled,
-        get: tuple[str, ...],
-        x1: Any,
-        x2: Any,
-        tenant: str,
-        make: Callable[[], Callable[..., Any]],
+        self, compiled: Compiled, get: tuple[str, ...], x1: Any, x2: Any, tenant: str
     ) -> Program:
-        """The batcher's merged program (`make()` jits it) for stacked inputs of these shapes
-        (`x1`, `x2`: arrays or `jax.ShapeDtypeStruct`s)."""
+        """The batcher's merged program (`compute.batched_fn`) for stacked inputs of these
+        shapes (`x1`, `x2`: arrays or `jax.ShapeDtypeStruct`s)."""
         key: Key = (
             "batched",
             compiled.kfn.topology_id,
@@ -222,15 +184,10 @@ class UnaryPrograms:
             None if x2 is None else (x2.shape, x2.dtype.str),
             get,
         )
+        made = recipe("batched", compiled.kfn, get, x1=spec_of(x1), x2=spec_of(x2))
+        return await self._program(key, tenant, compiled.kfn, made)
 
-        def lower() -> Any:
-            return make().lower(compiled.kfn.params, _spec(x1), _spec(x2))  # type: ignore[attr-defined]
-
-        return await self._program(key, tenant, compiled.kfn, lower)
-
-    async def _program(
-        self, key: Key, tenant: str, kfn: KernelFn, lower: Callable[[], Any]
-    ) -> Program:
+    async def _program(self, key: Key, tenant: str, kfn: KernelFn, made: Recipe) -> Program:
         """The program of `key`, compiled once (event loop); its refusal, remembered."""
         found = self._programs.get(key)
         if found is not None:
@@ -243,19 +200,17 @@ class UnaryPrograms:
         self.check_layers(kfn)
         task = self._pending.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._compile(key, tenant, kfn, lower))
+            task = asyncio.get_running_loop().create_task(self._compile(key, tenant, kfn, made))
             task.add_done_callback(_retrieved)  # its callers may all have left
             self._pending[key] = task
         # Shielded: a caller that leaves does not cancel a compile others may wait for.
         return await asyncio.shield(task)
 
-    async def _compile(
-        self, key: Key, tenant: str, kfn: KernelFn, lower: Callable[[], Any]
-    ) -> Program:
+    async def _compile(self, key: Key, tenant: str, kfn: KernelFn, made: Recipe) -> Program:
         loop = asyncio.get_running_loop()
         try:
             async with self._lanes[tenant]:  # one compile per tenant at a time
-                program = await loop.run_in_executor(self._executor, self._made, kfn, lower)
+                program = await loop.run_in_executor(self._executor, self._made, kfn, made)
         except Exception as e:
             self.refusals += 1
             self._refused[key] = _fresh(e)
@@ -269,27 +224,18 @@ class UnaryPrograms:
             self._programs.popitem(last=False)
         return program
 
-    def _made(self, kfn: KernelFn, lower: Callable[[], Any]) -> Program:
-        """Lowered, counted, compiled and analysed, each step within its budget (compile
-        executor thread)."""
-        lowered = lower()
-        ops = count_ops(lowered)
-        limit = self.budgets.max_program_ops
-        if limit and ops > limit:
-            raise OverLimit(
-                "architecture",
-                f"the program for these inputs has {ops} operations, over this server's limit "
-                f"of {limit} (--max-program-ops): compile time grows faster than the program; "
-                "simplify the network, or write repeated layers as repeat(layer, n), which "
-                "compiles the layer once as a loop",
-            )
-        executable = lowered.compile()
+    def _made(self, kfn: KernelFn, made: Recipe) -> Program:
+        """Built (lowered, counted, compiled, analysed: in a compile worker process when the
+        server has them) and checked against the budgets (compile executor thread)."""
+        max_ops = self.budgets.max_program_ops
+        if self._workers is None:
+            built: Built = build(made, max_ops, kfn)
+        else:
+            built = self._workers.build(made, max_ops)
         self.compilations += 1
-        nbytes, flops = _analysed(executable)
-        flops *= repeat_factor(kfn.architecture.layers)
-        self._check_memory(nbytes)
-        self._check_flops(flops)
-        return Program(executable, ops, nbytes, flops)
+        self._check_memory(built.memory_bytes)
+        self._check_flops(built.flops)
+        return Program(built.executable, built.ops, built.memory_bytes, built.flops)
 
     def _check_memory(self, nbytes: int) -> None:
         limit = self.budgets.max_call_memory_bytes

@@ -1,0 +1,68 @@
+"""Compile workers (issue 17): a compile past --compile-seconds stops its worker and costs
+its call alone; the next compile gets a fresh worker; the executable that comes back from a
+worker computes bit for bit what the program compiled in this process computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+from ntkserve import stax
+from ntkserve_engine.kernels import KernelFn
+from ntkserve_server.compile_workers import CompileWorkers
+from ntkserve_server.program_recipes import Recipe, build, recipe, spec_of
+from ntkserve_server.requests import OverLimit
+
+from tests.conftest import timeout_for
+
+X = np.random.default_rng(3).standard_normal((4, 3))
+# Far above a small network's compile on a busy machine; far below the 100-pair one's
+# (~10 s here alone, ~28,000 operations).
+GENEROUS_SECONDS = 120.0
+SHORT_SECONDS = 1.0
+
+
+def _chain(pairs: int) -> KernelFn:
+    layers = [layer for _ in range(pairs) for layer in (stax.Dense(8), stax.Relu())]
+    return KernelFn(stax.serial(*layers, stax.Dense(1)))
+
+
+def _forward(kfn: KernelFn) -> Recipe:
+    return recipe("forward", kfn, ("ntk", "nngp"), x1=spec_of(X), x2=None)
+
+
+def _run(executable: Any, kfn: KernelFn) -> list[Any]:
+    out = executable(kfn.params, X, None, mask_constant=None, pattern1=None, pattern2=None)
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(out)]
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[CompileWorkers]:
+    pool = CompileWorkers(1, 0, GENEROUS_SECONDS)
+    yield pool
+    pool.close()
+
+
+@timeout_for(30)
+def test_a_worker_executable_is_bit_for_bit_the_in_process_one(workers: CompileWorkers) -> None:
+    kfn = _chain(3)
+    made = workers.build(_forward(kfn), 0)
+    here = build(_forward(kfn), 0, kfn)
+    assert (made.ops, made.memory_bytes, made.flops) == (here.ops, here.memory_bytes, here.flops)
+    for a, b in zip(_run(made.executable, kfn), _run(here.executable, kfn), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@timeout_for(30)
+def test_a_compile_past_its_time_stops_the_worker_alone(workers: CompileWorkers) -> None:
+    workers.build(_forward(_chain(1)), 0)  # the worker is up: its start is not timed
+    workers.seconds = SHORT_SECONDS
+    with pytest.raises(OverLimit, match=r"took longer than 1 s \(--compile-seconds\)"):
+        workers.build(_forward(_chain(100)), 0)
+    assert workers.lost == 1
+    workers.seconds = GENEROUS_SECONDS
+    kfn = _chain(2)
+    assert np.all(np.isfinite(_run(workers.build(_forward(kfn), 0).executable, kfn)[0]))

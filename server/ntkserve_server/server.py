@@ -19,7 +19,6 @@ import dataclasses
 import errno
 import logging
 import os
-import resource
 import signal
 import socket
 import sys
@@ -32,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from ntkserve.v1 import kernel_service_pb2
 
 import ntkserve_server
-from ntkserve_server import inference, wire
+from ntkserve_server import budgets, inference, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.batching import DynamicBatcher
 from ntkserve_server.compile_workers import CompileWorkers
@@ -43,7 +42,7 @@ from ntkserve_server.metrics import ComponentCollector, Metrics
 from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
-from ntkserve_server.unary_programs import Budgets, UnaryPrograms
+from ntkserve_server.unary_programs import UnaryPrograms
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
@@ -99,57 +98,6 @@ def configure_jax(config: ServerConfig) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # type: ignore[no-untyped-call]
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)  # type: ignore[no-untyped-call]
-
-
-def _tile_budget(config: ServerConfig) -> int:
-    if config.tile_memory_bytes is not None:
-        return config.tile_memory_bytes
-    stats = jax.local_devices()[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
-    return int(limit) // 2 if limit else 1 << 30
-
-
-def _call_memory_budget(config: ServerConfig) -> int:
-    """--max-call-memory-mb, or its default (see `ServerConfig.max_call_memory_bytes`)."""
-    if config.max_call_memory_bytes is not None:
-        return config.max_call_memory_bytes
-    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    if limit:
-        return int(limit) // 2
-    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if address_space != resource.RLIM_INFINITY:
-        host = min(host, address_space)
-    return host // 4
-
-
-def _call_flops_budget(config: ServerConfig) -> float:
-    """--max-call-flops, or its default (see `ServerConfig.max_call_flops`)."""
-    if config.max_call_flops is not None:
-        return config.max_call_flops
-    return 2e10 if jax.default_backend() == "cpu" else 1e13
-
-
-def _compile_workers(config: ServerConfig) -> CompileWorkers:
-    """--compile-workers processes (see `ServerConfig.compile_memory_bytes` for the cap)."""
-    memory = config.compile_memory_bytes
-    if memory is None:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    return CompileWorkers(config.compile_workers, memory, config.compile_seconds)
-
-
-def _unary_programs(
-    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
-) -> UnaryPrograms:
-    budgets = Budgets(
-        max_program_layers=config.max_program_layers,
-        max_program_ops=config.max_program_ops,
-        max_call_memory_bytes=_call_memory_budget(config),
-        max_call_flops=_call_flops_budget(config),
-    )
-    return UnaryPrograms(
-        budgets, compile_executor, workers=workers, max_programs=4 * config.max_tile_programs
-    )
 
 
 def _grpc_server(config: ServerConfig) -> grpc.aio.Server:
@@ -297,11 +245,13 @@ def build(config: ServerConfig) -> BuiltServer:
     compile_executor = ThreadPoolExecutor(
         max_workers=config.compile_workers, thread_name_prefix="ntkserve-compile"
     )
-    compile_workers = _compile_workers(config)
-    unary = _unary_programs(config, compile_executor, compile_workers)
+    compile_workers = budgets.compile_workers(config)
+    unary = budgets.unary_programs(config, compile_executor, compile_workers)
     server = _grpc_server(config)
     programs = TilePrograms(
-        _tile_budget(config), max_tile=config.max_tile_size, max_programs=config.max_tile_programs
+        budgets.tile_budget(config),
+        max_tile=config.max_tile_size,
+        max_programs=config.max_tile_programs,
     )
     engine = ComputeEngine(
         config.max_topologies, config.max_compiled_bytes, config.isolate_tenant_caches

@@ -1,0 +1,69 @@
+"""What the server may spend, from its settings and its device: a streamed tile's memory, a
+unary call's memory and FLOPs, the compile workers' memory. One place for the defaults that
+depend on the device (GPU memory where jax reports it; the host's memory and address-space
+limit on CPU), so `server.build` only assembles."""
+
+from __future__ import annotations
+
+import os
+import resource
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+
+from ntkserve_server.compile_workers import CompileWorkers
+from ntkserve_server.config import ServerConfig
+from ntkserve_server.unary_programs import Budgets, UnaryPrograms
+
+
+def tile_budget(config: ServerConfig) -> int:
+    """--tile-memory-mb, or half the device's memory where jax reports it (GPUs), else 1 GiB."""
+    if config.tile_memory_bytes is not None:
+        return config.tile_memory_bytes
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return int(limit) // 2 if limit else 1 << 30
+
+
+def _call_memory_budget(config: ServerConfig) -> int:
+    """--max-call-memory-mb, or its default (see `ServerConfig.max_call_memory_bytes`)."""
+    if config.max_call_memory_bytes is not None:
+        return config.max_call_memory_bytes
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if limit:
+        return int(limit) // 2
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if address_space != resource.RLIM_INFINITY:
+        host = min(host, address_space)
+    return host // 4
+
+
+def _call_flops_budget(config: ServerConfig) -> float:
+    """--max-call-flops, or its default (see `ServerConfig.max_call_flops`)."""
+    if config.max_call_flops is not None:
+        return config.max_call_flops
+    return 2e10 if jax.default_backend() == "cpu" else 1e13
+
+
+def compile_workers(config: ServerConfig) -> CompileWorkers:
+    """--compile-workers processes (see `ServerConfig.compile_memory_bytes` for the cap)."""
+    memory = config.compile_memory_bytes
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    return CompileWorkers(config.compile_workers, memory, config.compile_seconds)
+
+
+def unary_programs(
+    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
+) -> UnaryPrograms:
+    """The unary programs, admitted by the cost budgets of `config` (defaults for this device)."""
+    budgets = Budgets(
+        max_program_layers=config.max_program_layers,
+        max_program_ops=config.max_program_ops,
+        max_call_memory_bytes=_call_memory_budget(config),
+        max_call_flops=_call_flops_budget(config),
+    )
+    return UnaryPrograms(
+        budgets, compile_executor, workers=workers, max_programs=4 * config.max_tile_programs
+    )

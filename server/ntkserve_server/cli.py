@@ -287,6 +287,11 @@ def _environment_defaults(command: argparse.ArgumentParser) -> None:
         command.set_defaults(**{action.dest: value})
 
 
+def _bytes(mib: int | None) -> int | None:
+    """A flag in MiB as bytes; None (the device-dependent default) stays None."""
+    return None if mib is None else mib << 20
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
@@ -309,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         workers=args.workers,
         grace_seconds=args.grace,
-        tile_memory_bytes=None if args.tile_memory_mb is None else args.tile_memory_mb << 20,
+        tile_memory_bytes=_bytes(args.tile_memory_mb),
         max_tile_size=args.max_tile_size,
         max_stream_input_bytes=args.max_stream_input_mb << 20,
         batch_window_seconds=args.batch_window_ms * 1e-3,
@@ -322,15 +327,11 @@ def main(argv: list[str] | None = None) -> None:
         max_streams_per_tenant=args.max_streams_per_tenant,
         stream_idle_seconds=args.stream_idle_seconds,
         compile_workers=args.compile_workers,
-        compile_memory_bytes=None
-        if args.compile_memory_mb is None
-        else args.compile_memory_mb << 20,
+        compile_memory_bytes=_bytes(args.compile_memory_mb),
         compile_seconds=args.compile_seconds,
         max_program_layers=args.max_program_layers,
         max_program_ops=args.max_program_ops,
-        max_call_memory_bytes=None
-        if args.max_call_memory_mb is None
-        else args.max_call_memory_mb << 20,
+        max_call_memory_bytes=_bytes(args.max_call_memory_mb),
         max_call_flops=args.max_call_flops,
         max_topologies=args.max_compiled,
         max_compiled_bytes=args.max_compiled_mb << 20,

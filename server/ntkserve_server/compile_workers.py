@@ -223,8 +223,13 @@ class _Disk:
 
 
 def _loaded(blob: bytes) -> Any:
+    """The executable, loaded for the device a unary program runs on (jax's default device,
+    where the worker compiled it): left to itself, jax would load it for every local device,
+    and a one-device program then refuses its arguments on a server with several."""
     serialized, in_tree, out_tree = pickle.loads(blob)
-    return serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    return serialize_executable.deserialize_and_load(
+        serialized, in_tree, out_tree, execution_devices=jax.local_devices()[:1]
+    )
 
 
 class CompileWorkers:

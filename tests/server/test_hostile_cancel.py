@@ -9,6 +9,7 @@ one long call (~8 s alone: a repeated layer over 2,000 inputs, the FLOPs budget 
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 import urllib.request
@@ -123,10 +124,17 @@ def test_calls_that_leave_while_queued_never_run(queued: ServerProcess) -> None:
     """Three calls queued behind the long one pass their deadlines: none of them runs."""
     long = _Long(queued.target)
     wait_until(lambda: _work(queued, "started") >= 1, "the long call's work to start")
+    # All three at once, so all queue within their 1 s deadlines while the long work (~8 s
+    # alone) runs, however slow the machine: one after another, a slow send could leave the
+    # last one to find the worker free.
     with Client(queued.target, token=ATTACKER, timeout=1.0) as impatient:
-        for seed in (1, 2, 3):
+
+        def leaves(seed: int) -> None:
             with pytest.raises(DeadlineExceededError):
                 impatient.kernel(long.architecture_id, _x(seed), get="nngp")
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            list(pool.map(leaves, (1, 2, 3)))
     assert long.future.result().HasField("nngp")
     assert _work(queued, "started") == 1
     assert _work(queued, "dropped") == 3

@@ -133,7 +133,7 @@ class DynamicBatcher:
         cap = self._cap(single)
         if extras or cap < 2 or not self.wants(inputs):
             self.device_calls += 1
-            return await self.work.run(run_forward, inputs, single.run)
+            return await self.work.run(run_forward, inputs, single.executable)
         x1, x2 = inputs.x1, inputs.x2
         key: Key = (
             inputs.compiled.kfn.id,
@@ -237,12 +237,12 @@ class DynamicBatcher:
         """One device call for all `inputs` (worker thread); without a merged program, one
         call each of the unbatched program."""
         if program is None:
-            return [run_forward(one, batch.single.run) for one in inputs]
+            return [run_forward(one, batch.single.executable) for one in inputs]
         n = len(inputs)
         padded = inputs + [inputs[-1]] * (self._padded(n) - n)
         x1 = np.stack([a.x1 for a in padded])
         x2s = [a.x2 for a in padded if a.x2 is not None]
         x2 = np.stack(x2s) if x2s else None  # the key has x2 for all or for none
         kfn = batch.compiled.kfn
-        out = [np.asarray(k) for k in program.run(kfn.params, x1, x2)]
+        out = [np.asarray(k) for k in program.executable(kfn.params, x1, x2)]
         return [kfn.to_host([k[i] for k in out], x2 is None) for i in range(n)]

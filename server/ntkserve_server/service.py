@@ -215,7 +215,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         def compute() -> ks.ComputeValueAndGradResponse:
             values, g1, g2, g_hyper = value_and_grad(
-                checked, cotangents, hyper, (forward.run, gradient.run)
+                checked, cotangents, hyper, (forward.executable, gradient.executable)
             )
             response = ks.ComputeValueAndGradResponse(
                 grad_x1=tensor.encode(g1, "grad_x1"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -56,14 +56,8 @@ class Budgets:
     max_call_flops: float = 0.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """A compiled executable and what it costs to run once."""
-
-    run: Callable[..., Any]
-    ops: int
-    memory_bytes: int
-    flops: float  # an upper bound: XLA's count with loop bodies times `repeat_factor`
+# A compiled unary program and what it costs to run once (made by `program_recipes.build`).
+Program = Built
 
 
 def layer_messages(kfn: KernelFn) -> int:
@@ -235,7 +229,7 @@ class UnaryPrograms:
         self.compilations += 1
         self._check_memory(built.memory_bytes)
         self._check_flops(built.flops)
-        return Program(built.executable, built.ops, built.memory_bytes, built.flops)
+        return built
 
     def _check_memory(self, nbytes: int) -> None:
         limit = self.budgets.max_call_memory_bytes

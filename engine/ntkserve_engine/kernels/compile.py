@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -112,15 +113,14 @@ class KernelFn:
         )
         self._walks: collections.OrderedDict[Shape, Shape | str] = collections.OrderedDict()
         self._walks_lock = threading.Lock()
-        self._applications = applications(self.architecture.layers)
 
-    @property
+    @functools.cached_property
     def applications(self) -> int:
         """Layer applications per kernel entry: each layer (and join) once, a repeat's layer
         n times, nested repeats multiplied (`canonical.applications`), counted once when
-        built. The compute of a kernel grows with it (times its entries and positions); at
-        most `canonical.MAX_APPLICATIONS`, checked when the architecture is compiled."""
-        return self._applications
+        first asked (canonicalize has checked it is at most `canonical.MAX_APPLICATIONS`). The
+        compute of a kernel grows with it (times its entries and positions)."""
+        return applications(self.architecture.layers)
 
     def check_inputs(
         self,

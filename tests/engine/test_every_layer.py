@@ -164,11 +164,10 @@ def test_symmetric_psd_and_finite_gradients(kind: str) -> None:
         np.testing.assert_array_equal(k, k.T)
         # float64 round-off in an eigen-decomposition of a matrix of this size
         assert np.linalg.eigvalsh(k).min() >= -1e-12 * np.abs(k).max()
-    # Gradients compiled whole (eager differentiation of a CNN takes tens of seconds).
-    for x2 in (None, x[:3] + 0.5):
+    # Gradients compiled whole (eager differentiation of a CNN takes tens of seconds), one
+    # program per form: x2 absent (at x and at all-zero inputs, vmapped), x2 given.
+    for x2, inputs in ((None, [x, np.zeros_like(x)]), (x[:3] + 0.5, [x])):
         extra = _patterns(kind, 6, None if x2 is None else 3)
         ntk_sum = lambda a, b=x2, e=extra: jnp.sum(kfn(a, b, get=("nngp", "ntk"), **e)[1])  # noqa: E731
-        assert np.all(np.isfinite(jax.jit(jax.grad(ntk_sum))(x)))
-    extra = _patterns(kind, 6, None)
-    zero = jax.jit(jax.grad(lambda a: jnp.sum(kfn(a, get="ntk", **extra))))(np.zeros_like(x))
-    assert np.all(np.isfinite(zero))
+        grads = jax.jit(jax.vmap(jax.grad(ntk_sum)))(np.stack(inputs))
+        assert np.all(np.isfinite(grads))

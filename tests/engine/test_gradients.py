@@ -1,10 +1,14 @@
 """Values and gradients (neural-tangents' issue #123 and its history).
 
 - value_and_grad returns exactly the plain kernel's values (no forward-value guards);
-- gradients are finite everywhere: all-zero inputs, zero rows, parallel rows, x1 == x2;
-- (test_gradients_finite_differences.py: where the kernel is smooth, gradients match central
-  finite differences in float64, hyper-parameters' too; the two files run on separate
-  workers.)
+- gradients are finite everywhere: all-zero inputs, zero rows, parallel rows, x1 == x2,
+  x2 == -x1, for the NNGP alone and the NTK alone, in float32 and float64;
+- at all-zero inputs without biases the gradient is exactly zero;
+- where the kernel is smooth, gradients match central finite differences in float64, with
+  respect to the inputs and to the hyper-parameters, which are program inputs, not constants.
+
+A network's float64 checks are the cases of one batched program per form (x2 absent, x2
+given): compiling is their cost (`gradient_helpers.GradientCases`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ntkserve import stax
-from ntkserve_engine.kernels import kernel_fn
+from ntkserve_engine.kernels import KernelFn, kernel_fn
 
 from tests.engine.architectures import ALL
+from tests.engine.gradient_helpers import GradientCases
 
 
 @pytest.mark.parametrize("arch", ALL)
@@ -34,52 +39,91 @@ def test_vjp_primal_is_exactly_the_kernel(arch: stax.Architecture, dtype: type) 
             np.testing.assert_array_equal(p, q)
 
 
-def _hard_cases(dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stacks of (x1 alone) and of (x1, x2) pairs where a kernel is not differentiable."""
-    x = np.random.RandomState(1).randn(4, 3).astype(dtype)
+def _hard_inputs(dtype: type) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Inputs where a kernel is not differentiable: x1 alone, and (x1, x2) pairs."""
+    x = np.random.RandomState(1).randn(3, 4).astype(dtype)
     zero_row, parallel = x.copy(), x.copy()
     zero_row[1] = 0
     parallel[2] = 3 * parallel[0]
-    alone = np.stack([np.zeros_like(x), zero_row, parallel])
-    firsts = np.stack([np.zeros_like(x), x, x, parallel])
-    seconds = np.stack([np.zeros_like(x), x.copy(), -x, 2 * parallel])
-    return alone, firsts, seconds
+    alone = [np.zeros_like(x), zero_row, parallel]
+    pairs = [(np.zeros_like(x), np.zeros_like(x[:2])), (x, x[:2].copy()), (x, -x[:2])]
+    return alone, [*pairs, (parallel, 2 * parallel[:2])]
 
 
-@pytest.mark.parametrize("arch", ALL)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gradients_are_finite_everywhere(arch: stax.Architecture, dtype: type) -> None:
-    """All-zero inputs, zero rows, parallel rows, x1 == x2, x2 == -x1; NNGP and NTK alone."""
-    kfn = kernel_fn(arch)
-    weights = np.eye(2, dtype=dtype)  # the NNGP alone, then the NTK alone
-
-    def loss(w, x1, x2=None):  # type: ignore[no-untyped-def]
-        nngp, ntk = kfn(x1, x2, get=("nngp", "ntk"))
-        return w[0] * jnp.sum(nngp) + w[1] * jnp.sum(ntk)
-
-    alone, firsts, seconds = _hard_cases(dtype)
-    # One program per form (x2 absent, x2 given), vmapped over the hard cases and called once
-    # per weight: the weight is an argument, so both calls share the compilation (a vmap over
-    # the weights too doubled the compile time: 9 s of CPU for Gelu's pair program).
-    one = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=1), in_axes=(None, 0)))
-    two = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(1, 2)), in_axes=(None, 0, 0)))
-    for w in weights:
-        for value, grads in (one(w, alone), two(w, firsts, seconds)):
-            assert np.all(np.isfinite(value))
-            for g in jax.tree.leaves(grads):
-                assert np.all(np.isfinite(g))
+def _one_kernel_cotangents(n1: int, n2: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The NNGP alone, then the NTK alone (a zero cotangent meeting an infinite partial
+    derivative would make a NaN that a sum of both kernels can hide)."""
+    ones, zeros = np.ones((n1, n2)), np.zeros((n1, n2))
+    return [(ones, zeros), (zeros, ones)]
 
 
-@pytest.mark.parametrize("arch", ALL)
-def test_all_zero_inputs_give_zero_gradient_without_bias(arch: stax.Architecture) -> None:
-    kfn = kernel_fn(arch)
-    g = jax.grad(lambda a: jnp.sum(kfn(a, get="ntk")))(np.zeros((3, 4)))
-    assert np.all(np.isfinite(g))
-    # The kernel is homogeneous-like around 0 only without biases; with them it is smooth and
-    # its gradient at 0 need not vanish. Either way it must be finite (checked above).
-    if all(
+def _add_hard_cases(cases: GradientCases, dtype: type) -> list[int]:
+    alone, pairs = _hard_inputs(dtype)
+    inputs = [(x, None) for x in alone] if not cases.paired else pairs
+    return [
+        cases.add(x1, x2, cotangents)
+        for x1, x2 in inputs
+        for cotangents in _one_kernel_cotangents(len(x1), len(x1) if x2 is None else len(x2))
+    ]
+
+
+def _without_biases(kfn: KernelFn) -> bool:
+    return all(
         not layer.dense.HasField("b_std")
         for layer in kfn.architecture.layers
         if layer.WhichOneof("layer") == "dense"
-    ):
-        np.testing.assert_array_equal(g, 0)
+    )
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_gradients_are_finite_and_match_finite_differences(arch: stax.Architecture) -> None:
+    """float64: finite at the hard inputs; zero at all-zero inputs without biases (with them
+    the kernel is smooth there and its gradient need not vanish); central differences in the
+    inputs and in every hyper-parameter match, x2 absent and given."""
+    kfn = kernel_fn(arch)
+    rng = np.random.RandomState(2)
+    x1, x2 = rng.randn(3, 4), rng.randn(2, 4)
+    for second in (None, x2):
+        cases = GradientCases(kfn, None if second is None else len(second), np.float64)
+        hard = _add_hard_cases(cases, np.float64)
+        inputs = cases.add_input_differences(x1, second, seed=7)
+        hyper = cases.add_hyper_differences(x1, second, seed=8)
+        cases.run()
+        assert all(cases.all_finite(case) for case in hard)
+        if second is None and _without_biases(kfn):
+            for case in hard[:2]:  # all-zero inputs, each kernel alone
+                np.testing.assert_array_equal(cases.input_grads[0][case], 0)
+        cases.assert_input_gradients_match(inputs)
+        cases.assert_hyper_gradients_match_at(hyper)
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_float32_gradients_are_finite_everywhere(arch: stax.Architecture) -> None:
+    kfn = kernel_fn(arch)
+    for x2_rows in (None, 2):
+        cases = GradientCases(kfn, x2_rows, np.float32)
+        hard = _add_hard_cases(cases, np.float32)
+        cases.run()
+        assert cases.values.dtype == np.float32
+        assert all(cases.all_finite(case) for case in hard)
+
+
+def test_hyper_parameters_are_inputs_not_constants() -> None:
+    arch = stax.serial(stax.Dense(8, W_std=1.0, b_std=0.1), stax.Erf(), stax.Dense(1))
+    kfn = kernel_fn(arch)
+    traces = []
+
+    def counted(params, x):  # type: ignore[no-untyped-def]
+        traces.append(1)
+        return kfn.apply(params, x, None, ("ntk",))
+
+    jitted = jax.jit(counted)
+    x = np.random.RandomState(4).randn(3, 2)
+    for w in (0.5, 1.0, 1.5, 2.0):
+        params = ({"w_std": w, "b_std": 0.1}, {"a": 1.0, "b": 1.0, "c": 0.0}, {"w_std": 1.0})
+        swept = jitted(params, x)[0]
+        rebuilt = kernel_fn(
+            stax.serial(stax.Dense(8, W_std=w, b_std=0.1), stax.Erf(), stax.Dense(1))
+        )
+        np.testing.assert_allclose(swept, rebuilt(x, get="ntk"), rtol=1e-13)
+    assert len(traces) == 1  # one compilation for the whole sweep

@@ -46,8 +46,9 @@ def _log_entries(server: ServerProcess) -> list[dict[str, Any]]:
 def _call_entry(server: ServerProcess, request_id: str) -> dict[str, Any]:
     """The call line logged under `request_id` (waits for the stderr reader)."""
     assert server.wait_for_log(f'"request_id": "{request_id}"')
-    (entry,) = [e for e in _log_entries(server) if e.get("request_id") == request_id]
-    return entry
+    entries = [e for e in _log_entries(server) if e.get("request_id") == request_id]
+    assert len(entries) == 1, entries
+    return entries[0]
 
 
 def test_device_memory_is_not_preallocated(observed: ServerProcess) -> None:

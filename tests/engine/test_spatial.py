@@ -109,11 +109,8 @@ def test_symmetric_path_and_positive_semidefinite(arch: stax.Architecture) -> No
 def test_values_and_gradients(arch: stax.Architecture, dtype: type) -> None:
     kfn = kernel_fn(arch)
     x = _images(3, 6).astype(dtype)
-    if dtype == np.float64:  # eager: op by op, the same operations with and without a vjp
-        plain = kfn.apply(kfn.params, jnp.asarray(x), None, ("nngp", "ntk"))  # what vjp traces
-        primal, _ = jax.vjp(lambda a: kfn(a, None, get=("nngp", "ntk")), x)
-        for p, q in zip(plain, primal, strict=True):
-            np.testing.assert_array_equal(p, q)
+    # Values under a vjp: test_safe_math.py (the only custom rules; convolutions and pooling
+    # are plain jax, whose derivatives never change a value) and test_gradients.py.
     grad = jax.jit(jax.grad(lambda a: sum(jnp.sum(k) for k in kfn(a, get=("nngp", "ntk")))))
     for x1 in (np.zeros_like(x), np.stack([x[0], 2 * x[0], 0 * x[0]])):
         assert np.all(np.isfinite(grad(x1)))

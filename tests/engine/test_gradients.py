@@ -25,8 +25,11 @@ from tests.engine.gradient_helpers import GradientCases
 
 
 @pytest.mark.parametrize("arch", ALL)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vjp_primal_is_exactly_the_kernel(arch: stax.Architecture, dtype: type) -> None:
+def test_vjp_primal_is_exactly_the_kernel(arch: stax.Architecture) -> None:
+    """Eager, in float64 (each run of a network op by op costs seconds of dispatch); the
+    custom rules, the only place a value could change, are checked in float32 as well in
+    test_safe_math.py."""
+    dtype = np.float64
     x = np.random.RandomState(0).randn(5, 4).astype(dtype)
     kfn = kernel_fn(arch)
     for x2 in (None, x[:3] * 0.5):

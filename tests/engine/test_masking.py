@@ -151,14 +151,16 @@ def test_masked_gradients_are_finite_and_zero_on_masked_entries() -> None:
     x[1, 3:] = MASK
     kfn = kernel_fn(EQUIVALENT["layer-norm-positions-gsp"])
     loss = lambda a: jnp.sum(kfn(a, get="ntk", mask_constant=MASK) ** 2)  # noqa: E731
-    g = np.asarray(jax.grad(loss)(x))
+    value_and_grad = jax.jit(jax.value_and_grad(loss))  # one program for both inputs
+    value, g = value_and_grad(x)
     assert np.all(np.isfinite(g))
     np.testing.assert_array_equal(g[1, 3:], 0)
-    value, _ = jax.value_and_grad(loss)(x)
-    assert value == loss(x)
+    # Another program than the direct call's: equal to float64 rounding (the values under a
+    # vjp are bit for bit the plain ones eagerly: test_safe_math.py, test_gradients.py).
+    np.testing.assert_allclose(value, loss(x), rtol=1e-12)
     every = np.full_like(x, MASK)  # every position masked: a zero kernel, zero gradients
     np.testing.assert_array_equal(kfn(every, get="ntk", mask_constant=MASK), 0)
-    assert np.all(np.isfinite(jax.grad(loss)(every)))
+    assert np.all(np.isfinite(value_and_grad(every)[1]))
 
 
 def test_one_program_serves_every_mask_constant() -> None:

@@ -241,8 +241,9 @@ class RequestFuzzer:
 
     def architecture(self, draw: st.DrawFn) -> grpc.StatusCode:
         """The compute target: a small CNN with random fields mutated, registered, then asked
-        for both kernels of a tiny image batch (what only computing can trip: windows,
-        strides and branches against real shapes, and XLA's own shape checks)."""
+        for both kernels of an image batch, tiny or over the cost budgets (what only
+        computing can trip: windows, strides and branches against real shapes, XLA's own
+        shape checks, the cost estimates)."""
         architecture = CNN.to_proto()
         layers = list(every_layer(architecture.layers))
         layer = layers[draw(st.integers(0, len(layers) - 1))]
@@ -255,7 +256,11 @@ class RequestFuzzer:
             return code
         request = ks.RegisterArchitectureRequest(architecture=architecture)
         architecture_id = self.stub.RegisterArchitecture(request, timeout=60).architecture_id
-        x = np.random.default_rng(1).standard_normal((2, 4, 4, 3)).astype(np.float32)
+        # Mostly a tiny batch; now and then one within the input limits whose kernel is over
+        # the server's cost budgets (pairs of positions of a CNN grow as side**4), which
+        # the cost admission must refuse before the work (RESOURCE_EXHAUSTED).
+        n, side = draw(st.sampled_from([(2, 4)] * 7 + [(64, 16)]))
+        x = np.random.default_rng(1).standard_normal((n, side, side, 3)).astype(np.float32)
         kernel = ks.ComputeKernelRequest(
             architecture_id=architecture_id,
             x1=tensor.encode(x, "x1"),

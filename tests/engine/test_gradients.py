@@ -20,7 +20,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn, kernel_fn
 
-from tests.engine.architectures import ALL
+from tests.engine.architectures import ALL, REFERENCE
 from tests.engine.gradient_helpers import GradientCases
 
 
@@ -100,7 +100,13 @@ def test_gradients_are_finite_and_match_finite_differences(arch: stax.Architectu
         cases.assert_hyper_gradients_match_at(hyper)
 
 
-@pytest.mark.parametrize("arch", ALL)
+REFERENCE_IDS = {p.id for p in REFERENCE}
+# float32: the closed forms in the ntk parameterization only (the standard one scales the
+# same kernels by the layers' widths, which rounding does not mind; its float64 checks stay).
+FLOAT32 = [p for p in ALL if not (p.id in REFERENCE_IDS and "-standard-" in str(p.id))]
+
+
+@pytest.mark.parametrize("arch", FLOAT32)
 def test_float32_gradients_are_finite_everywhere(arch: stax.Architecture) -> None:
     kfn = kernel_fn(arch)
     for x2_rows in (None, 2):

@@ -44,8 +44,9 @@ import numpy as np
 
 from ntkserve_server.compute import CheckedInputs, Compiled, run_forward
 from ntkserve_server.device_work import DeviceWork, Dropped
+from ntkserve_server.program_recipes import Program
 from ntkserve_server.requests import OverLimit
-from ntkserve_server.unary_programs import Budgets, Program, UnaryPrograms
+from ntkserve_server.unary_programs import Budgets, UnaryPrograms
 
 Array = np.ndarray[Any, Any]
 Result = tuple[Array, ...]

@@ -40,7 +40,7 @@ import jax
 from jax.experimental import serialize_executable
 from ntkserve.field_errors import FieldError
 
-from ntkserve_server.program_recipes import Built, Recipe, build
+from ntkserve_server.program_recipes import Program, Recipe, build
 from ntkserve_server.requests import OverLimit
 
 MiB = 1 << 20
@@ -262,7 +262,7 @@ class CompileWorkers:
         self._all.add(worker)
         return worker
 
-    def build(self, recipe: Recipe, max_ops: int) -> Built:
+    def build(self, recipe: Recipe, max_ops: int) -> Program:
         """The recipe's program, built in a worker and loaded here (blocking)."""
         disk = _Disk()
         reply = disk.get(recipe, max_ops)
@@ -270,7 +270,7 @@ class CompileWorkers:
             reply = self._ask(recipe, max_ops)
             disk.put(recipe, max_ops, reply)
         blob, ops, nbytes, flops = reply
-        return Built(_loaded(blob), ops, nbytes, flops)
+        return Program(_loaded(blob), ops, nbytes, flops)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """A worker's reply: (serialized executable, ops, bytes, flops), or its error raised."""

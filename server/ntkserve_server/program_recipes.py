@@ -102,7 +102,7 @@ def lowered(recipe: Recipe, kfn: KernelFn) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class Built:
+class Program:
     """A compiled executable and what it costs to run once."""
 
     executable: Any
@@ -137,7 +137,7 @@ def _analysed(compiled: Any) -> tuple[int, float]:
     return nbytes, float((costs or {}).get("flops", 0.0))
 
 
-def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Built:
+def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
     """The recipe's program lowered, counted (OverLimit past `max_ops`; 0: no limit),
     compiled and analysed. `kfn`: the recipe's network where the caller has it."""
     kfn = kfn or kernel_fn(recipe)
@@ -153,4 +153,4 @@ def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Built:
         )
     executable = program.compile()
     nbytes, flops = _analysed(executable)
-    return Built(executable, ops, nbytes, flops * repeat_factor(kfn.architecture.layers))
+    return Program(executable, ops, nbytes, flops * repeat_factor(kfn.architecture.layers))

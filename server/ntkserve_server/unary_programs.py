@@ -38,7 +38,7 @@ from ntkserve_engine.kernels.canonical import every_layer
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
-from ntkserve_server.program_recipes import Built, Recipe, build, recipe, spec_of
+from ntkserve_server.program_recipes import Program, Recipe, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
 Array = np.ndarray[Any, Any]
@@ -54,10 +54,6 @@ class Budgets:
     max_program_ops: int = 0
     max_call_memory_bytes: int = 0
     max_call_flops: float = 0.0
-
-
-# A compiled unary program and what it costs to run once (made by `program_recipes.build`).
-Program = Built
 
 
 def layer_messages(kfn: KernelFn) -> int:
@@ -223,7 +219,7 @@ class UnaryPrograms:
         server has them) and checked against the budgets (compile executor thread)."""
         max_ops = self.budgets.max_program_ops
         if self._workers is None:
-            built: Built = build(made, max_ops, kfn)
+            built: Program = build(made, max_ops, kfn)
         else:
             built = self._workers.build(made, max_ops)
         self.compilations += 1

@@ -54,8 +54,8 @@ def _hard_inputs(dtype: type) -> tuple[list[np.ndarray], list[tuple[np.ndarray, 
 
 
 def _one_kernel_cotangents(n1: int, n2: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The NNGP alone, then the NTK alone (a zero cotangent meeting an infinite partial
-    derivative would make a NaN that a sum of both kernels can hide)."""
+    """The NNGP alone, then the NTK alone, as users differentiate them: a zero cotangent
+    meeting an infinite partial derivative makes a NaN only then."""
     ones, zeros = np.ones((n1, n2)), np.zeros((n1, n2))
     return [(ones, zeros), (zeros, ones)]
 

@@ -23,7 +23,8 @@ is at `Quotas.max_file_bytes`, SQLite's `max_page_count`) or that would put its 
 quota (count, or bytes of canonical architectures) is `RegistryFull`: RESOURCE_EXHAUSTED with
 the numbers. A file that cannot be opened for writing (a full disk cannot even hold WAL's
 shared-memory index) is opened read-only: lookups work, registrations and deletes are
-`RegistryFull` saying why.
+`RegistryFull` saying why, and each of them first tries to open the file for writing again,
+so freeing space is enough (no restart).
 """
 
 from __future__ import annotations
@@ -153,6 +154,20 @@ class Registry:
             db.close()
         raise error
 
+    def _reopened_writable(self) -> bool:
+        """Whether a read-only registry could be opened for writing now (space was freed):
+        then the writable connection replaces the read-only one. Tried at each write, under
+        the lock: on a disk still full, opening fails in about a millisecond."""
+        try:
+            db = self._open_writable()
+        except sqlite3.OperationalError as e:
+            log.debug("registry %s is still read-only: %s", self.path, e)
+            return False
+        self._db.close()
+        self._db, self.read_only = db, None
+        log.warning("registry %s is writable again", self.path)
+        return True
+
     def known(self, tenant: str, architecture_id: str) -> bool:
         """True if `tenant` is known to hold the id; False means "ask `holds`", not "no".
         Never blocks: safe on the event loop (without the lock: a dict's `get` and a set's
@@ -207,11 +222,11 @@ class Registry:
     def _writing(self, field: str) -> Iterator[None]:
         """One write transaction, committed at its end (rolled back on an error); a full disk
         or file, or a read-only registry, is RegistryFull naming `field`."""
-        if self.read_only is not None:
+        if self.read_only is not None and not self._reopened_writable():
             raise RegistryFull(
                 field,
                 f"the registry is read-only: {self.read_only}; it serves the architectures it "
-                "has, and stores new ones once the operator frees space and restarts it",
+                "has, and stores new ones once the operator frees space (no restart needed)",
             )
         db = self._db
         try:

@@ -21,7 +21,7 @@ import pytest
 from ntkserve import Client, errors
 from ntkserve_server.testing import SERVER_LISTENING, ListeningProcess
 
-from tests.conftest import timeout_for
+from tests.conftest import timeout_for, wait_until
 from tests.server.hostile import (
     ATTACKER,
     MEMORY_CAP_BYTES,
@@ -83,24 +83,38 @@ needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a 
 
 @needs_tmpfs
 @timeout_for(30)
-def test_a_server_started_on_a_full_disk_serves_read_only(tmp_path: Path) -> None:
+def test_a_server_started_on_a_full_disk_serves_read_only_until_space_is_freed(
+    tmp_path: Path,
+) -> None:
     """A registry written earlier, then the disk filled by something else, then the server
-    started: it starts, computes with what it has, and refuses registrations."""
+    started: it starts, computes with what it has, and refuses registrations; once the
+    filler is deleted (by a process in the server's mount namespace, when the test says so)
+    the next registration is stored, without a restart."""
     from ntkserve_engine.kernels import KernelFn
 
     kfn = KernelFn(PROBE_NETWORK)
     data = tmp_path / "disk" / "data"
     arch = kfn.architecture.SerializeToString().hex()
     fill = shlex.join([sys.executable, "-c", _FILL, str(data), arch, kfn.id])
-    with _server_on_tmpfs(tmp_path, "2m", fill) as server:
+    free_now = tmp_path / "free-now"  # outside the tmpfs: seen from both namespaces
+    signal, filler = shlex.quote(str(free_now)), shlex.quote(str(data.parent / "filler"))
+    freer = (
+        f"( (while [ ! -e {signal} ]; do sleep 0.05; done; rm {filler}; touch {signal}.done) & )"
+    )
+    with _server_on_tmpfs(tmp_path, "2m", fill, freer) as server:
         with Client(server.target, token=NEIGHBOUR, timeout=120) as neighbour:
             kernel = neighbour.kernel(kfn.id, PROBE_X, get="nngp")
             assert np.all(np.isfinite(kernel))
             assert neighbour.register(PROBE_NETWORK) == kfn.id  # held already: no write
             with pytest.raises(errors.ResourceExhaustedError) as refused:
                 neighbour.register(small_network(7))
-        assert "the registry is read-only" in refused.value.message
-        assert "bytes free" in refused.value.message
+            assert "the registry is read-only" in refused.value.message
+            assert "bytes free" in refused.value.message
+            free_now.touch()
+            wait_until(free_now.with_suffix(".done").exists, "the filler deleted")
+            stored = neighbour.register(small_network(7))
+            assert stored in {a.id for a in neighbour.list_architectures()}
+        assert server.wait_for_log("is writable again")
 
 
 @needs_tmpfs

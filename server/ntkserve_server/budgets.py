@@ -10,9 +10,12 @@ import resource
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
+from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.config import ServerConfig
+from ntkserve_server.program_recipes import Program, Recipe
+from ntkserve_server.tile_programs import TilePrograms
 from ntkserve_server.unary_programs import Budgets, UnaryPrograms
 
 
@@ -66,4 +69,18 @@ def unary_programs(
     )
     return UnaryPrograms(
         budgets, compile_executor, workers=workers, max_programs=4 * config.max_tile_programs
+    )
+
+
+def tile_programs(config: ServerConfig, workers: CompileWorkers) -> TilePrograms:
+    """The streamed tiles' programs, built by the compile workers under --max-program-ops."""
+
+    def build(made: Recipe, kfn: KernelFn) -> Program:
+        return workers.build(made, config.max_program_ops)
+
+    return TilePrograms(
+        tile_budget(config),
+        max_tile=config.max_tile_size,
+        max_programs=config.max_tile_programs,
+        build=build,
     )

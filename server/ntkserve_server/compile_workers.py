@@ -1,4 +1,4 @@
-"""Compile workers: unary programs compiled in child processes whose death is contained.
+"""Compile workers: programs (unary and tile) compiled in child processes whose death is contained.
 
 A compile that dies (XLA aborting on an allocation it cannot make, the OS killing the
 process, a compile that never ends) must not take the server down (issue 17). Each worker
@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.monitoring
 from jax.experimental import serialize_executable
 from ntkserve.field_errors import FieldError
 
-from ntkserve_server.program_recipes import Program, Recipe, build
+from ntkserve_server.program_recipes import Program, Recipe, build, device_of
 from ntkserve_server.requests import OverLimit
 
 MiB = 1 << 20
@@ -51,6 +52,9 @@ MiB = 1 << 20
 # compile without it; the server keeps their replies in that directory instead (`_Disk`):
 # a restarted server loads what its workers compiled before.
 JAX_SETTINGS = ("jax_enable_x64",)
+# jax's monitoring event for a compile a worker made (jax's own event fires in the worker's
+# process, which the server's listeners do not see): its duration, in the server's process.
+WORKER_COMPILE_EVENT = "/ntkserve/compile_workers/backend_compile_duration"
 # A worker loads jax before its first compile: seconds, even on a busy machine; not counted
 # against --compile-seconds.
 START_SECONDS = 120
@@ -116,7 +120,8 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
         try:
             built = build(recipe, max_ops)
             blob = pickle.dumps(serialize_executable.serialize(built.executable))
-            reply: Any = ("ok", (blob, built.ops, built.memory_bytes, built.flops))
+            costs = (built.ops, built.memory_bytes, built.flops, built.compile_seconds)
+            reply: Any = ("ok", (blob, *costs))
         except MemoryError:
             traceback.print_exc()
             os._exit(_OUT_OF_MEMORY)
@@ -200,7 +205,7 @@ class _Disk:
         if self.directory is None:
             return None
         key = hashlib.sha256(pickle.dumps((recipe, max_ops, self._context))).hexdigest()
-        return self.directory / f"ntkserve-unary-{key}"
+        return self.directory / f"ntkserve-program-{key}"
 
     def get(self, recipe: Recipe, max_ops: int) -> Any:
         path = self._path(recipe, max_ops)
@@ -222,13 +227,13 @@ class _Disk:
             pass  # a full disk costs the next start a compile, nothing else
 
 
-def _loaded(blob: bytes) -> Any:
-    """The executable, loaded for the device a unary program runs on (jax's default device,
-    where the worker compiled it): left to itself, jax would load it for every local device,
-    and a one-device program then refuses its arguments on a server with several."""
+def _loaded(blob: bytes, device: Any) -> Any:
+    """The executable, loaded for the device its program runs on (where the worker compiled
+    it): left to itself, jax would load it for every local device, and a one-device program
+    then refuses its arguments on a server with several."""
     serialized, in_tree, out_tree = pickle.loads(blob)
     return serialize_executable.deserialize_and_load(
-        serialized, in_tree, out_tree, execution_devices=jax.local_devices()[:1]
+        serialized, in_tree, out_tree, execution_devices=[device]
     )
 
 
@@ -266,11 +271,14 @@ class CompileWorkers:
         """The recipe's program, built in a worker and loaded here (blocking)."""
         disk = _Disk()
         reply = disk.get(recipe, max_ops)
+        seconds = 0.0  # loaded from the disk: nothing compiled
         if reply is None:
             reply = self._ask(recipe, max_ops)
             disk.put(recipe, max_ops, reply)
-        blob, ops, nbytes, flops = reply
-        return Program(_loaded(blob), ops, nbytes, flops)
+            seconds = reply[-1]
+            jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, seconds)
+        blob, ops, nbytes, flops, _ = reply
+        return Program(_loaded(blob, device_of(recipe)), ops, nbytes, flops, seconds)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """A worker's reply: (serialized executable, ops, bytes, flops), or its error raised."""

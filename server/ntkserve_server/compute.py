@@ -86,6 +86,16 @@ def batched_fn(kfn: KernelFn, get: tuple[str, ...], with_x2: bool) -> Callable[.
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0 if with_x2 else None)))
 
 
+def tile_fn(kfn: KernelFn, get: tuple[str, ...], device: Any) -> Callable[..., Any]:
+    """A streamed tile's program, placed on `device`: kfn's forward of one tile's rows."""
+    sharding = jax.sharding.SingleDeviceSharding(device)
+
+    def tile(params: Params, x1: Any, x2: Any, mask_constant: Any, patterns: Any) -> Any:
+        return kfn.apply(params, x1, x2, get, mask_constant, *patterns)
+
+    return jax.jit(tile, in_shardings=sharding, out_shardings=sharding)
+
+
 def grads_fn(kfn: KernelFn) -> Callable[..., Any]:
     """The jitted gradient of kfn's topology (ComputeValueAndGrad's program)."""
 

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ntkserve_server.admission import Admission
+from ntkserve_server.compile_workers import WORKER_COMPILE_EVENT
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.device_work import DeviceWork
 from ntkserve_server.tile_programs import TilePrograms
@@ -141,7 +142,8 @@ class Metrics:
         )
         self._compile = prometheus_client.Histogram(
             "ntkserve_xla_compile_seconds",
-            "XLA compilations (jax's backend compile), and the seconds each took",
+            "XLA compilations (jax's backend compile, in the server or its compile workers), "
+            "and the seconds each took",
             buckets=COMPILE_BUCKETS,
             registry=self.registry,
         )
@@ -170,7 +172,7 @@ class Metrics:
             self._listening = True
 
         def duration(event: str, duration_secs: float, **_: str | int) -> None:
-            if event == BACKEND_COMPILE_EVENT:
+            if event in (BACKEND_COMPILE_EVENT, WORKER_COMPILE_EVENT):
                 self._compile.observe(duration_secs)
 
         def event(event: str, **_: str | int) -> None:

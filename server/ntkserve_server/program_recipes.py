@@ -1,18 +1,20 @@
-"""Recipes of unary programs: what to compile, picklable, and the one way to build one.
+"""Recipes of programs: what to compile, picklable, and the one way to build one.
 
 A `Recipe` names a program (ComputeKernel's forward, ComputeValueAndGrad's gradient, the
-dynamic batcher's merged forward), the canonical architecture it computes, its static
-arguments and the shapes and dtypes of its inputs: everything needed to rebuild the program,
-and nothing else, so it can cross to a compile worker process (`compile_workers`). `build`
-rebuilds the jitted function through the same code the server runs (`compute.forward_fn`,
-`grads_fn`, `batched_fn`), lowers it, counts its operations (refused past `max_ops` before
-XLA sees it), compiles it and reads XLA's memory and cost analyses. The server and the
-compile workers both call `build`: one place where a unary program is made.
+dynamic batcher's merged forward, a streamed tile), the canonical architecture it computes,
+its static arguments, the shapes and dtypes of its inputs and the device it runs on:
+everything needed to rebuild the program, and nothing else, so it can cross to a compile
+worker process (`compile_workers`). `build` rebuilds the jitted function through the same
+code the server runs (`compute.forward_fn`, `grads_fn`, `batched_fn`, `tile_fn`), lowers it,
+counts its operations (refused past `max_ops` before XLA sees it), compiles it and reads
+XLA's memory and cost analyses. The server and the compile workers both call `build`: one
+place where a program is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -20,7 +22,7 @@ from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_engine.kernels.canonical import repeat_factor
 
-from ntkserve_server.compute import batched_fn, forward_fn, grads_fn
+from ntkserve_server.compute import batched_fn, forward_fn, grads_fn, tile_fn
 from ntkserve_server.requests import OverLimit
 
 # An input's (shape, dtype.str), or None for an input the program does not take.
@@ -38,7 +40,7 @@ def _struct(spec: Spec) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """One unary program: `program` is "forward", "grads" or "batched"."""
+    """One program: `program` is "forward", "grads", "batched" or "tile"."""
 
     program: str
     architecture: bytes  # the canonical pb.Architecture, deterministically serialized
@@ -50,6 +52,7 @@ class Recipe:
     patterns: tuple[Spec, Spec] = (None, None)
     cotangent: Spec = None  # grads: each cotangent's (the kernels' shape)
     with_params: bool = False  # grads: also dL/dtheta
+    device: int | None = None  # the id of the local device it runs on (None: jax's default)
 
 
 def recipe(program: str, kfn: KernelFn, get: tuple[str, ...], **specs: Any) -> Recipe:
@@ -67,6 +70,14 @@ def kernel_fn(recipe: Recipe) -> KernelFn:
     """The recipe's network, rebuilt from its canonical architecture."""
     architecture = pb.Architecture.FromString(recipe.architecture)
     return KernelFn(architecture, force_position_pairs=recipe.position_pairs)
+
+
+def device_of(recipe: Recipe) -> Any:
+    """The local device the recipe's program runs on."""
+    devices = jax.local_devices()
+    if recipe.device is None:
+        return devices[0]
+    return next(d for d in devices if d.id == recipe.device)
 
 
 def lowered(recipe: Recipe, kfn: KernelFn) -> Any:
@@ -98,6 +109,9 @@ def lowered(recipe: Recipe, kfn: KernelFn) -> Any:
     if recipe.program == "batched":
         merged = batched_fn(kfn, recipe.get, x2 is not None)
         return merged.lower(kfn.params, x1, x2)  # type: ignore[attr-defined]
+    if recipe.program == "tile":
+        tile = tile_fn(kfn, recipe.get, device_of(recipe))
+        return tile.lower(kfn.params, x1, x2, mask, patterns)  # type: ignore[attr-defined]
     raise ValueError(f"no unary program is called {recipe.program!r}")
 
 
@@ -109,6 +123,7 @@ class Program:
     ops: int
     memory_bytes: int
     flops: float  # an upper bound: XLA's count with loop bodies times `repeat_factor`
+    compile_seconds: float = 0.0  # XLA's compile (0: loaded from a cache, not compiled)
 
 
 def count_ops(lowered: Any) -> int:
@@ -151,6 +166,9 @@ def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
             "simplify the network, or write repeated layers as repeat(layer, n), which "
             "compiles the layer once as a loop",
         )
+    began = time.perf_counter()
     executable = program.compile()
+    seconds = time.perf_counter() - began
     nbytes, flops = _analysed(executable)
-    return Program(executable, ops, nbytes, flops * repeat_factor(kfn.architecture.layers))
+    factor = repeat_factor(kfn.architecture.layers)
+    return Program(executable, ops, nbytes, flops * factor, seconds)

@@ -248,11 +248,7 @@ def build(config: ServerConfig) -> BuiltServer:
     compile_workers = budgets.compile_workers(config)
     unary = budgets.unary_programs(config, compile_executor, compile_workers)
     server = _grpc_server(config)
-    programs = TilePrograms(
-        budgets.tile_budget(config),
-        max_tile=config.max_tile_size,
-        max_programs=config.max_tile_programs,
-    )
+    programs = budgets.tile_programs(config, compile_workers)
     engine = ComputeEngine(
         config.max_topologies, config.max_compiled_bytes, config.isolate_tenant_caches
     )

@@ -13,6 +13,11 @@ program at a candidate size and take `WORKING_SET_FACTOR` times its largest inte
 array as the estimate (XLA keeps a few such arrays alive at once; measured 3.6x for a
 pooling CNN and 6x for a ReLU MLP on XLA-CPU), then check XLA's own memory analysis of
 the compiled program and halve the tile while it exceeds the budget.
+
+Programs are built by `build` (a `program_recipes.Recipe` of kind "tile" in, a compiled
+`Program` out): on a server, the compile workers' (`compile_workers.CompileWorkers.build`),
+so a compile that dies or runs too long costs its stream alone, and the op-count limit
+(--max-program-ops) holds for streams as for unary calls; by default, in this process.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import mask_scalar
+from ntkserve_server.program_recipes import Program, Recipe, build, recipe, spec_of
 
 WORKING_SET_FACTOR = 6
 Array = np.ndarray[Any, Any]
@@ -123,22 +129,23 @@ def estimate_bytes(kfn: KernelFn, shape: TileShape) -> int:
     return WORKING_SET_FACTOR * _outvar_bytes(closed.jaxpr) + _io_bytes(shape, per_pair)
 
 
-def _compiled_bytes(program: Any) -> int | None:
-    analysis = program.memory_analysis()
-    if analysis is None:
-        return None
-    return int(
-        analysis.temp_size_in_bytes
-        + analysis.argument_size_in_bytes
-        + analysis.output_size_in_bytes
-    )
+def build_here(made: Recipe, kfn: KernelFn) -> Program:
+    """A tile program built in this process, with no op-count limit."""
+    return build(made, 0, kfn)
 
 
 class TilePrograms:
     """Compiled tile programs (bounded LRU) and tile-size choice for a memory budget."""
 
-    def __init__(self, budget_bytes: int, max_tile: int = 2048, max_programs: int = 64) -> None:
+    def __init__(
+        self,
+        budget_bytes: int,
+        max_tile: int = 2048,
+        max_programs: int = 64,
+        build: Callable[[Recipe, KernelFn], Program] = build_here,
+    ) -> None:
         self.budget_bytes = budget_bytes
+        self._build = build
         self.max_tile = max_tile
         self.compilations = 0  # programs compiled (cache misses)
         self.hits = 0  # programs found compiled
@@ -245,17 +252,16 @@ class TilePrograms:
                 self.hits += 1
                 self._executables.move_to_end(key)
                 return found[0]
-        sharding = jax.sharding.SingleDeviceSharding(device)
-        fn = jax.jit(
-            lambda p, a, b, c, q: kfn.apply(p, a, b, shape.get, c, *q),
-            in_shardings=sharding,
-            out_shardings=sharding,
-        )
-        x1, x2, mask, patterns = _placeholders(shape)
-        program = fn.lower(kfn.params, x1, x2, mask, patterns).compile()
+        x1, x2, mask, (p1, p2) = _placeholders(shape)
+        specs = {"x1": spec_of(x1), "x2": spec_of(x2), "mask_constant": spec_of(mask)}
+        patterns = (spec_of(p1), spec_of(p2))
+        made = recipe("tile", kfn, shape.get, patterns=patterns, device=device.id, **specs)
+        built = self._build(made, kfn)
+        program = built.executable
         with self._lock:
             self.compilations += 1
-            self._executables[key] = (program, _compiled_bytes(program))
+            # 0: the backend has no memory analysis (a real program has inputs and outputs)
+            self._executables[key] = (program, built.memory_bytes or None)
             while len(self._executables) > self._max_programs:
                 self._executables.popitem(last=False)
         return program

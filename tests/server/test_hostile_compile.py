@@ -67,3 +67,24 @@ def test_a_compile_that_dies_costs_its_call_alone(server: ServerProcess) -> None
         small = attacker.register(_chain(2))
         kernel = attacker.kernel(small, X, get="ntk")  # compiled by the worker that came back
         assert kernel.shape == (4, 4) and np.all(np.isfinite(kernel))
+
+
+@timeout_for(30)
+def test_a_tile_program_that_dies_costs_its_stream_alone(server: ServerProcess) -> None:
+    """Streamed tiles' programs are built by the compile workers too (before: in the server's
+    process, where this compile aborted the whole server: the stream ended UNAVAILABLE,
+    "Socket closed"): the stream gets RESOURCE_EXHAUSTED naming the cause, the neighbour's
+    calls go on, and the next stream's tile program comes from the worker that came back."""
+    with Client(server.target, token=ATTACKER, timeout=600) as attacker:
+        bomb = attacker.register(_chain(100))
+        with Probe(server.target) as probe, pytest.raises(ResourceExhaustedError) as refused:
+            attacker.kernel(bomb, X, get="ntk", tile=2, progress=False)
+        message = str(refused.value)
+        assert "took the compile worker down" in message, message
+        assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
+        assert not probe.failures, probe.failures
+        assert server.proc.poll() is None
+
+        small = attacker.register(_chain(3))
+        streamed = attacker.kernel(small, X, get="ntk", tile=2, progress=False)
+        np.testing.assert_array_equal(streamed, attacker.kernel(small, X, get="ntk"))

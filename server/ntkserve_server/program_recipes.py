@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import jax
+from ntkserve.field_errors import FieldError
 from ntkserve.v1 import architecture_pb2 as pb
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_engine.kernels.canonical import repeat_factor
@@ -172,3 +173,15 @@ def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
     nbytes, flops = _analysed(executable)
     factor = repeat_factor(kfn.architecture.layers)
     return Program(executable, ops, nbytes, flops * factor, seconds)
+
+
+def fresh_refusal(error: Exception) -> Exception:
+    """A copy of a remembered refusal (a program that could not be built) without a
+    traceback: a remembered one must not hold the frames (and so the inputs) of the call
+    that met it."""
+    if isinstance(error, FieldError):
+        return error.renamed(lambda field: field)
+    try:
+        return type(error)(*error.args)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")

@@ -34,7 +34,8 @@ import numpy as np
 from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import mask_scalar
-from ntkserve_server.program_recipes import Program, Recipe, build, recipe, spec_of
+from ntkserve_server.program_recipes import Program, Recipe, build, fresh_refusal, recipe, spec_of
+from ntkserve_server.requests import OverLimit
 
 WORKING_SET_FACTOR = 6
 Array = np.ndarray[Any, Any]
@@ -155,6 +156,11 @@ class TilePrograms:
             collections.OrderedDict()
         )
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
+        # Programs that could not be built (a dead compile worker, the ops limit): refused
+        # at once when asked again, as unary programs are; the most recent, bounded.
+        self._refused: collections.OrderedDict[tuple[Any, ...], OverLimit] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
 
     # -- tile size -----------------------------------------------------------------------
@@ -252,11 +258,21 @@ class TilePrograms:
                 self.hits += 1
                 self._executables.move_to_end(key)
                 return found[0]
+            refused = self._refused.get(key)
+            if refused is not None:
+                raise fresh_refusal(refused)
         x1, x2, mask, (p1, p2) = _placeholders(shape)
         specs = {"x1": spec_of(x1), "x2": spec_of(x2), "mask_constant": spec_of(mask)}
         patterns = (spec_of(p1), spec_of(p2))
         made = recipe("tile", kfn, shape.get, patterns=patterns, device=device.id, **specs)
-        built = self._build(made, kfn)
+        try:
+            built = self._build(made, kfn)
+        except OverLimit as refusal:
+            with self._lock:
+                self._refused[key] = fresh_refusal(refusal)  # type: ignore[assignment]
+                while len(self._refused) > 4 * self._max_programs:
+                    self._refused.popitem(last=False)
+            raise
         program = built.executable
         with self._lock:
             self.compilations += 1

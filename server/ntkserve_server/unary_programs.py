@@ -32,13 +32,19 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
-from ntkserve.field_errors import FieldError
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_engine.kernels.canonical import every_layer
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
-from ntkserve_server.program_recipes import Program, Recipe, build, recipe, spec_of
+from ntkserve_server.program_recipes import (
+    Program,
+    Recipe,
+    build,
+    fresh_refusal,
+    recipe,
+    spec_of,
+)
 from ntkserve_server.requests import OverLimit
 
 Array = np.ndarray[Any, Any]
@@ -60,17 +66,6 @@ def layer_messages(kfn: KernelFn) -> int:
     """The Layer messages of the network (a repeat's layer once: it is a loop), which is what
     tracing and lowering walk: their time grows with it."""
     return sum(1 for _ in every_layer(kfn.architecture.layers))
-
-
-def _fresh(error: Exception) -> Exception:
-    """A copy of a remembered refusal without a traceback: a remembered one must not hold
-    the frames (and so the inputs) of the call that met it."""
-    if isinstance(error, FieldError):
-        return error.renamed(lambda field: field)
-    try:
-        return type(error)(*error.args)
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _retrieved(task: asyncio.Task[Program]) -> None:
@@ -186,7 +181,7 @@ class UnaryPrograms:
         refused = self._refused.get(key)
         if refused is not None:
             self.refusals += 1
-            raise _fresh(refused)
+            raise fresh_refusal(refused)
         self.check_layers(kfn)
         task = self._pending.get(key)
         if task is None:
@@ -203,7 +198,7 @@ class UnaryPrograms:
                 program = await loop.run_in_executor(self._executor, self._made, kfn, made)
         except Exception as e:
             self.refusals += 1
-            self._refused[key] = _fresh(e)
+            self._refused[key] = fresh_refusal(e)
             while len(self._refused) > self.max_refusals:
                 self._refused.popitem(last=False)
             raise

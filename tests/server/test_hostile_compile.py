@@ -74,7 +74,8 @@ def test_a_tile_program_that_dies_costs_its_stream_alone(server: ServerProcess) 
     """Streamed tiles' programs are built by the compile workers too (before: in the server's
     process, where this compile aborted the whole server: the stream ended UNAVAILABLE,
     "Socket closed"): the stream gets RESOURCE_EXHAUSTED naming the cause, the neighbour's
-    calls go on, and the next stream's tile program comes from the worker that came back."""
+    calls go on, the refusal is remembered, and the next stream's tile program comes from the
+    worker that came back."""
     with Client(server.target, token=ATTACKER, timeout=600) as attacker:
         bomb = attacker.register(_chain(100))
         with Probe(server.target) as probe, pytest.raises(ResourceExhaustedError) as refused:
@@ -84,6 +85,11 @@ def test_a_tile_program_that_dies_costs_its_stream_alone(server: ServerProcess) 
         assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
         assert not probe.failures, probe.failures
         assert server.proc.poll() is None
+
+        started = time.monotonic()
+        with pytest.raises(ResourceExhaustedError, match="took the compile worker down"):
+            attacker.kernel(bomb, X, get="ntk", tile=2, progress=False)  # remembered
+        assert time.monotonic() - started < PROBE_BOUND_SECONDS
 
         small = attacker.register(_chain(3))
         streamed = attacker.kernel(small, X, get="ntk", tile=2, progress=False)

@@ -16,7 +16,9 @@ that request alone: it gets `OverLimit` (RESOURCE_EXHAUSTED) saying so, the work
 replaced by a fresh one, and queued compiles go to the others. A worker starts when a
 compile finds none idle (a server that compiles nothing starts no process; one that compiles
 one program at a time, one).
-Blocking: call `build` from a compile thread (at most `count` at a time).
+Blocking: call `build` from a worker thread (unary compiles: the compile executor's, at most
+`count` at a time; tile programs: the device work's); a caller past `count` waits for an
+idle worker.
 """
 
 from __future__ import annotations
@@ -281,7 +283,8 @@ class CompileWorkers:
         return Program(_loaded(blob, device_of(recipe)), ops, nbytes, flops, seconds)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
-        """A worker's reply: (serialized executable, ops, bytes, flops), or its error raised."""
+        """A worker's reply: (serialized executable, ops, bytes, flops, compile seconds), or
+        its error raised."""
         worker = self._take()
         try:
             kind, reply = worker.ask((recipe, max_ops), self.seconds)

@@ -113,7 +113,7 @@ def lowered(recipe: Recipe, kfn: KernelFn) -> Any:
     if recipe.program == "tile":
         tile = tile_fn(kfn, recipe.get, device_of(recipe))
         return tile.lower(kfn.params, x1, x2, mask, patterns)  # type: ignore[attr-defined]
-    raise ValueError(f"no unary program is called {recipe.program!r}")
+    raise ValueError(f"no program is called {recipe.program!r}")
 
 
 @dataclasses.dataclass(frozen=True)

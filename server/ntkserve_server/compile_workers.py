@@ -273,14 +273,16 @@ class CompileWorkers:
         """The recipe's program, built in a worker and loaded here (blocking)."""
         disk = _Disk()
         reply = disk.get(recipe, max_ops)
-        seconds = 0.0  # loaded from the disk: nothing compiled
-        if reply is None:
+        compiled = reply is None  # else loaded from the disk: nothing compiled now
+        if compiled:
             reply = self._ask(recipe, max_ops)
             disk.put(recipe, max_ops, reply)
-            seconds = reply[-1]
+        blob, ops, nbytes, flops, seconds = reply
+        if compiled:
             jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, seconds)
-        blob, ops, nbytes, flops, _ = reply
-        return Program(_loaded(blob, device_of(recipe)), ops, nbytes, flops, seconds)
+        return Program(
+            _loaded(blob, device_of(recipe)), ops, nbytes, flops, seconds if compiled else 0.0
+        )
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """A worker's reply: (serialized executable, ops, bytes, flops, compile seconds), or

@@ -157,7 +157,7 @@ class Registry:
     def _reopened_writable(self) -> bool:
         """Whether a read-only registry could be opened for writing now (space was freed):
         then the writable connection replaces the read-only one. Tried at each write, under
-        the lock: on a disk still full, opening fails in about a millisecond."""
+        the lock, so no timer is needed: where the disk is still full the open fails."""
         try:
             db = self._open_writable()
         except sqlite3.OperationalError as e:

@@ -158,7 +158,7 @@ class TilePrograms:
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
         # Programs that could not be built (a dead compile worker, the ops limit): refused
         # at once when asked again, as unary programs are; the most recent, bounded.
-        self._refused: collections.OrderedDict[tuple[Any, ...], OverLimit] = (
+        self._refused: collections.OrderedDict[tuple[Any, ...], Exception] = (
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
@@ -269,7 +269,7 @@ class TilePrograms:
             built = self._build(made, kfn)
         except OverLimit as refusal:
             with self._lock:
-                self._refused[key] = fresh_refusal(refusal)  # type: ignore[assignment]
+                self._refused[key] = fresh_refusal(refusal)
                 while len(self._refused) > 4 * self._max_programs:
                     self._refused.popitem(last=False)
             raise

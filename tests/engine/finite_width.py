@@ -357,7 +357,8 @@ def monte_carlo(
         # product of the stacked, flattened gradients, without their memory traffic
         # (measured: 10 s -> 2 s of CPU for 200 fully connected networks of width 512).
         # A loop over x2's examples (lax.map), not one copy of the pair per example: the
-        # same values to rounding, a program 20-27 % quicker to compile.
+        # same values to rounding; compiles 20-27 % quicker for the fully connected cases,
+        # ~8 % for the CNNs (measured).
         def gradient(x: jax.Array) -> Any:
             return jax.grad(lambda p: apply(p, x[None])[0, 0])(params)
 

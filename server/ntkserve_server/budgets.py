@@ -1,5 +1,5 @@
 """What the server may spend, from its settings and its device: a streamed tile's memory, a
-unary call's memory and FLOPs, the compile workers' memory. One place for the defaults that
+unary call's memory and estimated time, the compile workers' memory. One place for the defaults that
 depend on the device (GPU memory where jax reports it; the host's memory and address-space
 limit on CPU), so `server.build` only assembles."""
 
@@ -16,7 +16,13 @@ from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.program_recipes import Program, Recipe
 from ntkserve_server.tile_programs import TilePrograms
-from ntkserve_server.unary_programs import Budgets, UnaryPrograms
+from ntkserve_server.unary_programs import (
+    CPU_RATES,
+    GPU_RATES,
+    Budgets,
+    DeviceRates,
+    UnaryPrograms,
+)
 
 
 def tile_budget(config: ServerConfig) -> int:
@@ -42,11 +48,14 @@ def _call_memory_budget(config: ServerConfig) -> int:
     return host // 4
 
 
-def _call_flops_budget(config: ServerConfig) -> float:
-    """--max-call-flops, or its default (see `ServerConfig.max_call_flops`)."""
-    if config.max_call_flops is not None:
-        return config.max_call_flops
-    return 2e10 if jax.default_backend() == "cpu" else 1e13
+def _device_rates(config: ServerConfig) -> DeviceRates:
+    """--device-flops-per-second and --device-bytes-per-second, each defaulting to this
+    backend's (`unary_programs.CPU_RATES` or `GPU_RATES`)."""
+    default = CPU_RATES if jax.default_backend() == "cpu" else GPU_RATES
+    return DeviceRates(
+        flops_per_second=config.device_flops_per_second or default.flops_per_second,
+        bytes_per_second=config.device_bytes_per_second or default.bytes_per_second,
+    )
 
 
 def compile_workers(config: ServerConfig) -> CompileWorkers:
@@ -57,18 +66,26 @@ def compile_workers(config: ServerConfig) -> CompileWorkers:
     return CompileWorkers(config.compile_workers, memory, config.compile_seconds)
 
 
-def unary_programs(
-    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
-) -> UnaryPrograms:
-    """The unary programs, admitted by the cost budgets of `config` (defaults for this device)."""
-    budgets = Budgets(
+def unary_budgets(config: ServerConfig) -> Budgets:
+    """What one unary program may cost under `config` (defaults for this device)."""
+    return Budgets(
         max_program_layers=config.max_program_layers,
         max_program_ops=config.max_program_ops,
         max_call_memory_bytes=_call_memory_budget(config),
-        max_call_flops=_call_flops_budget(config),
+        max_call_seconds=config.max_call_seconds,
+        rates=_device_rates(config),
     )
+
+
+def unary_programs(
+    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
+) -> UnaryPrograms:
+    """The unary programs, admitted by `unary_budgets(config)`."""
     return UnaryPrograms(
-        budgets, compile_executor, workers=workers, max_programs=4 * config.max_tile_programs
+        unary_budgets(config),
+        compile_executor,
+        workers=workers,
+        max_programs=4 * config.max_tile_programs,
     )
 
 

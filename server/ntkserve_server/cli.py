@@ -206,11 +206,25 @@ def _parser() -> argparse.ArgumentParser:
         "the GPU's, or a quarter of the host's memory or address-space limit on CPU; 0: none)",
     )
     serve.add_argument(
-        "--max-call-flops",
-        type=float,
+        "--max-call-seconds",
+        type=_seconds_or_none,
+        default=ServerConfig.max_call_seconds,
+        help="estimated device time of one unary call: XLA's FLOPs and bytes accessed at the "
+        "device's rates (default %(default)g; 0: no limit); longer kernels stream",
+    )
+    serve.add_argument(
+        "--device-flops-per-second",
+        type=_rate,
         default=None,
-        help="floating-point operations of one unary call, by XLA's cost analysis (default "
-        "2e10 on CPU, at most ~30 s on 2 busy cores; 1e13 on GPUs; 0: no limit)",
+        help="the device's arithmetic rate for that estimate (default 6e10 on CPU, fitted on "
+        "2 cores; 1e13 on GPUs)",
+    )
+    serve.add_argument(
+        "--device-bytes-per-second",
+        type=_rate,
+        default=None,
+        help="the device's memory-traffic rate for that estimate (default 1.5e10 on CPU; "
+        "3e11 on GPUs)",
     )
     serve.add_argument(
         "--auth-tokens",
@@ -256,6 +270,20 @@ def _positive_seconds(text: str) -> float:
     if not seconds > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return seconds
+
+
+def _seconds_or_none(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= 0 or seconds == float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (0: none), got {text}")
+    return seconds
+
+
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not 0 < rate < float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a rate per second > 0, got {text}")
+    return rate
 
 
 ENV_PREFIX = "NTKSERVE_"
@@ -332,7 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         max_program_layers=args.max_program_layers,
         max_program_ops=args.max_program_ops,
         max_call_memory_bytes=_bytes(args.max_call_memory_mb),
-        max_call_flops=args.max_call_flops,
+        max_call_seconds=args.max_call_seconds,
+        device_flops_per_second=args.device_flops_per_second,
+        device_bytes_per_second=args.device_bytes_per_second,
         max_topologies=args.max_compiled,
         max_compiled_bytes=args.max_compiled_mb << 20,
         isolate_tenant_caches=args.isolate_tenant_caches,

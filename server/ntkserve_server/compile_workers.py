@@ -60,6 +60,9 @@ WORKER_COMPILE_EVENT = "/ntkserve/compile_workers/backend_compile_duration"
 # A worker loads jax before its first compile: seconds, even on a busy machine; not counted
 # against --compile-seconds.
 START_SECONDS = 120
+# What a worker's reply holds after the executable (see `_serve`): part of the disk cache's
+# key, so a reply of an older layout is compiled again rather than misread.
+_REPLY_LAYOUT = ("ops", "memory_bytes", "flops", "bytes_accessed", "compile_seconds")
 _OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
 
@@ -122,7 +125,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
         try:
             built = build(recipe, max_ops)
             blob = pickle.dumps(serialize_executable.serialize(built.executable))
-            costs = (built.ops, built.memory_bytes, built.flops, built.compile_seconds)
+            costs = tuple(getattr(built, field) for field in _REPLY_LAYOUT)
             reply: Any = ("ok", (blob, *costs))
         except MemoryError:
             traceback.print_exc()
@@ -194,14 +197,14 @@ class _Lost(Exception):
 class _Disk:
     """Worker replies kept as files in jax's compilation cache directory (none when the
     server has none: tenants with isolated caches share nothing), by a hash of the recipe,
-    the ops limit it was built under, jax's version, the devices and XLA_FLAGS."""
+    the ops limit it was built under, the reply's layout, jax's version, the devices and
+    XLA_FLAGS (a reply written by another version is not found, never misread)."""
 
     def __init__(self) -> None:
         directory = getattr(jax.config, "jax_compilation_cache_dir", None)
         self.directory = None if directory is None else Path(directory)
-        self._context = repr(
-            (jax.__version__, [str(d) for d in jax.local_devices()], os.environ.get("XLA_FLAGS"))
-        )
+        devices = [str(d) for d in jax.local_devices()]
+        self._context = repr((_REPLY_LAYOUT, jax.__version__, devices, os.environ.get("XLA_FLAGS")))
 
     def _path(self, recipe: Recipe, max_ops: int) -> Path | None:
         if self.directory is None:
@@ -277,15 +280,16 @@ class CompileWorkers:
         if compiled:
             reply = self._ask(recipe, max_ops)
             disk.put(recipe, max_ops, reply)
-        blob, ops, nbytes, flops, seconds = reply
+        blob, *costs = reply
+        made = dict(zip(_REPLY_LAYOUT, costs, strict=True))
         if compiled:
-            jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, seconds)
-        return Program(
-            _loaded(blob, device_of(recipe)), ops, nbytes, flops, seconds if compiled else 0.0
-        )
+            jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, made["compile_seconds"])
+        else:
+            made["compile_seconds"] = 0.0  # loaded from the disk: nothing compiled now
+        return Program(_loaded(blob, device_of(recipe)), **made)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
-        """A worker's reply: (serialized executable, ops, bytes, flops, compile seconds), or
+        """A worker's reply: the serialized executable and its costs (`_REPLY_LAYOUT`), or
         its error raised."""
         worker = self._take()
         try:

@@ -89,13 +89,21 @@ class ServerConfig:
     # the host's memory or of the process's address-space limit, whichever is smaller (four
     # such calls run at once with the default --workers).
     max_call_memory_bytes: int | None = None
-    # FLOPs of one unary call (XLA's cost analysis, a loop's body times its repeats): this
-    # bounds how long a started call, which cannot be interrupted, keeps a worker. None: 2e10
-    # on CPU and 1e13 on GPUs. Measured here under load ~9 (other test runs on the 2 cores),
-    # scaled to 2e10: 2.2 s for 20 Dense+Erf layers' NNGP over 2,000 inputs (61 MiB working
-    # set) up to 21-31 s for their NTK (656 MiB: time follows memory traffic more than FLOPs);
-    # an NTK of a 2-layer width-512 MLP over 4,000 inputs, 6e9, took 5 s. Larger kernels stream.
-    max_call_flops: float | None = None
+    # Estimated time of one unary call on the device (`unary_programs.DeviceRates`: XLA's
+    # FLOPs and bytes accessed, a loop's body times its repeats, at the device's rates):
+    # this bounds how long a started call, which cannot be interrupted, keeps a worker.
+    # Larger kernels stream (tile by tile: cancellable, and fair to other tenants). Measured
+    # here (idle, float32, NNGP+NTK): a 3-layer ReLU MLP over 4,096 inputs of 3,072
+    # features was estimated at 2.2 s and ran in 2.0 s (admitted); over 8,192 inputs,
+    # 8.6 s (refused: stream it). On ten networks the measured time was 0.1-2.7x the
+    # estimate (`python -m benchmarks.call_cost`), so an admitted call ran at most ~13 s.
+    # (The FLOPs budget this replaces refused the 2 s call above yet admitted memory-bound
+    # pooling NTKs that ran 10x longer than their FLOPs said.)
+    max_call_seconds: float = 5.0
+    # The device's rates for that estimate (None: `unary_programs.CPU_RATES` or
+    # `GPU_RATES` by jax's backend).
+    device_flops_per_second: float | None = None
+    device_bytes_per_second: float | None = None
     # Tokens, TLS, and whether a non-loopback address may be bound without tokens.
     security: Security = dataclasses.field(default_factory=Security)
     # Prometheus metrics over HTTP on this port of `host` (None: off; 0 picks a free one).

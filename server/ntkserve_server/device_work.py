@@ -5,7 +5,7 @@ cancelled (or whose deadline passed) before a worker picked it up never starts; 
 cancelled after it started waits for its end before leaving, so that an admission slot held
 around the call stays held while the device is busy (the slot count tells the truth, and a
 tenant cannot cancel its way past its limit). How long such work runs is bounded by the
-unary FLOPs budget (`unary_programs`), not here.
+unary time budget (`unary_programs`, --max-call-seconds), not here.
 """
 
 from __future__ import annotations

@@ -123,7 +123,12 @@ class Program:
     executable: Any
     ops: int
     memory_bytes: int
-    flops: float  # an upper bound: XLA's count with loop bodies times `repeat_factor`
+    # Upper bounds of one run's work, from XLA's cost analysis with each count times
+    # `repeat_factor` (a loop's body is counted once): arithmetic, and memory traffic (the
+    # bytes its operations read and write), which is what pooling networks' NTKs spend
+    # their time on (`unary_programs.Budgets.seconds`).
+    flops: float
+    bytes_accessed: float
     compile_seconds: float = 0.0  # XLA's compile (0: loaded from a cache, not compiled)
 
 
@@ -139,8 +144,9 @@ def count_ops(lowered: Any) -> int:
     return count
 
 
-def _analysed(compiled: Any) -> tuple[int, float]:
-    """(bytes, flops) of a compiled executable, from XLA's memory and cost analyses."""
+def _analysed(compiled: Any) -> tuple[int, float, float]:
+    """(memory bytes, flops, bytes accessed) of a compiled executable, from XLA's memory and
+    cost analyses."""
     memory = compiled.memory_analysis()
     nbytes = 0
     if memory is not None:
@@ -150,7 +156,8 @@ def _analysed(compiled: Any) -> tuple[int, float]:
     costs = compiled.cost_analysis()
     if isinstance(costs, list):
         costs = costs[0] if costs else {}
-    return nbytes, float((costs or {}).get("flops", 0.0))
+    costs = costs or {}
+    return nbytes, float(costs.get("flops", 0.0)), float(costs.get("bytes accessed", 0.0))
 
 
 def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
@@ -170,9 +177,9 @@ def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
     began = time.perf_counter()
     executable = program.compile()
     seconds = time.perf_counter() - began
-    nbytes, flops = _analysed(executable)
+    nbytes, flops, traffic = _analysed(executable)
     factor = repeat_factor(kfn.architecture.layers)
-    return Program(executable, ops, nbytes, flops * factor, seconds)
+    return Program(executable, ops, nbytes, flops * factor, traffic * factor, seconds)
 
 
 def fresh_refusal(error: Exception) -> Exception:

@@ -83,7 +83,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             programs, executor, tuple(devices), max_stream_input_bytes, stream_idle_seconds
         )
         # Unary programs: compiled ahead of time, admitted by cost (compile size, memory,
-        # FLOPs), run so that a caller who leaves holds its slot until the device is free.
+        # estimated time), run so that a caller who leaves holds its slot until the device is free.
         self._unary = batcher.programs
         self._work = batcher.work
         self._max_elements = max_tensor_elements

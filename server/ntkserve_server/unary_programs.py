@@ -5,7 +5,8 @@ the dynamic batcher's merged forward) is made here, from its recipe
 (`program_recipes.build`): lowered, its operations counted, compiled (in a compile worker
 process, `compile_workers`, on a server: a compile that dies takes only that process down),
 and its memory (XLA's memory analysis: temp + arguments +
-outputs) and FLOPs (XLA's cost analysis) read, each checked against a budget (`Budgets`)
+outputs) and run time (estimated from XLA's cost analysis: FLOPs and bytes accessed at the
+device's rates) read, each checked against a budget (`Budgets`)
 before the program runs; past one the call gets `OverLimit` (RESOURCE_EXHAUSTED) with the
 numbers and what to do instead. The executable that was analysed is the one that runs:
 nothing compiles twice, and its results are bit for bit the jitted function's.
@@ -53,13 +54,44 @@ MiB = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
+class DeviceRates:
+    """How fast a device runs kernel programs, for estimating a call's time before it runs:
+    its arithmetic at `flops_per_second` plus its memory traffic at `bytes_per_second`
+    (XLA's cost analysis, loops times their repeats; `Program`). FLOPs alone under-predicted
+    the NTKs of pooling networks, which move far more bytes than they compute, by up to 10x;
+    the sum came within 0.6-2.6x of the measured time on ten networks here (float32 and
+    float64; `python -m benchmarks.call_cost` prints the ratios)."""
+
+    flops_per_second: float
+    bytes_per_second: float
+
+    def seconds(self, program: Program) -> float:
+        return program.flops / self.flops_per_second + (
+            program.bytes_accessed / self.bytes_per_second
+        )
+
+
+# Fitted on the 2-core development machine (idle; XLA-CPU): the kernels ran at up to
+# ~60 GFLOP/s where compute-bound and ~15 GB/s where memory-bound. A host with more cores
+# runs faster than this estimate says: set --device-flops-per-second and
+# --device-bytes-per-second to its own rates (`python -m benchmarks.call_cost` prints how
+# the estimate compares with measured times on the host it runs on).
+CPU_RATES = DeviceRates(flops_per_second=60e9, bytes_per_second=15e9)
+# Not measured (no GPU here): an order of magnitude below a current data-centre GPU's
+# datasheet (fp32 ~6e13 FLOP/s, HBM ~3e12 B/s), so the estimate errs long until the
+# operator sets the device's own rates.
+GPU_RATES = DeviceRates(flops_per_second=1e13, bytes_per_second=3e11)
+
+
+@dataclasses.dataclass(frozen=True)
 class Budgets:
     """What one unary program may cost (0: no limit). See `ServerConfig` for the defaults."""
 
     max_program_layers: int = 0
     max_program_ops: int = 0
     max_call_memory_bytes: int = 0
-    max_call_flops: float = 0.0
+    max_call_seconds: float = 0.0  # as `rates` estimates it
+    rates: DeviceRates = CPU_RATES
 
 
 def layer_messages(kfn: KernelFn) -> int:
@@ -219,7 +251,7 @@ class UnaryPrograms:
             built = self._workers.build(made, max_ops)
         self.compilations += 1
         self._check_memory(built.memory_bytes)
-        self._check_flops(built.flops)
+        self._check_seconds(built)
         return built
 
     def _check_memory(self, nbytes: int) -> None:
@@ -233,14 +265,18 @@ class UnaryPrograms:
                 "Client.kernel(..., tile=...)), or submit smaller batches",
             )
 
-    def _check_flops(self, flops: float) -> None:
-        limit = self.budgets.max_call_flops
-        if limit and flops > limit:
+    def _check_seconds(self, program: Program) -> None:
+        limit, rates = self.budgets.max_call_seconds, self.budgets.rates
+        seconds = rates.seconds(program)
+        if limit and seconds > limit:
             raise OverLimit(
                 "",
-                f"this call needs about {flops:.3g} floating-point operations, over this "
-                f"server's {limit:.3g} per call (--max-call-flops): stream the kernel "
-                "(StreamKernel, or Client.kernel(..., tile=...)), or submit smaller batches",
+                f"this call would run about {seconds:.3g} s on this device ({program.flops:.3g} "
+                f"FLOPs at {rates.flops_per_second:.3g}/s plus {program.bytes_accessed:.3g} "
+                f"bytes of memory traffic at {rates.bytes_per_second:.3g}/s, by XLA's cost "
+                f"analysis), over this server's {limit:g} s per call (--max-call-seconds): "
+                "stream the kernel (StreamKernel, or Client.kernel(..., tile=...)), or submit "
+                "smaller batches",
             )
 
     def fits(self, single: Program, n: int) -> bool:

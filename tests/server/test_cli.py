@@ -249,6 +249,25 @@ def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "registry.sqlite3").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--device-flops-per-second", "0", "must be a rate per second > 0"),
+        ("--device-bytes-per-second", "nan", "must be a rate per second > 0"),
+        ("--max-call-seconds", "-1", "must be a number of seconds >= 0"),
+    ],
+)
+def test_the_time_budgets_flags_refuse_what_cannot_be_a_rate(
+    flag: str, value: str, says: str, tmp_path: Path
+) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "ntkserve.cli", "serve", "--data-dir", str(tmp_path), flag, value],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert flag in refused.stderr and says in refused.stderr
+
+
 def test_the_command_line_imports_no_jax() -> None:
     code = (
         "import sys, ntkserve.cli; "

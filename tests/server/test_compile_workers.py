@@ -51,7 +51,8 @@ def test_a_worker_executable_is_bit_for_bit_the_in_process_one(workers: CompileW
     kfn = _chain(3)
     made = workers.build(_forward(kfn), 0)
     here = build(_forward(kfn), 0, kfn)
-    assert (made.ops, made.memory_bytes, made.flops) == (here.ops, here.memory_bytes, here.flops)
+    costs = ("ops", "memory_bytes", "flops", "bytes_accessed")
+    assert [getattr(made, c) for c in costs] == [getattr(here, c) for c in costs]
     for a, b in zip(_run(made.executable, kfn), _run(here.executable, kfn), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -43,7 +43,7 @@ def _x(seed: int) -> np.ndarray[Any, Any]:
 
 def _server(directory: Path, *flags: str) -> ServerProcess:
     return lab_server(
-        directory, "--workers", "1", "--max-call-flops", "0", "--metrics-port", "0", *flags
+        directory, "--workers", "1", "--max-call-seconds", "0", "--metrics-port", "0", *flags
     )
 
 

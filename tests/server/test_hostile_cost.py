@@ -1,7 +1,8 @@
 """Issue 17, findings 5 and 8: unary calls admitted by their cost before they run.
 
-One lab server (tests/server/hostile.py) with the compile and FLOPs budgets lowered so the
-attacks stay small (--max-program-ops 20000, --max-call-flops 2e9) and the memory budget at
+One lab server (tests/server/hostile.py) with the compile and time budgets lowered so the
+attacks stay small (--max-program-ops 20000, --max-call-seconds 0.05 at the CPU's default
+rates) and the memory budget at
 its default (a quarter of the 6 GiB address-space cap). Each attack runs as the attacker
 while the probe times the neighbour's health checks and small compiled calls.
 """
@@ -25,6 +26,7 @@ from tests.conftest import timeout_for
 from tests.server.hostile import ATTACKER, PROBE_BOUND_SECONDS, Probe, lab_server
 
 MAX_PROGRAM_OPS = 20_000
+MAX_CALL_SECONDS = 0.05
 
 
 def _chain(pairs: int, width: int = 8) -> Any:
@@ -39,7 +41,7 @@ X = np.random.default_rng(5).standard_normal((4, 3)).astype(np.float32)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory: Path = tmp_path_factory.mktemp("hostile-cost")
-    flags = ("--max-program-ops", str(MAX_PROGRAM_OPS), "--max-call-flops", "2e9")
+    flags = ("--max-program-ops", str(MAX_PROGRAM_OPS), "--max-call-seconds", str(MAX_CALL_SECONDS))
     with lab_server(directory, *flags, "--metrics-port", "0") as proc:
         yield proc
 
@@ -140,11 +142,12 @@ def test_a_call_over_the_memory_budget_is_refused_before_it_runs(
 
 
 @timeout_for(10)
-def test_a_call_over_the_flops_budget_is_refused_before_it_runs(
+def test_a_call_over_the_time_budget_is_refused_before_it_runs(
     server: ServerProcess, attacker: Client
 ) -> None:
-    """A repeated layer is a loop whose body XLA counts once: its FLOPs are counted 20 times
-    (~4e9, over 2e9), so the loop cannot hide a long computation."""
+    """A repeated layer is a loop whose body XLA counts once: its cost is counted 20 times
+    (~0.2 s estimated for these 1,000 rows, over 0.05 s), so the loop cannot hide a long
+    computation."""
     net = stax.serial(
         stax.Dense(64), stax.repeat(stax.serial(stax.Dense(64), stax.Relu()), 20), stax.Dense(1)
     )
@@ -152,6 +155,33 @@ def test_a_call_over_the_flops_budget_is_refused_before_it_runs(
     architecture_id = attacker.register(net)
     with pytest.raises(ResourceExhaustedError) as refused:
         attacker.kernel(architecture_id, x, get="nngp")
-    assert "--max-call-flops" in str(refused.value) and "2e+09" in str(refused.value)
+    assert "--max-call-seconds" in str(refused.value) and "0.05 s" in str(refused.value)
     small = attacker.kernel(architecture_id, x[:8], get="nngp")  # the same network, fewer rows
     assert np.shape(small) == (8, 8)
+
+
+@timeout_for(10)
+def test_memory_traffic_counts_toward_a_calls_time(server: ServerProcess, attacker: Client) -> None:
+    """Pooling keeps every pair of positions, so its kernel moves far more bytes than it
+    computes: 32 images of 8x8 are ~15 ms of FLOPs at the CPU's rate, which FLOPs alone would
+    admit, but ~0.1 s with their memory traffic (measured here: 0.2 s), over 0.05 s."""
+    net = stax.serial(
+        stax.Conv(8, (3, 3), padding="SAME"),
+        stax.Relu(),
+        stax.Conv(8, (3, 3), padding="SAME"),
+        stax.Relu(),
+        stax.AvgPool((2, 2)),
+        stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )
+    x = np.random.default_rng(10).standard_normal((32, 8, 8, 3)).astype(np.float32)
+    architecture_id = attacker.register(net)
+    with pytest.raises(ResourceExhaustedError) as refused:
+        attacker.kernel(architecture_id, x, get="nngp")
+    found = re.search(r"([\d.e+-]+) FLOPs at ([\d.e+-]+)/s plus", str(refused.value))
+    assert found is not None, refused.value
+    flops_seconds = float(found.group(1)) / float(found.group(2))
+    assert flops_seconds < MAX_CALL_SECONDS  # under the budget by FLOPs alone
+    assert "bytes of memory traffic" in str(refused.value)
+    fewer = attacker.kernel(architecture_id, x[:8], get="nngp")  # ~6 ms estimated: runs
+    assert np.shape(fewer) == (8, 8)

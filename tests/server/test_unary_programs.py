@@ -36,7 +36,8 @@ def test_the_analysed_executable_is_bit_for_bit_the_jitted_program() -> None:
     inputs = check(compiled, x, None, ("nngp", "ntk"))
     programs = UnaryPrograms(Budgets(), ThreadPoolExecutor(1))
     program = asyncio.run(programs.forward(inputs, "lab"))
-    assert program.ops > 0 and program.memory_bytes > 0 and program.flops > 0
+    assert program.ops > 0 and program.memory_bytes > 0
+    assert program.flops > 0 and program.bytes_accessed > 0
     for got, want in zip(run_forward(inputs, program.executable), run_forward(inputs), strict=True):
         np.testing.assert_array_equal(got, want)
 

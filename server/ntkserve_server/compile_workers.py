@@ -27,11 +27,6 @@ import hashlib
 import multiprocessing.connection
 import os
 import pickle
-import queue
-import resource
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import traceback
@@ -43,6 +38,7 @@ import jax.monitoring
 from jax.experimental import serialize_executable
 from ntkserve.field_errors import FieldError
 
+from ntkserve_server import child_processes
 from ntkserve_server.program_recipes import Program, Recipe, build, device_of
 from ntkserve_server.requests import OverLimit
 
@@ -57,45 +53,12 @@ JAX_SETTINGS = ("jax_enable_x64",)
 # jax's monitoring event for a compile a worker made (jax's own event fires in the worker's
 # process, which the server's listeners do not see): its duration, in the server's process.
 WORKER_COMPILE_EVENT = "/ntkserve/compile_workers/backend_compile_duration"
-# A worker loads jax before its first compile: seconds, even on a busy machine; not counted
-# against --compile-seconds.
-START_SECONDS = 120
 # What a worker's reply holds after the executable (see `_serve`): part of the disk cache's
 # key, so a reply of an older layout is compiled again rather than misread.
 _REPLY_LAYOUT = ("ops", "memory_bytes", "flops", "bytes_accessed", "compile_seconds")
-_OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
 
 
-def _address_space() -> int:
-    """This process's address space now (Linux; 0 where /proc does not say)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _cap_address_space(memory_bytes: int) -> None:
-    """Caps the address space at what it is now plus `memory_bytes`: what the compiles may
-    add to a started worker, whatever its backend reserved (a GPU runtime reserves far more
-    address space than memory)."""
-    memory_bytes += _address_space()
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        memory_bytes = min(memory_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, hard))
-
-
-def warm_up() -> None:
-    """Loads jax's backend and the compiler's libraries and threads: a worker does this
-    before its address space is capped, so the cap bounds its compiles only."""
-    jax.jit(lambda x: x + 1).lower(0.0).compile()
-
-
-def _portable(error: Exception) -> tuple[str, Any]:
+def portable(error: Exception) -> tuple[str, Any]:
     """An error as it crosses back to the server (FieldErrors do not pickle by their args)."""
     if isinstance(error, FieldError):
         return ("field", (type(error), error.violations))
@@ -109,14 +72,8 @@ def _portable(error: Exception) -> tuple[str, Any]:
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     """A compile worker's life (child process): its settings, then recipes in, executables
     or errors out."""
-    settings, cap = conn.recv()
     jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
-    for name, value in settings.items():
-        jax.config.update(name, value)  # type: ignore[no-untyped-call]
-    warm_up()
-    if cap:
-        _cap_address_space(cap)
-    conn.send("ready")
+    child_processes.handshake(conn)
     while True:
         try:
             recipe, max_ops = conn.recv()
@@ -129,69 +86,10 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             reply: Any = ("ok", (blob, *costs))
         except MemoryError:
             traceback.print_exc()
-            os._exit(_OUT_OF_MEMORY)
+            os._exit(child_processes.OUT_OF_MEMORY)
         except Exception as e:
-            reply = _portable(e)
+            reply = portable(e)
         conn.send(reply)
-
-
-def _cause(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "it did not exit"
-    if exitcode < 0:
-        return f"killed by {signal.Signals(-exitcode).name}"
-    if exitcode == _OUT_OF_MEMORY:
-        return "out of memory"
-    return f"exit status {exitcode}"
-
-
-class _Worker:
-    """One child process and the server's end of its socket. Started as a fresh interpreter
-    (`python -m ntkserve_server.compile_workers FD`: spawn, without multiprocessing's
-    re-import of the server's main module), the server's environment inherited."""
-
-    def __init__(self, settings: dict[str, Any], cap: int) -> None:
-        ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(theirs.fileno())],
-            stdin=subprocess.DEVNULL,
-            pass_fds=(theirs.fileno(),),
-        )
-        theirs.close()
-        self.conn = multiprocessing.connection.Connection(ours.detach())
-        self.conn.send((settings, cap))
-        self.ready = False  # its "ready" (jax loaded) received: --compile-seconds count after
-
-    def exitcode(self) -> int | None:
-        try:
-            return self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def ask(self, request: Any, seconds: float) -> Any:
-        """The child's reply; `_Lost` with the cause when it dies or runs past `seconds`."""
-        try:
-            if not self.ready:
-                if not self.conn.poll(START_SECONDS):
-                    self.stop()
-                    raise _Lost(f"it did not start in {START_SECONDS} s")
-                self.ready = self.conn.recv() == "ready"
-            self.conn.send(request)
-            if self.conn.poll(seconds):
-                return self.conn.recv()
-        except (EOFError, OSError):
-            raise _Lost(_cause(self.exitcode())) from None
-        self.stop()
-        raise _Lost(f"it took longer than {seconds:g} s (--compile-seconds) and was stopped")
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.exitcode()
-        self.conn.close()
-
-
-class _Lost(Exception):
-    """A compile worker died or was stopped during a compile."""
 
 
 class _Disk:
@@ -249,28 +147,16 @@ class CompileWorkers:
     def __init__(self, count: int, memory_bytes: int, seconds: float) -> None:
         self.memory_bytes = memory_bytes
         self.seconds = seconds
-        self.lost = 0  # workers that died or were stopped during a compile
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        self._all: set[_Worker] = set()
-        self._unstarted = count  # started when a compile finds no idle worker
-        self._lock = threading.Lock()
+        self._pool = child_processes.Pool(count, self._start)
 
-    def _take(self) -> _Worker:
-        """An idle worker; else a new one while fewer than `count` run; else the next idle."""
-        with self._lock:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                if self._unstarted:
-                    self._unstarted -= 1
-                    return self._start()
-        return self._idle.get()
+    @property
+    def lost(self) -> int:
+        """Workers that died or were stopped during a compile."""
+        return self._pool.lost
 
-    def _start(self) -> _Worker:
+    def _start(self) -> child_processes.Child:
         settings = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
-        worker = _Worker(settings, self.memory_bytes)
-        self._all.add(worker)
-        return worker
+        return child_processes.Child(__name__, settings, self.memory_bytes)
 
     def build(self, recipe: Recipe, max_ops: int) -> Program:
         """The recipe's program, built in a worker and loaded here (blocking)."""
@@ -291,14 +177,11 @@ class CompileWorkers:
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """A worker's reply: the serialized executable and its costs (`_REPLY_LAYOUT`), or
         its error raised."""
-        worker = self._take()
+        worker = self._pool.take()
         try:
             kind, reply = worker.ask((recipe, max_ops), self.seconds)
-        except _Lost as lost:
-            self.lost += 1
-            worker.stop()
-            self._all.discard(worker)
-            self._idle.put(self._start())  # the next compile finds it started
+        except child_processes.Lost as lost:
+            self._pool.replace(worker)
             raise OverLimit(
                 "",
                 f"compiling this program took the compile worker down ({lost}; a compile may "
@@ -306,7 +189,7 @@ class CompileWorkers:
                 f"and {self.seconds:g} s per compile, --compile-seconds); simplify the "
                 "network or send fewer inputs per call (or stream the kernel)",
             ) from None
-        self._idle.put(worker)
+        self._pool.give_back(worker)
         if kind == "field":
             cls, violations = reply
             raise cls.of(violations)
@@ -316,9 +199,7 @@ class CompileWorkers:
 
     def close(self) -> None:
         """Stops every worker (the server is shutting down)."""
-        for worker in list(self._all):
-            worker.stop()
-        self._all.clear()
+        self._pool.close()
 
 
 if __name__ == "__main__":

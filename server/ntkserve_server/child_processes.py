@@ -1,0 +1,189 @@
+"""Supervised child processes: where work that may die (a compile, a computation) runs so that
+its death costs one request, not the server (issue 17).
+
+A `Child` is a fresh interpreter (`python -m MODULE FD`: jax is multithreaded, so no fork of
+the server; not multiprocessing's spawn, which re-imports the server's main module) with the
+server's environment (XLA_FLAGS, so the same devices), talking over one socket: the server
+sends its jax settings and an address-space cap, the child loads jax (`handshake`) and says
+"ready", then answers one request at a time. `ask` returns its reply, or raises `Lost` with
+how it died (a signal, running out of memory, a deadline passed: then it is killed). A
+`Pool` of `count` children starts one when work finds none idle and replaces one that was
+lost. The modules behind them (`compile_workers`, `engine_processes`) say what a request is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import queue
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+# A child loads jax before its first request: seconds, even on a busy machine; not counted
+# against a request's deadline.
+START_SECONDS = 120
+OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
+
+
+class Lost(Exception):
+    """A child died, or was stopped past its deadline, during a request."""
+
+
+def _address_space() -> int:
+    """This process's address space now (Linux; 0 where /proc does not say)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cap_address_space(memory_bytes: int) -> None:
+    """Caps the address space at what it is now plus `memory_bytes`: what requests may add
+    to a started child, whatever its backend reserved (a GPU runtime reserves far more
+    address space than memory)."""
+    memory_bytes += _address_space()
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        memory_bytes = min(memory_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, hard))
+
+
+def _first_to_go() -> None:
+    """Asks the kernel's out-of-memory killer to pick this process before any other of the
+    server's (Linux; raising one's own score needs no privilege): an allocation no estimate
+    foresaw then ends the child that made it, not the server."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write("1000")
+    except OSError:
+        pass
+
+
+def warm_up() -> None:
+    """Loads jax's backend and the compiler's libraries and threads: a child does this
+    before its address space is capped, so the cap bounds its requests only."""
+    jax.jit(lambda x: x + 1).lower(0.0).compile()
+
+
+def handshake(conn: multiprocessing.connection.Connection) -> None:
+    """The child's side of starting: the server's jax settings applied, jax loaded, the
+    address space capped (0: not), then "ready"."""
+    settings, cap = conn.recv()
+    for name, value in settings.items():
+        jax.config.update(name, value)  # type: ignore[no-untyped-call]
+    _first_to_go()
+    warm_up()
+    if cap:
+        _cap_address_space(cap)
+    conn.send("ready")
+
+
+def cause(exitcode: int | None) -> str:
+    """How a child ended, in words."""
+    if exitcode is None:
+        return "it did not exit"
+    if exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    if exitcode == OUT_OF_MEMORY:
+        return "out of memory"
+    return f"exit status {exitcode}"
+
+
+class Child:
+    """One child process running `module`, and the server's end of its socket."""
+
+    def __init__(self, module: str, settings: dict[str, Any], cap: int) -> None:
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, str(theirs.fileno())],
+            stdin=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        self.conn = multiprocessing.connection.Connection(ours.detach())
+        self.conn.send((settings, cap))
+        self.ready = False  # its "ready" (jax loaded) received: deadlines count after
+        self.state: Any = None  # what its module keeps about it (say, what it has loaded)
+
+    def exitcode(self) -> int | None:
+        try:
+            return self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def ask(self, request: Any, seconds: float | None) -> Any:
+        """The child's reply; `Lost` with the cause when it dies or runs past `seconds`
+        (None: no deadline)."""
+        try:
+            if not self.ready:
+                if not self.conn.poll(START_SECONDS):
+                    self.stop()
+                    raise Lost(f"it did not start in {START_SECONDS} s")
+                self.ready = self.conn.recv() == "ready"
+            self.conn.send(request)
+            if self.conn.poll(seconds):
+                return self.conn.recv()
+        except (EOFError, OSError):
+            raise Lost(cause(self.exitcode())) from None
+        self.stop()
+        raise Lost(f"it took longer than {seconds:g} s and was stopped")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.exitcode()
+        self.conn.close()
+
+
+class Pool:
+    """At most `count` children made by `start`: `take` one (an idle one; else a new one
+    while fewer than `count` run; else wait for the next idle), then `give_back` it, or
+    `replace` it when it was lost (a fresh one takes its place at once)."""
+
+    def __init__(self, count: int, start: Callable[[], Child]) -> None:
+        self.lost = 0  # children that died or were stopped during a request
+        self._start = start
+        self._idle: queue.SimpleQueue[Child] = queue.SimpleQueue()
+        self._all: set[Child] = set()
+        self._unstarted = count
+        self._lock = threading.Lock()
+
+    def _started(self) -> Child:
+        child = self._start()
+        self._all.add(child)
+        return child
+
+    def take(self) -> Child:
+        with self._lock:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                if self._unstarted:
+                    self._unstarted -= 1
+                    return self._started()
+        return self._idle.get()
+
+    def give_back(self, child: Child) -> None:
+        self._idle.put(child)
+
+    def replace(self, child: Child) -> None:
+        self.lost += 1
+        child.stop()
+        self._all.discard(child)
+        self._idle.put(self._started())  # the next request finds it started
+
+    def close(self) -> None:
+        """Stops every child (the server is shutting down)."""
+        for child in list(self._all):
+            child.stop()
+        self._all.clear()

@@ -1,7 +1,7 @@
 """What the server may spend, from its settings and its device: a streamed tile's memory, a
-unary call's memory and estimated time, the compile workers' memory. One place for the defaults that
-depend on the device (GPU memory where jax reports it; the host's memory and address-space
-limit on CPU), so `server.build` only assembles."""
+unary call's memory and estimated time, the engine processes' number and memory. One place
+for the defaults that depend on the device (GPU memory where jax reports it; the host's
+memory and address-space limit on CPU), so `server.build` only assembles."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.config import ServerConfig
+from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.program_recipes import Program, Recipe
 from ntkserve_server.tile_programs import TilePrograms
 from ntkserve_server.unary_programs import (
@@ -58,12 +59,14 @@ def _device_rates(config: ServerConfig) -> DeviceRates:
     )
 
 
-def compile_workers(config: ServerConfig) -> CompileWorkers:
-    """--compile-workers processes (see `ServerConfig.compile_memory_bytes` for the cap)."""
+def engine_processes(config: ServerConfig) -> EngineProcesses:
+    """As many engine processes as compiles and computations can run at once
+    (--compile-workers + --workers), each capped at --compile-memory-mb (default a quarter
+    of the host's memory, as a unary call's memory budget on CPU)."""
     memory = config.compile_memory_bytes
     if memory is None:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    return CompileWorkers(config.compile_workers, memory, config.compile_seconds)
+    return EngineProcesses(config.compile_workers + config.workers, memory)
 
 
 def unary_budgets(config: ServerConfig) -> Budgets:
@@ -78,22 +81,28 @@ def unary_budgets(config: ServerConfig) -> Budgets:
 
 
 def unary_programs(
-    config: ServerConfig, compile_executor: ThreadPoolExecutor, workers: CompileWorkers
+    config: ServerConfig,
+    compile_executor: ThreadPoolExecutor,
+    compiles: CompileWorkers,
+    engines: EngineProcesses,
 ) -> UnaryPrograms:
-    """The unary programs, admitted by `unary_budgets(config)`."""
+    """The unary programs, admitted by `unary_budgets(config)`, compiled by `compiles` and
+    run in `engines`."""
     return UnaryPrograms(
         unary_budgets(config),
         compile_executor,
-        workers=workers,
+        workers=compiles,
+        engines=engines,
         max_programs=4 * config.max_tile_programs,
     )
 
 
-def tile_programs(config: ServerConfig, workers: CompileWorkers) -> TilePrograms:
-    """The streamed tiles' programs, built by the compile workers under --max-program-ops."""
+def tile_programs(config: ServerConfig, compiles: CompileWorkers) -> TilePrograms:
+    """The streamed tiles' programs, compiled by `compiles` under --max-program-ops and run
+    in this process."""
 
     def build(made: Recipe, kfn: KernelFn) -> Program:
-        return workers.build(made, config.max_program_ops)
+        return compiles.build(made, config.max_program_ops)
 
     return TilePrograms(
         tile_budget(config),

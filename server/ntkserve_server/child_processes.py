@@ -8,13 +8,13 @@ sends its jax settings and an address-space cap, the child loads jax (`handshake
 "ready", then answers one request at a time. `ask` returns its reply, or raises `Lost` with
 how it died (a signal, running out of memory, a deadline passed: then it is killed). A
 `Pool` of `count` children starts one when work finds none idle and replaces one that was
-lost. The modules behind them (`compile_workers`, `engine_processes`) say what a request is.
+lost. `engine_processes` says what a request is.
 """
 
 from __future__ import annotations
 
 import multiprocessing.connection
-import queue
+import pickle
 import resource
 import signal
 import socket
@@ -25,11 +25,23 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+from ntkserve.field_errors import FieldError
 
 # A child loads jax before its first request: seconds, even on a busy machine; not counted
 # against a request's deadline.
 START_SECONDS = 120
 OUT_OF_MEMORY = 70  # a child's exit status after a MemoryError (its state is not trusted)
+
+
+def portable(error: Exception) -> tuple[str, Any]:
+    """An error as it crosses back to the server (FieldErrors do not pickle by their args)."""
+    if isinstance(error, FieldError):
+        return ("field", (type(error), error.violations))
+    try:
+        pickle.dumps(error)
+        return ("error", error)
+    except Exception:
+        return ("error", RuntimeError(f"{type(error).__name__}: {error}"))
 
 
 class Lost(Exception):
@@ -116,6 +128,15 @@ class Child:
         self.ready = False  # its "ready" (jax loaded) received: deadlines count after
         self.state: Any = None  # what its module keeps about it (say, what it has loaded)
 
+    def is_ready(self) -> bool:
+        """Whether it has loaded jax (its "ready" received, or waiting to be read)."""
+        try:
+            if not self.ready and self.conn.poll(0):
+                self.ready = self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            pass  # dead: its next request says how
+        return self.ready
+
     def exitcode(self) -> int | None:
         try:
             return self.process.wait(10)
@@ -146,41 +167,54 @@ class Child:
 
 
 class Pool:
-    """At most `count` children made by `start`: `take` one (an idle one; else a new one
-    while fewer than `count` run; else wait for the next idle), then `give_back` it, or
-    `replace` it when it was lost (a fresh one takes its place at once)."""
+    """At most `count` children made by `start`: `take` one (an idle one, those that have
+    loaded jax first; else a new one while fewer than `count` run; else wait for the next
+    idle), then `give_back` it, or `replace` it when it was lost (a fresh one takes its place
+    at once). With `spare`, a `take` that leaves none idle starts one more while fewer than
+    `count` run, so the next request need not wait for a child to load jax."""
 
-    def __init__(self, count: int, start: Callable[[], Child]) -> None:
+    def __init__(self, count: int, start: Callable[[], Child], spare: bool = False) -> None:
         self.lost = 0  # children that died or were stopped during a request
         self._start = start
-        self._idle: queue.SimpleQueue[Child] = queue.SimpleQueue()
+        self._spare = spare
+        self._idle: list[Child] = []
         self._all: set[Child] = set()
         self._unstarted = count
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def _started(self) -> Child:
+        self._unstarted -= 1
         child = self._start()
         self._all.add(child)
         return child
 
     def take(self) -> Child:
-        with self._lock:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                if self._unstarted:
-                    self._unstarted -= 1
-                    return self._started()
-        return self._idle.get()
+        with self._changed:
+            while not self._idle and not self._unstarted:
+                self._changed.wait()
+            if self._idle:
+                ready = [child for child in self._idle if child.is_ready()]
+                child = (ready or self._idle)[0]
+                self._idle.remove(child)
+            else:
+                child = self._started()
+            if self._spare and self._unstarted and not self._idle:
+                self._idle.append(self._started())
+            return child
 
     def give_back(self, child: Child) -> None:
-        self._idle.put(child)
+        with self._changed:
+            self._idle.append(child)
+            self._changed.notify()
 
     def replace(self, child: Child) -> None:
         self.lost += 1
         child.stop()
-        self._all.discard(child)
-        self._idle.put(self._started())  # the next request finds it started
+        with self._changed:
+            self._all.discard(child)
+            self._unstarted += 1
+            self._idle.append(self._started())  # the next request finds it started
+            self._changed.notify()
 
     def close(self) -> None:
         """Stops every child (the server is shutting down)."""

@@ -3,11 +3,11 @@
 A `Recipe` names a program (ComputeKernel's forward, ComputeValueAndGrad's gradient, the
 dynamic batcher's merged forward, a streamed tile), the canonical architecture it computes,
 its static arguments, the shapes and dtypes of its inputs and the device it runs on:
-everything needed to rebuild the program, and nothing else, so it can cross to a compile
-worker process (`compile_workers`). `build` rebuilds the jitted function through the same
+everything needed to rebuild the program, and nothing else, so it can cross to an engine
+process (`engine_processes`). `build` rebuilds the jitted function through the same
 code the server runs (`compute.forward_fn`, `grads_fn`, `batched_fn`, `tile_fn`), lowers it,
 counts its operations (refused past `max_ops` before XLA sees it), compiles it and reads
-XLA's memory and cost analyses. The server and the compile workers both call `build`: one
+XLA's memory and cost analyses. The server and the engine processes both call `build`: one
 place where a program is made.
 """
 

@@ -38,6 +38,7 @@ from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import ComputeEngine
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.device_work import DeviceWork
+from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.metrics import ComponentCollector, Metrics
 from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
@@ -67,7 +68,7 @@ class BuiltServer:
     registry: Registry
     executor: ThreadPoolExecutor
     compile_executor: ThreadPoolExecutor
-    compile_workers: CompileWorkers
+    engines: EngineProcesses
     programs: TilePrograms
     engine: ComputeEngine
     admission: Admission
@@ -245,10 +246,11 @@ def build(config: ServerConfig) -> BuiltServer:
     compile_executor = ThreadPoolExecutor(
         max_workers=config.compile_workers, thread_name_prefix="ntkserve-compile"
     )
-    compile_workers = budgets.compile_workers(config)
-    unary = budgets.unary_programs(config, compile_executor, compile_workers)
+    engines = budgets.engine_processes(config)
+    compiles = CompileWorkers(engines, config.compile_seconds)
+    unary = budgets.unary_programs(config, compile_executor, compiles, engines)
     server = _grpc_server(config)
-    programs = budgets.tile_programs(config, compile_workers)
+    programs = budgets.tile_programs(config, compiles)
     engine = ComputeEngine(
         config.max_topologies, config.max_compiled_bytes, config.isolate_tenant_caches
     )
@@ -269,7 +271,7 @@ def build(config: ServerConfig) -> BuiltServer:
     except CannotListen:
         executor.shutdown(wait=False)
         compile_executor.shutdown(wait=False)
-        compile_workers.close()
+        engines.close()
         registry.close()
         raise
     return BuiltServer(
@@ -281,7 +283,7 @@ def build(config: ServerConfig) -> BuiltServer:
         registry,
         executor,
         compile_executor,
-        compile_workers,
+        engines,
         programs,
         engine,
         admission,
@@ -310,7 +312,7 @@ async def stop(built: BuiltServer) -> None:
     await asyncio.sleep(FLUSH_SECONDS)
     built.executor.shutdown(wait=True)
     built.compile_executor.shutdown(wait=True)
-    built.compile_workers.close()
+    built.engines.close()
     built.registry.close()
     log.info("stopped")
 

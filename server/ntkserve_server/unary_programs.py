@@ -2,14 +2,15 @@
 
 Every program a unary call runs (ComputeKernel's forward, ComputeValueAndGrad's gradient,
 the dynamic batcher's merged forward) is made here, from its recipe
-(`program_recipes.build`): lowered, its operations counted, compiled (in a compile worker
-process, `compile_workers`, on a server: a compile that dies takes only that process down),
-and its memory (XLA's memory analysis: temp + arguments +
-outputs) and run time (estimated from XLA's cost analysis: FLOPs and bytes accessed at the
-device's rates) read, each checked against a budget (`Budgets`)
-before the program runs; past one the call gets `OverLimit` (RESOURCE_EXHAUSTED) with the
-numbers and what to do instead. The executable that was analysed is the one that runs:
-nothing compiles twice, and its results are bit for bit the jitted function's.
+(`program_recipes.build`): lowered, its operations counted, compiled (on a server in an
+engine process, `compile_workers`, which also runs it, `engine_processes`: a compile or a
+computation that dies takes only that process down), and its memory (XLA's memory
+analysis: temp + arguments + outputs) and run time (estimated from XLA's cost analysis:
+FLOPs and bytes accessed at the device's rates) read, each checked against a budget
+(`Budgets`) before the program runs; past one the call gets `OverLimit`
+(RESOURCE_EXHAUSTED) with the numbers and what to do instead. The executable that was
+analysed is the one that runs: nothing compiles twice, and its results are bit for bit the
+jitted function's.
 
 Lowering itself is O(layers) in Python (measured on 2 busy cores: 1.7 s for 201 layer
 messages, 5.8 s for 401; 10,000 would take minutes), so the layer messages of a network are
@@ -38,6 +39,7 @@ from ntkserve_engine.kernels.canonical import every_layer
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
+from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.program_recipes import (
     Program,
     Recipe,
@@ -140,6 +142,7 @@ class UnaryPrograms:
         compile_executor: Executor,
         *,
         workers: CompileWorkers | None = None,
+        engines: EngineProcesses | None = None,
         max_programs: int = 256,
         max_refusals: int = 1024,
     ) -> None:
@@ -150,6 +153,9 @@ class UnaryPrograms:
         self.refusals = 0  # programs refused (a budget, a failed compile) + refusals recalled
         self._executor = compile_executor
         self._workers = workers  # None: programs are built in this process
+        # Where built programs run (with `workers` only: they send executables that can
+        # cross a process boundary); None: in this process.
+        self._engines = engines
         self._programs: collections.OrderedDict[Key, Program] = collections.OrderedDict()
         self._refused: collections.OrderedDict[Key, Exception] = collections.OrderedDict()
         self._pending: dict[Key, asyncio.Task[Program]] = {}
@@ -248,7 +254,8 @@ class UnaryPrograms:
         if self._workers is None:
             built: Program = build(made, max_ops, kfn)
         else:
-            built = self._workers.build(made, max_ops)
+            place = None if self._engines is None else self._engines.executable
+            built = self._workers.build(made, max_ops, place)
         self.compilations += 1
         self._check_memory(built.memory_bytes)
         self._check_seconds(built)

@@ -13,6 +13,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.compile_workers import CompileWorkers
+from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.program_recipes import Recipe, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
@@ -41,9 +42,9 @@ def _run(executable: Any, kfn: KernelFn) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[CompileWorkers]:
-    pool = CompileWorkers(1, 0, GENEROUS_SECONDS)
-    yield pool
-    pool.close()
+    engines = EngineProcesses(1, 0)
+    yield CompileWorkers(engines, GENEROUS_SECONDS)
+    engines.close()
 
 
 @timeout_for(30)

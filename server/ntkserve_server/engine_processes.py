@@ -1,0 +1,205 @@
+"""Engine processes: where the server's programs are compiled and its unary programs run, so
+that a compile or a computation that dies costs its request alone (issue 17).
+
+Admission estimates a program's size, memory and time before it is compiled or run
+(`unary_programs`), but an estimate can miss: XLA aborting on an allocation, the OS refusing
+one, the kernel's out-of-memory killer, a compile that never ends. In the server any of these
+would end every tenant's calls; here it ends one engine process (`child_processes.Child`: a
+fresh interpreter, its address space capped at `memory_bytes` more than it holds once jax is
+loaded, first in line for the OOM killer), the request gets `child_processes.Lost` with the
+cause, and a fresh process takes its place.
+
+An engine process answers one request at a time:
+- ("compile", recipe, max_ops): builds the recipe (`program_recipes.build`, the code the
+  server would run in-process) and replies with the serialized executable
+  (`jax.experimental.serialize_executable`) and its costs (`REPLY_LAYOUT`);
+- ("load", key, blob, device id) and ("run", key, args, kwargs): keeps a serialized
+  executable under `key` and runs it on the arguments sent (those of the jitted function it
+  was compiled from), replying with the same structure of numpy arrays; a key it does not
+  hold (never loaded, or dropped: it keeps `KEEP_LOADED`) is answered "unknown", and the
+  server sends it.
+The pool (`EngineProcesses`) starts a process when a request finds none idle, and keeps one
+started spare while fewer than `count` run, so a request that finds the others busy does not
+wait for jax to load. Unary programs run here (`RemoteExecutable`); streamed tiles still run
+in the server: their size is chosen to fit the device (`tiles`), and a stream is many short
+calls whose inputs and outputs would cross the process boundary every time.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import multiprocessing.connection
+import os
+import pickle
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import serialize_executable
+
+from ntkserve_server import child_processes
+from ntkserve_server.program_recipes import Recipe, build
+from ntkserve_server.requests import OverLimit
+
+# What the server's jax config a child copies before it compiles anything. Not the on-disk
+# compilation cache: a child that used it (jax 0.10.2, CPU) sent back executables that failed
+# when run in the server ("NOT_FOUND: Function dot_general.1_kernel not found";
+# tests/server/test_hostile_cost.py's four concurrent compiles, 3 of 4 calls), so children
+# compile without it; the server keeps their replies in that directory instead
+# (`compile_workers`): a restarted server loads what was compiled before.
+JAX_SETTINGS = ("jax_enable_x64",)
+# What a compile's reply holds after the executable: part of the disk cache's key
+# (`compile_workers`), so a reply of an older layout is compiled again rather than misread.
+REPLY_LAYOUT = ("ops", "memory_bytes", "flops", "bytes_accessed", "compile_seconds")
+# Executables an engine process keeps loaded (least recently run dropped first; one dropped
+# is sent again when next run), so a long-lived process does not grow with every program.
+KEEP_LOADED = 256
+Reply = tuple[str, Any]  # ("ok", result), ("unknown", None), or an error (`raised`)
+
+
+def _compiled(recipe: Recipe, max_ops: int) -> tuple[Any, ...]:
+    built = build(recipe, max_ops)
+    blob = pickle.dumps(serialize_executable.serialize(built.executable))
+    return (blob, *(getattr(built, field) for field in REPLY_LAYOUT))
+
+
+def _load(blob: bytes, device_id: int) -> Any:
+    serialized, in_tree, out_tree = pickle.loads(blob)
+    device = next(d for d in jax.local_devices() if d.id == device_id)
+    return serialize_executable.deserialize_and_load(
+        serialized, in_tree, out_tree, execution_devices=[device]
+    )
+
+
+def _answer(request: tuple[Any, ...], loaded: collections.OrderedDict[int, Any]) -> Reply:
+    op, *rest = request
+    if op == "compile":
+        return ("ok", _compiled(*rest))
+    key, *rest = rest
+    if op == "load":
+        loaded[key] = _load(*rest)
+        while len(loaded) > KEEP_LOADED:
+            loaded.popitem(last=False)
+        return ("ok", None)
+    if key not in loaded:
+        return ("unknown", None)
+    loaded.move_to_end(key)
+    args, kwargs = rest
+    return ("ok", jax.tree.map(np.asarray, loaded[key](*args, **kwargs)))
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    """An engine process's life (child process): its settings, then requests, one at a time."""
+    jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
+    child_processes.handshake(conn)
+    loaded: collections.OrderedDict[int, Any] = collections.OrderedDict()
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:  # the server is gone
+            return
+        try:
+            reply = _answer(request, loaded)
+        except MemoryError:
+            traceback.print_exc()
+            os._exit(child_processes.OUT_OF_MEMORY)
+        except Exception as e:
+            reply = child_processes.portable(e)
+        conn.send(reply)
+
+
+def raised(kind: str, reply: Any) -> Any:
+    """An engine process's reply, or the error it sent raised here."""
+    if kind == "field":
+        cls, violations = reply
+        raise cls.of(violations)
+    if kind == "error":
+        raise reply
+    return reply
+
+
+class RemoteExecutable:
+    """A compiled program that runs in an engine process: called with the arguments of the
+    jitted function it was compiled from, it returns the same structure of numpy arrays."""
+
+    def __init__(self, engines: EngineProcesses, key: int, blob: bytes, device_id: int) -> None:
+        self._engines, self.key, self.blob, self.device_id = engines, key, blob, device_id
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._engines.run(self, args, kwargs)
+
+
+class EngineProcesses:
+    """At most `count` engine processes, each capped at `memory_bytes` of address space more
+    than a started one holds (0: the server's own cap)."""
+
+    def __init__(self, count: int, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self._pool = child_processes.Pool(count, self._start, spare=True)
+        self._keys = itertools.count()
+        self.lost_computing = 0  # engine processes that died during a run
+
+    def _start(self) -> child_processes.Child:
+        settings = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
+        return child_processes.Child(__name__, settings, self.memory_bytes)
+
+    def _using(self, talk: Callable[[child_processes.Child], Reply]) -> Reply:
+        """`talk` with an idle process (blocking: call from a worker thread);
+        `child_processes.Lost` if it dies or runs past a deadline (then it is replaced)."""
+        child = self._pool.take()
+        try:
+            reply = talk(child)
+        except child_processes.Lost:
+            self._pool.replace(child)
+            raise
+        self._pool.give_back(child)
+        return reply
+
+    def ask(self, request: tuple[Any, ...], seconds: float | None) -> Reply:
+        """An idle process's reply to `request` within `seconds` (None: no deadline)."""
+        return self._using(lambda child: child.ask(request, seconds))
+
+    def executable(self, blob: bytes, device: Any) -> RemoteExecutable:
+        """A serialized executable (a compile's reply) as one that runs here."""
+        return RemoteExecutable(self, next(self._keys), blob, device.id)
+
+    def run(
+        self, executable: RemoteExecutable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Runs `executable` in an engine process; `OverLimit` saying how it died if the
+        process does not survive the call."""
+        run = ("run", executable.key, args, kwargs)
+        load = ("load", executable.key, executable.blob, executable.device_id)
+
+        def talk(child: child_processes.Child) -> Reply:
+            kind, reply = child.ask(run, None)
+            if kind == "unknown":  # not loaded in this process yet (or dropped)
+                kind, reply = child.ask(load, None)
+                if kind == "ok":
+                    kind, reply = child.ask(run, None)
+            return kind, reply
+
+        try:
+            kind, reply = self._using(talk)
+        except child_processes.Lost as lost:
+            self.lost_computing += 1
+            raise OverLimit(
+                "",
+                f"the engine process running this call died ({lost}): the call may need "
+                "more memory than this server could give it (XLA's estimate missed); send "
+                "fewer rows or stream the kernel (StreamKernel, or Client.kernel(..., "
+                "tile=...)). Other calls were not affected.",
+            ) from None
+        return raised(kind, reply)
+
+    def close(self) -> None:
+        """Stops every engine process (the server is shutting down)."""
+        self._pool.close()
+
+
+if __name__ == "__main__":
+    _serve(multiprocessing.connection.Connection(int(sys.argv[1])))

@@ -1,0 +1,133 @@
+"""Issue 17, "what to build": a computation that dies is contained. Admission estimates a
+call's memory and time before it runs, but where the estimate misses, the out-of-memory
+killer ends the process that allocates; unary programs run in engine processes
+(`engine_processes`), so that process is not the server.
+
+The death is real: the test sends SIGKILL (what the OOM killer sends) to the engine process
+while it computes the attacker's call. On the code before engine processes there is none to
+kill: the same SIGKILL would have to go to the server itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ntkserve import Client, stax
+from ntkserve.errors import NtkServeError, ResourceExhaustedError
+from ntkserve_engine.kernels import KernelFn
+from ntkserve_server.testing import ServerProcess
+
+from tests.conftest import WAIT_SECONDS, timeout_for, wait_until
+from tests.server.hostile import ATTACKER, PROBE_BOUND_SECONDS, Probe, lab_server
+
+# A unary call long enough to be caught computing (~1 s here alone; estimated under the
+# default time budget), small enough not to stream (inputs and kernel under the client's 32
+# MiB): the NTK of an 8-layer ReLU MLP over 2,500 inputs of 1,024 features.
+NETWORK = stax.serial(
+    *[layer for _ in range(8) for layer in (stax.Dense(512), stax.Relu())], stax.Dense(1)
+)
+X = np.random.default_rng(11).standard_normal((2500, 1024)).astype(np.float32)
+ENGINE_MODULE = "ntkserve_server.engine_processes"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory: Path = tmp_path_factory.mktemp("hostile-compute")
+    with lab_server(directory, "--workers", "2", "--compile-workers", "1") as proc:
+        yield proc
+
+
+def _engine_processes(server: ServerProcess) -> list[int]:
+    """The pids of the server's engine processes (its children running ENGINE_MODULE)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server.pid and ENGINE_MODULE in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in 1/100 s
+
+
+def _busy(pids: list[int], window: float = 0.2) -> list[int]:
+    """The processes that used more than half a core over `window` seconds."""
+    before = {pid: _cpu_ticks(pid) for pid in pids}
+    time.sleep(window)
+    return [pid for pid in pids if _cpu_ticks(pid) - before[pid] > 50 * window]
+
+
+def _in_parallel(*calls: Callable[[], object]) -> list[object]:
+    """Each call on a thread of its own; their results (or exceptions), in order."""
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except NtkServeError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_SECONDS)
+    return results
+
+
+@timeout_for(60)
+def test_a_computation_that_dies_costs_its_call_alone(server: ServerProcess) -> None:
+    """The call gets RESOURCE_EXHAUSTED saying its engine process died and how; the server
+    and the neighbour's calls go on; a fresh engine process computes the next call, bit for
+    bit what the engine computes in process."""
+    with Client(server.target, token=ATTACKER, timeout=WAIT_SECONDS) as attacker:
+        architecture_id = attacker.register(NETWORK)
+
+        def big() -> object:
+            return attacker.kernel(architecture_id, X, get="ntk")
+
+        warm = _in_parallel(big, big)  # compiled, and both engine processes started
+        assert all(isinstance(k, np.ndarray) for k in warm), warm
+        engines = _engine_processes(server)  # the two that computed, and a spare
+        assert len(engines) >= 2
+        wait_until(lambda: not _busy(engines), "the engine processes are idle")
+        with Probe(server.target) as probe:
+            attack = threading.Thread(target=lambda: outcome.extend(_in_parallel(big)))
+            outcome: list[object] = []
+            attack.start()
+            computing: list[int] = []
+            wait_until(lambda: bool(computing.extend(_busy(engines)) or computing), "computing")
+            os.kill(computing[0], signal.SIGKILL)
+            attack.join(WAIT_SECONDS)
+            time.sleep(0.5)  # the probe goes on calling after the death
+        (refused,) = outcome
+        assert isinstance(refused, ResourceExhaustedError), refused
+        message = str(refused)
+        print(message)
+        assert "the engine process running this call died (killed by SIGKILL)" in message
+        assert "stream the kernel" in message
+        assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
+        assert not probe.failures, probe.failures
+        assert server.proc.poll() is None  # the server is up
+
+        again = attacker.kernel(architecture_id, X[:500], get="ntk")
+        now = _engine_processes(server)
+        assert computing[0] not in now and len(now) >= len(engines)  # a fresh one came
+        want = KernelFn(NETWORK)(X[:500], None, get="ntk")
+        np.testing.assert_array_equal(again, want)

@@ -14,6 +14,7 @@ lost. `engine_processes` says what a request is.
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
 import pickle
 import resource
 import signal
@@ -42,6 +43,33 @@ def portable(error: Exception) -> tuple[str, Any]:
         return ("error", error)
     except Exception:
         return ("error", RuntimeError(f"{type(error).__name__}: {error}"))
+
+
+def send(conn: multiprocessing.connection.Connection, message: Any) -> None:
+    """Sends a request or reply with its large buffers (numpy arrays: a kernel's inputs and
+    results) out of band (pickle protocol 5): the pickle and the buffers' sizes first, then
+    each buffer's bytes written to the socket from where they lie, with no copy."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    views = [buffer.raw() for buffer in buffers]
+    conn.send((head, [view.nbytes for view in views]))
+    for view in views:
+        while view.nbytes:
+            view = view[os.write(conn.fileno(), view) :]
+
+
+def receive(conn: multiprocessing.connection.Connection) -> Any:
+    """What `send` sent, each buffer read from the socket into writable memory of its own."""
+    head, sizes = conn.recv()
+    buffers = [bytearray(size) for size in sizes]
+    for buffer in buffers:
+        view = memoryview(buffer)
+        while view.nbytes:
+            read = os.readv(conn.fileno(), [view])
+            if not read:
+                raise EOFError
+            view = view[read:]
+    return pickle.loads(head, buffers=buffers)
 
 
 class Lost(Exception):
@@ -152,9 +180,9 @@ class Child:
                     self.stop()
                     raise Lost(f"it did not start in {START_SECONDS} s")
                 self.ready = self.conn.recv() == "ready"
-            self.conn.send(request)
+            send(self.conn, request)
             if self.conn.poll(seconds):
-                return self.conn.recv()
+                return receive(self.conn)
         except (EOFError, OSError):
             raise Lost(cause(self.exitcode())) from None
         self.stop()

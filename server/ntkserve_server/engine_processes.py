@@ -99,7 +99,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     loaded: collections.OrderedDict[int, Any] = collections.OrderedDict()
     while True:
         try:
-            request = conn.recv()
+            request = child_processes.receive(conn)
         except EOFError:  # the server is gone
             return
         try:
@@ -109,7 +109,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             os._exit(child_processes.OUT_OF_MEMORY)
         except Exception as e:
             reply = child_processes.portable(e)
-        conn.send(reply)
+        child_processes.send(conn, reply)
 
 
 def raised(kind: str, reply: Any) -> Any:

@@ -174,16 +174,17 @@ def _parser() -> argparse.ArgumentParser:
         "--compile-memory-mb",
         type=int,
         default=None,
-        help="address space one compile may add to its worker process (beyond what the "
-        "worker holds once jax is loaded); a compile past it ends that worker, and its call "
-        "gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory)",
+        help="address space one compile or unary computation may add to its engine process "
+        "(beyond what the process holds once jax is loaded); past it that process ends, and "
+        "its call gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory, as "
+        "--max-call-memory-mb on CPU)",
     )
     serve.add_argument(
         "--compile-seconds",
         type=_positive_seconds,
         default=300.0,
-        help="longest one compile may run before its worker is stopped and its call gets "
-        "RESOURCE_EXHAUSTED (default 300)",
+        help="longest one compile may run before its engine process is stopped and its call "
+        "gets RESOURCE_EXHAUSTED (default 300)",
     )
     serve.add_argument(
         "--max-program-layers",

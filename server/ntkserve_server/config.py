@@ -73,11 +73,13 @@ class ServerConfig:
     # operations keep one compile near 20 s; usual networks have a few thousand (a ReLU MLP
     # ~550, an 8-conv-layer CNN ~2,900, a Dense+Relu pair ~245).
     compile_workers: int = 2
-    # Each compile runs in a worker process of its own (compile_workers.py), so a compile
-    # that dies (XLA aborting on an allocation, the OS killing it) or never ends costs its
-    # request alone (RESOURCE_EXHAUSTED), not the server. The address space one compile may
-    # add to a started worker (~1.5 GiB here once jax is loaded; None: a quarter of the host's
-    # memory: two workers and the server's own calls still fit) and seconds
+    # Each compile, and each unary computation, runs in an engine process
+    # (engine_processes.py; at most compile_workers + workers of them), so one that dies
+    # (XLA aborting on an allocation, the OS or its OOM killer ending it) or a compile that
+    # never ends costs its request alone (RESOURCE_EXHAUSTED), not the server. The address
+    # space one compile or computation may add to a started process (~1.5 GiB here once jax
+    # is loaded; None: a quarter of the host's memory, as a unary call's memory budget on
+    # CPU) and seconds
     # per compile (300: 15 times the ~20 s the largest program --max-program-ops admits
     # took here; a compile still going after that is stopped).
     compile_memory_bytes: int | None = None

@@ -141,7 +141,11 @@ class EngineProcesses:
         self.memory_bytes = memory_bytes
         self._pool = child_processes.Pool(count, self._start, spare=True)
         self._keys = itertools.count()
-        self.lost_computing = 0  # engine processes that died during a run
+
+    @property
+    def lost(self) -> int:
+        """Processes that died, or were stopped, during a request (each one replaced)."""
+        return self._pool.lost
 
     def _start(self) -> child_processes.Child:
         settings = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
@@ -186,7 +190,6 @@ class EngineProcesses:
         try:
             kind, reply = self._using(talk)
         except child_processes.Lost as lost:
-            self.lost_computing += 1
             raise OverLimit(
                 "",
                 f"the engine process running this call died ({lost}): the call may need "

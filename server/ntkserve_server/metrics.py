@@ -111,6 +111,12 @@ class ComponentCollector(Collector):
                 "Unary programs refused (a cost budget, a failed compile) and refusals recalled",
                 value=self._unary.refusals,
             )
+            yield CounterMetricFamily(
+                "ntkserve_engine_processes_lost",
+                "Engine processes that died, or were stopped, during a compile or a unary "
+                "computation (each replaced; its call got RESOURCE_EXHAUSTED)",
+                value=self._unary.processes_lost,
+            )
         if self._work is not None:
             work = CounterMetricFamily(
                 "ntkserve_unary_device_work",
@@ -142,7 +148,7 @@ class Metrics:
         )
         self._compile = prometheus_client.Histogram(
             "ntkserve_xla_compile_seconds",
-            "XLA compilations (jax's backend compile, in the server or its compile workers), "
+            "XLA compilations (jax's backend compile, in the server or its engine processes), "
             "and the seconds each took",
             buckets=COMPILE_BUCKETS,
             registry=self.registry,

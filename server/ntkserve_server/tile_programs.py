@@ -157,7 +157,7 @@ class TilePrograms:
             collections.OrderedDict()
         )
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
-        # Programs that could not be built (a dead compile worker, the ops limit): refused
+        # Programs that could not be built (a compile's engine process died, the ops limit): refused
         # at once when asked again, as unary programs are; the most recent, bounded.
         self._refused: collections.OrderedDict[tuple[Any, ...], Exception] = (
             collections.OrderedDict()

@@ -161,6 +161,11 @@ class UnaryPrograms:
         self._pending: dict[Key, asyncio.Task[Program]] = {}
         self._lanes: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
+    @property
+    def processes_lost(self) -> int:
+        """Engine processes that died, or were stopped, during a compile or a computation."""
+        return 0 if self._engines is None else self._engines.lost
+
     def check_layers(self, kfn: KernelFn) -> None:
         """OverLimit for a network too long to lower (O(layers), no tracing)."""
         limit = self.budgets.max_program_layers
@@ -248,7 +253,7 @@ class UnaryPrograms:
         return program
 
     def _made(self, kfn: KernelFn, made: Recipe) -> Program:
-        """Built (lowered, counted, compiled, analysed: in a compile worker process when the
+        """Built (lowered, counted, compiled, analysed: in an engine process when the
         server has them) and checked against the budgets (compile executor thread)."""
         max_ops = self.budgets.max_program_ops
         if self._workers is None:

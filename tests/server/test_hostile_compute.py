@@ -24,7 +24,7 @@ from ntkserve.errors import NtkServeError, ResourceExhaustedError
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.testing import ServerProcess
 
-from tests.conftest import WAIT_SECONDS, timeout_for, wait_until
+from tests.conftest import WAIT_SECONDS, metric, scrape, timeout_for, wait_until
 from tests.server.hostile import ATTACKER, PROBE_BOUND_SECONDS, Probe, lab_server
 
 # A unary call long enough to be caught computing (~1 s here alone; estimated under the
@@ -40,7 +40,8 @@ ENGINE_MODULE = "ntkserve_server.engine_processes"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory: Path = tmp_path_factory.mktemp("hostile-compute")
-    with lab_server(directory, "--workers", "2", "--compile-workers", "1") as proc:
+    flags = ("--workers", "2", "--compile-workers", "1", "--metrics-port", "0")
+    with lab_server(directory, *flags) as proc:
         yield proc
 
 
@@ -125,6 +126,7 @@ def test_a_computation_that_dies_costs_its_call_alone(server: ServerProcess) -> 
         assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
         assert not probe.failures, probe.failures
         assert server.proc.poll() is None  # the server is up
+        assert metric(scrape(server), "ntkserve_engine_processes_lost_total") == 1
 
         again = attacker.kernel(architecture_id, X[:500], get="ntk")
         now = _engine_processes(server)

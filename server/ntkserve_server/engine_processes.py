@@ -180,9 +180,15 @@ class EngineProcesses:
         load = ("load", executable.key, executable.blob, executable.device_id)
 
         def talk(child: child_processes.Child) -> Reply:
-            kind, reply = child.ask(run, None)
-            if kind == "unknown":  # not loaded in this process yet (or dropped)
+            if child.state is None:
+                child.state = set()  # the keys it was sent
+            sent: set[int] = child.state
+            kind, reply = ("unknown", None)
+            if executable.key in sent:
+                kind, reply = child.ask(run, None)
+            if kind == "unknown":  # never sent, or dropped since (`KEEP_LOADED`)
                 kind, reply = child.ask(load, None)
+                sent.add(executable.key)
                 if kind == "ok":
                     kind, reply = child.ask(run, None)
             return kind, reply

@@ -49,13 +49,18 @@ def workers() -> Iterator[CompileWorkers]:
 
 @timeout_for(30)
 def test_a_worker_executable_is_bit_for_bit_the_in_process_one(workers: CompileWorkers) -> None:
+    """Compiled in an engine process, then run here, and run there (`RemoteExecutable`):
+    the costs and every bit of the results are those of the program compiled here."""
     kfn = _chain(3)
     made = workers.build(_forward(kfn), 0)
+    remote = workers.build(_forward(kfn), 0, workers.engines.executable)
     here = build(_forward(kfn), 0, kfn)
     costs = ("ops", "memory_bytes", "flops", "bytes_accessed")
     assert [getattr(made, c) for c in costs] == [getattr(here, c) for c in costs]
-    for a, b in zip(_run(made.executable, kfn), _run(here.executable, kfn), strict=True):
-        np.testing.assert_array_equal(a, b)
+    want = _run(here.executable, kfn)
+    for got in (_run(made.executable, kfn), _run(remote.executable, kfn)):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 @timeout_for(30)

@@ -195,11 +195,12 @@ class Child:
 
 
 class Pool:
-    """At most `count` children made by `start`: `take` one (an idle one, those that have
-    loaded jax first; else a new one while fewer than `count` run; else wait for the next
-    idle), then `give_back` it, or `replace` it when it was lost (a fresh one takes its place
-    at once). With `spare`, a `take` that leaves none idle starts one more while fewer than
-    `count` run, so the next request need not wait for a child to load jax."""
+    """At most `count` children made by `start`: `take` one (an idle one: those that have
+    loaded jax first, the most recently given back first, so sequential requests keep to one
+    child and what it has loaded; else a new one while fewer than `count` run; else wait for
+    the next idle), then `give_back` it, or `replace` it when it was lost (a fresh one takes
+    its place at once). With `spare`, a `take` that leaves none idle starts one more while
+    fewer than `count` run, so the next request need not wait for a child to load jax."""
 
     def __init__(self, count: int, start: Callable[[], Child], spare: bool = False) -> None:
         self.lost = 0  # children that died or were stopped during a request
@@ -222,7 +223,7 @@ class Pool:
                 self._changed.wait()
             if self._idle:
                 ready = [child for child in self._idle if child.is_ready()]
-                child = (ready or self._idle)[0]
+                child = (ready or self._idle)[-1]  # the last given back: what it holds is warm
                 self._idle.remove(child)
             else:
                 child = self._started()

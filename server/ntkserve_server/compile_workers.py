@@ -42,7 +42,7 @@ WORKER_COMPILE_EVENT = "/ntkserve/compile_workers/backend_compile_duration"
 
 
 class _Disk:
-    """Worker replies kept as files in jax's compilation cache directory (none when the
+    """Compile replies kept as files in jax's compilation cache directory (none when the
     server has none: tenants with isolated caches share nothing), by a hash of the recipe,
     the ops limit it was built under, the reply's layout, jax's version, the devices and
     XLA_FLAGS (a reply written by another version is not found, never misread)."""

@@ -28,10 +28,9 @@ from typing import Any
 
 import jax
 import jax.monitoring
-from jax.experimental import serialize_executable
 
 from ntkserve_server import child_processes
-from ntkserve_server.engine_processes import REPLY_LAYOUT, EngineProcesses, raised
+from ntkserve_server.engine_processes import REPLY_LAYOUT, EngineProcesses, loaded, raised
 from ntkserve_server.program_recipes import Program, Recipe, device_of
 from ntkserve_server.requests import OverLimit
 
@@ -79,16 +78,6 @@ class _Disk:
             pass  # a full disk costs the next start a compile, nothing else
 
 
-def _loaded(blob: bytes, device: Any) -> Any:
-    """The executable, loaded for the device its program runs on (where it was compiled):
-    left to itself, jax would load it for every local device, and a one-device program then
-    refuses its arguments on a server with several."""
-    serialized, in_tree, out_tree = pickle.loads(blob)
-    return serialize_executable.deserialize_and_load(
-        serialized, in_tree, out_tree, execution_devices=[device]
-    )
-
-
 class CompileWorkers:
     """Compiles in `engines`, each allowed `seconds`."""
 
@@ -114,7 +103,7 @@ class CompileWorkers:
             jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, made["compile_seconds"])
         else:
             made["compile_seconds"] = 0.0  # loaded from the disk: nothing compiled now
-        return Program((place or _loaded)(blob, device_of(recipe)), **made)
+        return Program((place or loaded)(blob, device_of(recipe)), **made)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """An engine process's reply: the serialized executable and its costs

@@ -67,43 +67,50 @@ def _compiled(recipe: Recipe, max_ops: int) -> tuple[Any, ...]:
     return (blob, *(getattr(built, field) for field in REPLY_LAYOUT))
 
 
-def _load(blob: bytes, device_id: int) -> Any:
+def loaded(blob: bytes, device: Any) -> Any:
+    """A compile's serialized executable, loaded for the device its program runs on (where
+    it was compiled): left to itself, jax would load it for every local device, and a
+    one-device program then refuses its arguments on a host with several."""
     serialized, in_tree, out_tree = pickle.loads(blob)
-    device = next(d for d in jax.local_devices() if d.id == device_id)
     return serialize_executable.deserialize_and_load(
         serialized, in_tree, out_tree, execution_devices=[device]
     )
 
 
-def _answer(request: tuple[Any, ...], loaded: collections.OrderedDict[int, Any]) -> Reply:
+def _device(device_id: int) -> Any:
+    return next(d for d in jax.local_devices() if d.id == device_id)
+
+
+def _answer(request: tuple[Any, ...], held: collections.OrderedDict[int, Any]) -> Reply:
     op, *rest = request
     if op == "compile":
         return ("ok", _compiled(*rest))
     key, *rest = rest
     if op == "load":
-        loaded[key] = _load(*rest)
-        while len(loaded) > KEEP_LOADED:
-            loaded.popitem(last=False)
+        blob, device_id = rest
+        held[key] = loaded(blob, _device(device_id))
+        while len(held) > KEEP_LOADED:
+            held.popitem(last=False)
         return ("ok", None)
-    if key not in loaded:
+    if key not in held:
         return ("unknown", None)
-    loaded.move_to_end(key)
+    held.move_to_end(key)
     args, kwargs = rest
-    return ("ok", jax.tree.map(np.asarray, loaded[key](*args, **kwargs)))
+    return ("ok", jax.tree.map(np.asarray, held[key](*args, **kwargs)))
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     """An engine process's life (child process): its settings, then requests, one at a time."""
     jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
     child_processes.handshake(conn)
-    loaded: collections.OrderedDict[int, Any] = collections.OrderedDict()
+    held: collections.OrderedDict[int, Any] = collections.OrderedDict()
     while True:
         try:
             request = child_processes.receive(conn)
         except EOFError:  # the server is gone
             return
         try:
-            reply = _answer(request, loaded)
+            reply = _answer(request, held)
         except MemoryError:
             traceback.print_exc()
             os._exit(child_processes.OUT_OF_MEMORY)

@@ -13,8 +13,10 @@ place where a program is made.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
+from collections.abc import Hashable
 from typing import Any
 
 import jax
@@ -182,7 +184,7 @@ def build(recipe: Recipe, max_ops: int, kfn: KernelFn | None = None) -> Program:
     return Program(executable, ops, nbytes, flops * factor, traffic * factor, seconds)
 
 
-def fresh_refusal(error: Exception) -> Exception:
+def _fresh_refusal(error: Exception) -> Exception:
     """A copy of a remembered refusal (a program that could not be built) without a
     traceback: a remembered one must not hold the frames (and so the inputs) of the call
     that met it."""
@@ -192,3 +194,24 @@ def fresh_refusal(error: Exception) -> Exception:
         return type(error)(*error.args)
     except Exception:
         return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+class Refusals:
+    """Programs that could not be built (a budget, a compile whose process died), the most
+    recent `limit` remembered by key, so a call that asks again is refused at once instead
+    of compiling again. Not locked: the caller's lock (or event loop) guards it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._refused: collections.OrderedDict[Hashable, Exception] = collections.OrderedDict()
+
+    def remember(self, key: Hashable, error: Exception) -> None:
+        self._refused[key] = _fresh_refusal(error)
+        while len(self._refused) > self.limit:
+            self._refused.popitem(last=False)
+
+    def recall(self, key: Hashable) -> Exception | None:
+        """The refusal of `key` to raise again (a fresh copy, without the first call's
+        traceback), or None."""
+        found = self._refused.get(key)
+        return None if found is None else _fresh_refusal(found)

@@ -35,7 +35,7 @@ import numpy as np
 from ntkserve_engine.kernels import KernelFn
 
 from ntkserve_server.compute import mask_scalar
-from ntkserve_server.program_recipes import Program, Recipe, build, fresh_refusal, recipe, spec_of
+from ntkserve_server.program_recipes import Program, Recipe, Refusals, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
 WORKING_SET_FACTOR = 6
@@ -159,9 +159,7 @@ class TilePrograms:
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
         # Programs that could not be built (a compile's engine process died, the ops limit): refused
         # at once when asked again, as unary programs are; the most recent, bounded.
-        self._refused: collections.OrderedDict[tuple[Any, ...], Exception] = (
-            collections.OrderedDict()
-        )
+        self._refused = Refusals(4 * max_programs)
         self._lock = threading.Lock()
 
     # -- tile size -----------------------------------------------------------------------
@@ -259,9 +257,9 @@ class TilePrograms:
                 self.hits += 1
                 self._executables.move_to_end(key)
                 return found[0]
-            refused = self._refused.get(key)
+            refused = self._refused.recall(key)
             if refused is not None:
-                raise fresh_refusal(refused)
+                raise refused
         x1, x2, mask, (p1, p2) = _placeholders(shape)
         specs = {"x1": spec_of(x1), "x2": spec_of(x2), "mask_constant": spec_of(mask)}
         patterns = (spec_of(p1), spec_of(p2))
@@ -270,9 +268,7 @@ class TilePrograms:
             built = self._build(made, kfn)
         except OverLimit as refusal:
             with self._lock:
-                self._refused[key] = fresh_refusal(refusal)
-                while len(self._refused) > 4 * self._max_programs:
-                    self._refused.popitem(last=False)
+                self._refused.remember(key, refusal)
             raise
         program = built.executable
         with self._lock:

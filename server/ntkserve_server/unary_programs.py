@@ -43,8 +43,8 @@ from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.program_recipes import (
     Program,
     Recipe,
+    Refusals,
     build,
-    fresh_refusal,
     recipe,
     spec_of,
 )
@@ -59,10 +59,11 @@ MiB = 1 << 20
 class DeviceRates:
     """How fast a device runs kernel programs, for estimating a call's time before it runs:
     its arithmetic at `flops_per_second` plus its memory traffic at `bytes_per_second`
-    (XLA's cost analysis, loops times their repeats; `Program`). FLOPs alone under-predicted
-    the NTKs of pooling networks, which move far more bytes than they compute, by up to 10x;
-    the sum came within 0.6-2.6x of the measured time on ten networks here (float32 and
-    float64; `python -m benchmarks.call_cost` prints the ratios)."""
+    (XLA's cost analysis, loops times their repeats; `Program`). On ten networks here
+    (float32 and float64; `python -m benchmarks.call_cost` prints the ratios) the measured
+    time was 0.1-2.7x this estimate (0.1: a repeat, counted as its whole program times its
+    repeats), against 0.3-10.9x for FLOPs alone, which missed the NTKs of pooling networks:
+    they move far more bytes than they compute."""
 
     flops_per_second: float
     bytes_per_second: float
@@ -148,7 +149,6 @@ class UnaryPrograms:
     ) -> None:
         self.budgets = budgets
         self.max_programs = max_programs
-        self.max_refusals = max_refusals
         self.compilations = 0  # programs compiled
         self.refusals = 0  # programs refused (a budget, a failed compile) + refusals recalled
         self._executor = compile_executor
@@ -157,7 +157,7 @@ class UnaryPrograms:
         # cross a process boundary); None: in this process.
         self._engines = engines
         self._programs: collections.OrderedDict[Key, Program] = collections.OrderedDict()
-        self._refused: collections.OrderedDict[Key, Exception] = collections.OrderedDict()
+        self._refused = Refusals(max_refusals)
         self._pending: dict[Key, asyncio.Task[Program]] = {}
         self._lanes: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
@@ -221,10 +221,10 @@ class UnaryPrograms:
         if found is not None:
             self._programs.move_to_end(key)
             return found
-        refused = self._refused.get(key)
+        refused = self._refused.recall(key)
         if refused is not None:
             self.refusals += 1
-            raise fresh_refusal(refused)
+            raise refused
         self.check_layers(kfn)
         task = self._pending.get(key)
         if task is None:
@@ -241,9 +241,7 @@ class UnaryPrograms:
                 program = await loop.run_in_executor(self._executor, self._made, kfn, made)
         except Exception as e:
             self.refusals += 1
-            self._refused[key] = fresh_refusal(e)
-            while len(self._refused) > self.max_refusals:
-                self._refused.popitem(last=False)
+            self._refused.remember(key, e)
             raise
         finally:
             del self._pending[key]

@@ -4,7 +4,7 @@ A started XLA computation cannot be interrupted, so: work whose caller left befo
 took it up never runs (counted by the server's metrics, not timed), and a caller that leaves
 once its work runs keeps its admission slot until the work ends, so the slot count tells the
 truth and a tenant cannot cancel its way past the limits. One worker, so calls queue behind
-one long call (a repeated layer over 2,000 inputs, the FLOPs budget off: ~4 s of device
+one long call (a repeated layer over 2,000 inputs, the time budget off: ~4 s of device
 work alone on a 2-core CPU, seen with a 300-fold repeat at under 1 s, when a call queued
 behind it could start before its 1 s deadline and the test failed one run in three).
 """

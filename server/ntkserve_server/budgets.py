@@ -27,12 +27,16 @@ from ntkserve_server.unary_programs import (
 
 
 def tile_budget(config: ServerConfig) -> int:
-    """--tile-memory-mb, or half the device's memory where jax reports it (GPUs), else 1 GiB."""
+    """--tile-memory-mb, or half the device's memory where jax reports it (GPUs), else 1 GiB
+    or an engine process's memory if less (tiles compute there)."""
     if config.tile_memory_bytes is not None:
         return config.tile_memory_bytes
     stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
-    return int(limit) // 2 if limit else 1 << 30
+    if limit:
+        return int(limit) // 2
+    engine = _engine_memory(config)  # 0: not capped
+    return min(1 << 30, engine) if engine else 1 << 30
 
 
 def _call_memory_budget(config: ServerConfig) -> int:
@@ -63,10 +67,15 @@ def engine_processes(config: ServerConfig) -> EngineProcesses:
     """As many engine processes as compiles and computations can run at once
     (--compile-workers + --workers), each capped at --compile-memory-mb (default a quarter
     of the host's memory, as a unary call's memory budget on CPU)."""
+    return EngineProcesses(config.compile_workers + config.workers, _engine_memory(config))
+
+
+def _engine_memory(config: ServerConfig) -> int:
+    """--compile-memory-mb (0: not capped), or a quarter of the host's memory."""
     memory = config.compile_memory_bytes
     if memory is None:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    return EngineProcesses(config.compile_workers + config.workers, memory)
+    return memory
 
 
 def unary_budgets(config: ServerConfig) -> Budgets:
@@ -84,25 +93,23 @@ def unary_programs(
     config: ServerConfig,
     compile_executor: ThreadPoolExecutor,
     compiles: CompileWorkers,
-    engines: EngineProcesses,
 ) -> UnaryPrograms:
-    """The unary programs, admitted by `unary_budgets(config)`, compiled by `compiles` and
-    run in `engines`."""
+    """The unary programs, admitted by `unary_budgets(config)`, compiled and run in
+    the engine processes of `compiles`."""
     return UnaryPrograms(
         unary_budgets(config),
         compile_executor,
         workers=compiles,
-        engines=engines,
         max_programs=4 * config.max_tile_programs,
     )
 
 
 def tile_programs(config: ServerConfig, compiles: CompileWorkers) -> TilePrograms:
     """The streamed tiles' programs, compiled by `compiles` under --max-program-ops and run
-    in this process."""
+    in its engine processes (so a tile whose computation dies costs its stream alone)."""
 
     def build(made: Recipe, kfn: KernelFn) -> Program:
-        return compiles.build(made, config.max_program_ops)
+        return compiles.build(made, config.max_program_ops, compiles.engines.tile_executable)
 
     return TilePrograms(
         tile_budget(config),

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--tile-memory-mb",
         type=int,
         default=None,
-        help="device memory one streamed tile may use (default: half the GPU's, or 1024 on CPU)",
+        help="device memory one streamed tile may use (default: half the GPU's; on CPU 1024 "
+        "or --compile-memory-mb if less)",
     )
     serve.add_argument(
         "--max-tile-size", type=int, default=2048, help="largest tile side chosen (default 2048)"

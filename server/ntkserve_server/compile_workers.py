@@ -6,9 +6,10 @@ is a request to an engine process (`engine_processes`: a child process with the 
 environment and jax settings, its address space capped): it builds the recipe
 (`program_recipes.build`, the code the server would run in-process) and replies with the
 serialized executable and its costs. Here the reply is kept on disk (`_Disk`) and placed
-where the program will run: loaded in the server (`deserialize_and_load`; streamed tiles),
-or as an engine process's `RemoteExecutable` (unary programs) — the same compiled program,
-bit for bit.
+where the program will run: as an engine process's `RemoteExecutable` (unary programs and
+streamed tiles alike, so a computation that dies is contained too), or loaded in this
+process (`engine_processes.loaded`, for tests comparing the two) — the same compiled
+program, bit for bit.
 
 A compile that dies, or takes longer than `seconds` (then its process is killed), costs that
 request alone: it gets `OverLimit` (RESOURCE_EXHAUSTED) saying so, and a fresh process takes
@@ -30,7 +31,7 @@ import jax
 import jax.monitoring
 
 from ntkserve_server import child_processes
-from ntkserve_server.engine_processes import REPLY_LAYOUT, EngineProcesses, loaded, raised
+from ntkserve_server.engine_processes import REPLY_LAYOUT, EngineProcesses, raised
 from ntkserve_server.program_recipes import Program, Recipe, device_of
 from ntkserve_server.requests import OverLimit
 
@@ -86,11 +87,9 @@ class CompileWorkers:
         self.seconds = seconds
         self.lost = 0  # engine processes that died or were stopped during a compile
 
-    def build(
-        self, recipe: Recipe, max_ops: int, place: Callable[[bytes, Any], Any] | None = None
-    ) -> Program:
-        """The recipe's program, built in an engine process (blocking) and loaded here, or
-        where `place` puts it: (serialized executable, device) -> what to call."""
+    def build(self, recipe: Recipe, max_ops: int, place: Callable[[bytes, Any], Any]) -> Program:
+        """The recipe's program, built in an engine process (blocking) and placed where it
+        will run by `place`: (serialized executable, device) -> what to call."""
         disk = _Disk()
         reply = disk.get(recipe, max_ops)
         compiled = reply is None  # else loaded from the disk: nothing compiled now
@@ -103,7 +102,7 @@ class CompileWorkers:
             jax.monitoring.record_event_duration_secs(WORKER_COMPILE_EVENT, made["compile_seconds"])
         else:
             made["compile_seconds"] = 0.0  # loaded from the disk: nothing compiled now
-        return Program((place or loaded)(blob, device_of(recipe)), **made)
+        return Program(place(blob, device_of(recipe)), **made)
 
     def _ask(self, recipe: Recipe, max_ops: int) -> Any:
         """An engine process's reply: the serialized executable and its costs

@@ -18,7 +18,7 @@ class ServerConfig:
     workers: int = 4
     grace_seconds: float = 30.0
     # Device memory one streamed tile may use; None: half the device's memory where jax
-    # reports it (GPUs), else 1 GiB.
+    # reports it (GPUs), else 1 GiB or an engine process's memory if less.
     tile_memory_bytes: int | None = None
     max_tile_size: int = 2048
     max_stream_input_bytes: int = 4 << 30

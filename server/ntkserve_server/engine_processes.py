@@ -129,12 +129,23 @@ def raised(kind: str, reply: Any) -> Any:
     return reply
 
 
+# What a caller whose engine process died can do instead, by what it asked for.
+UNARY_ADVICE = (
+    "send fewer rows or stream the kernel (StreamKernel, or Client.kernel(..., tile=...))"
+)
+TILE_ADVICE = "ask for smaller tiles (StreamKernel's tile_size, or Client.kernel(..., tile=...))"
+
+
 class RemoteExecutable:
     """A compiled program that runs in an engine process: called with the arguments of the
-    jitted function it was compiled from, it returns the same structure of numpy arrays."""
+    jitted function it was compiled from, it returns the same structure of numpy arrays.
+    `advice`: what its caller can do if the process dies running it."""
 
-    def __init__(self, engines: EngineProcesses, key: int, blob: bytes, device_id: int) -> None:
+    def __init__(
+        self, engines: EngineProcesses, key: int, blob: bytes, device_id: int, advice: str
+    ) -> None:
         self._engines, self.key, self.blob, self.device_id = engines, key, blob, device_id
+        self.advice = advice
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._engines.run(self, args, kwargs)
@@ -174,9 +185,13 @@ class EngineProcesses:
         """An idle process's reply to `request` within `seconds` (None: no deadline)."""
         return self._using(lambda child: child.ask(request, seconds))
 
-    def executable(self, blob: bytes, device: Any) -> RemoteExecutable:
-        """A serialized executable (a compile's reply) as one that runs here."""
-        return RemoteExecutable(self, next(self._keys), blob, device.id)
+    def unary_executable(self, blob: bytes, device: Any) -> RemoteExecutable:
+        """A serialized executable (a compile's reply) as one that runs here, for unary calls."""
+        return RemoteExecutable(self, next(self._keys), blob, device.id, UNARY_ADVICE)
+
+    def tile_executable(self, blob: bytes, device: Any) -> RemoteExecutable:
+        """The same, for a stream's tiles."""
+        return RemoteExecutable(self, next(self._keys), blob, device.id, TILE_ADVICE)
 
     def run(
         self, executable: RemoteExecutable, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -206,9 +221,8 @@ class EngineProcesses:
             raise OverLimit(
                 "",
                 f"the engine process running this call died ({lost}): the call may need "
-                "more memory than this server could give it (XLA's estimate missed); send "
-                "fewer rows or stream the kernel (StreamKernel, or Client.kernel(..., "
-                "tile=...)). Other calls were not affected.",
+                "more memory than this server could give it (XLA's estimate missed); "
+                f"{executable.advice}. Other calls were not affected.",
             ) from None
         return raised(kind, reply)
 

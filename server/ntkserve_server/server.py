@@ -248,7 +248,7 @@ def build(config: ServerConfig) -> BuiltServer:
     )
     engines = budgets.engine_processes(config)
     compiles = CompileWorkers(engines, config.compile_seconds)
-    unary = budgets.unary_programs(config, compile_executor, compiles, engines)
+    unary = budgets.unary_programs(config, compile_executor, compiles)
     server = _grpc_server(config)
     programs = budgets.tile_programs(config, compiles)
     engine = ComputeEngine(

@@ -15,10 +15,11 @@ pooling CNN and 6x for a ReLU MLP on XLA-CPU), then check XLA's own memory analy
 the compiled program and halve the tile while it exceeds the budget.
 
 Programs are built by `build` (a `program_recipes.Recipe` of kind "tile" in, a compiled
-`Program` out): on a server, compiled in an engine process
-(`compile_workers.CompileWorkers.build`) and run here, so a compile that dies or runs too
-long costs its stream alone, and the op-count limit
-(--max-program-ops) holds for streams as for unary calls; by default, in this process.
+`Program` out): on a server, compiled and run in an engine process
+(`compile_workers.CompileWorkers.build`, `engine_processes.RemoteExecutable`), so a
+compile that dies or runs too long, or a tile computation that dies, costs its stream
+alone, and the op-count limit (--max-program-ops) holds for streams as for unary calls; by
+default, in this process.
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ from ntkserve_engine.kernels.canonical import every_layer
 
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.compute import CheckedInputs, Compiled, mask_scalar
-from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.program_recipes import (
     Program,
     Recipe,
@@ -143,7 +142,6 @@ class UnaryPrograms:
         compile_executor: Executor,
         *,
         workers: CompileWorkers | None = None,
-        engines: EngineProcesses | None = None,
         max_programs: int = 256,
         max_refusals: int = 1024,
     ) -> None:
@@ -152,10 +150,9 @@ class UnaryPrograms:
         self.compilations = 0  # programs compiled
         self.refusals = 0  # programs refused (a budget, a failed compile) + refusals recalled
         self._executor = compile_executor
-        self._workers = workers  # None: programs are built in this process
-        # Where built programs run (with `workers` only: they send executables that can
-        # cross a process boundary); None: in this process.
-        self._engines = engines
+        # None: programs are built and run in this process; else built and run in its
+        # engine processes.
+        self._workers = workers
         self._programs: collections.OrderedDict[Key, Program] = collections.OrderedDict()
         self._refused = Refusals(max_refusals)
         self._pending: dict[Key, asyncio.Task[Program]] = {}
@@ -164,7 +161,7 @@ class UnaryPrograms:
     @property
     def processes_lost(self) -> int:
         """Engine processes that died, or were stopped, during a compile or a computation."""
-        return 0 if self._engines is None else self._engines.lost
+        return 0 if self._workers is None else self._workers.engines.lost
 
     def check_layers(self, kfn: KernelFn) -> None:
         """OverLimit for a network too long to lower (O(layers), no tracing)."""
@@ -257,8 +254,8 @@ class UnaryPrograms:
         if self._workers is None:
             built: Program = build(made, max_ops, kfn)
         else:
-            place = None if self._engines is None else self._engines.executable
-            built = self._workers.build(made, max_ops, place)
+            engines = self._workers.engines
+            built = self._workers.build(made, max_ops, engines.unary_executable)
         self.compilations += 1
         self._check_memory(built.memory_bytes)
         self._check_seconds(built)

@@ -13,7 +13,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.compile_workers import CompileWorkers
-from ntkserve_server.engine_processes import EngineProcesses
+from ntkserve_server.engine_processes import EngineProcesses, loaded
 from ntkserve_server.program_recipes import Recipe, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
@@ -52,8 +52,8 @@ def test_a_worker_executable_is_bit_for_bit_the_in_process_one(workers: CompileW
     """Compiled in an engine process, then run here, and run there (`RemoteExecutable`):
     the costs and every bit of the results are those of the program compiled here."""
     kfn = _chain(3)
-    made = workers.build(_forward(kfn), 0)
-    remote = workers.build(_forward(kfn), 0, workers.engines.executable)
+    made = workers.build(_forward(kfn), 0, loaded)
+    remote = workers.build(_forward(kfn), 0, workers.engines.unary_executable)
     here = build(_forward(kfn), 0, kfn)
     costs = ("ops", "memory_bytes", "flops", "bytes_accessed")
     assert [getattr(made, c) for c in costs] == [getattr(here, c) for c in costs]
@@ -65,13 +65,13 @@ def test_a_worker_executable_is_bit_for_bit_the_in_process_one(workers: CompileW
 
 @timeout_for(30)
 def test_a_compile_past_its_time_stops_the_worker_alone(workers: CompileWorkers) -> None:
-    workers.build(_forward(_chain(1)), 0)  # the worker is up: its start is not timed
+    workers.build(_forward(_chain(1)), 0, loaded)  # the worker is up: its start is not timed
     workers.seconds = SHORT_SECONDS
     with pytest.raises(
         OverLimit, match=r"took longer than 1 s and was stopped; .* --compile-seconds"
     ):
-        workers.build(_forward(_chain(100)), 0)
+        workers.build(_forward(_chain(100)), 0, loaded)
     assert workers.lost == 1
     workers.seconds = GENEROUS_SECONDS
     kfn = _chain(2)
-    assert np.all(np.isfinite(_run(workers.build(_forward(kfn), 0).executable, kfn)[0]))
+    assert np.all(np.isfinite(_run(workers.build(_forward(kfn), 0, loaded).executable, kfn)[0]))

@@ -1,7 +1,7 @@
 """Issue 17, "what to build": a computation that dies is contained. Admission estimates a
 call's memory and time before it runs, but where the estimate misses, the out-of-memory
-killer ends the process that allocates; unary programs run in engine processes
-(`engine_processes`), so that process is not the server.
+killer ends the process that allocates; unary programs and streamed tiles run in engine
+processes (`engine_processes`), so that process is not the server.
 
 The death is real: the test sends SIGKILL (what the OOM killer sends) to the engine process
 while it computes the attacker's call. On the code before engine processes there is none to
@@ -34,6 +34,7 @@ NETWORK = stax.serial(
     *[layer for _ in range(8) for layer in (stax.Dense(512), stax.Relu())], stax.Dense(1)
 )
 X = np.random.default_rng(11).standard_normal((2500, 1024)).astype(np.float32)
+X_STREAMED = np.random.default_rng(12).standard_normal((4000, 1024)).astype(np.float32)
 ENGINE_MODULE = "ntkserve_server.engine_processes"
 
 
@@ -92,6 +93,39 @@ def _in_parallel(*calls: Callable[[], object]) -> list[object]:
     return results
 
 
+def _killed_while_computing(
+    server: ServerProcess, call: Callable[[], object]
+) -> tuple[object, Probe, int]:
+    """`call` (already run once: compiled, engine processes started) run again while the
+    neighbour's probe calls; the engine process computing it gets SIGKILL. Returns what the
+    call gave, the probe, and the killed pid."""
+    engines = _engine_processes(server)
+    assert len(engines) >= 2  # the ones that computed, and a spare
+    wait_until(lambda: not _busy(engines), "the engine processes are idle")
+    with Probe(server.target) as probe:
+        outcome: list[object] = []
+        attack = threading.Thread(target=lambda: outcome.extend(_in_parallel(call)))
+        attack.start()
+        computing: list[int] = []
+        wait_until(lambda: bool(computing.extend(_busy(engines)) or computing), "computing")
+        os.kill(computing[0], signal.SIGKILL)
+        attack.join(WAIT_SECONDS)
+        time.sleep(0.5)  # the probe goes on calling after the death
+    assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
+    assert not probe.failures, probe.failures
+    assert server.proc.poll() is None  # the server is up
+    (got,) = outcome
+    return got, probe, computing[0]
+
+
+def _refused(outcome: object, advice: str) -> None:
+    assert isinstance(outcome, ResourceExhaustedError), outcome
+    message = str(outcome)
+    print(message)
+    assert "the engine process running this call died (killed by SIGKILL)" in message
+    assert advice in message
+
+
 @timeout_for(60)
 def test_a_computation_that_dies_costs_its_call_alone(server: ServerProcess) -> None:
     """The call gets RESOURCE_EXHAUSTED saying its engine process died and how; the server
@@ -105,31 +139,35 @@ def test_a_computation_that_dies_costs_its_call_alone(server: ServerProcess) -> 
 
         warm = _in_parallel(big, big)  # compiled, and both engine processes started
         assert all(isinstance(k, np.ndarray) for k in warm), warm
-        engines = _engine_processes(server)  # the two that computed, and a spare
-        assert len(engines) >= 2
-        wait_until(lambda: not _busy(engines), "the engine processes are idle")
-        with Probe(server.target) as probe:
-            attack = threading.Thread(target=lambda: outcome.extend(_in_parallel(big)))
-            outcome: list[object] = []
-            attack.start()
-            computing: list[int] = []
-            wait_until(lambda: bool(computing.extend(_busy(engines)) or computing), "computing")
-            os.kill(computing[0], signal.SIGKILL)
-            attack.join(WAIT_SECONDS)
-            time.sleep(0.5)  # the probe goes on calling after the death
-        (refused,) = outcome
-        assert isinstance(refused, ResourceExhaustedError), refused
-        message = str(refused)
-        print(message)
-        assert "the engine process running this call died (killed by SIGKILL)" in message
-        assert "stream the kernel" in message
-        assert probe.worst() < PROBE_BOUND_SECONDS, probe.summary()
-        assert not probe.failures, probe.failures
-        assert server.proc.poll() is None  # the server is up
-        assert metric(scrape(server), "ntkserve_engine_processes_lost_total") == 1
+        lost_before = metric(scrape(server), "ntkserve_engine_processes_lost_total")
+        refused, _, killed = _killed_while_computing(server, big)
+        _refused(refused, "stream the kernel")
+        lost = metric(scrape(server), "ntkserve_engine_processes_lost_total")
+        assert lost == lost_before + 1
 
         again = attacker.kernel(architecture_id, X[:500], get="ntk")
-        now = _engine_processes(server)
-        assert computing[0] not in now and len(now) >= len(engines)  # a fresh one came
+        assert killed not in _engine_processes(server)
         want = KernelFn(NETWORK)(X[:500], None, get="ntk")
         np.testing.assert_array_equal(again, want)
+
+
+@timeout_for(60)
+def test_a_tile_computation_that_dies_costs_its_stream_alone(server: ServerProcess) -> None:
+    """Streamed tiles compute in engine processes too: the stream whose tile's process died
+    gets RESOURCE_EXHAUSTED saying so (and to ask for smaller tiles); the next stream gives
+    every bit the same stream gave before."""
+    with Client(server.target, token=ATTACKER, timeout=WAIT_SECONDS) as attacker:
+        architecture_id = attacker.register(NETWORK)
+
+        def streamed() -> object:  # 36 tiles of 500 x 500, ~0.1 s each here alone
+            return attacker.kernel(architecture_id, X_STREAMED, get="ntk", tile=500)
+
+        before = streamed()
+        assert isinstance(before, np.ndarray)
+        lost_before = metric(scrape(server), "ntkserve_engine_processes_lost_total")
+        refused, _, killed = _killed_while_computing(server, streamed)
+        _refused(refused, "ask for smaller tiles")
+        lost = metric(scrape(server), "ntkserve_engine_processes_lost_total")
+        assert lost == lost_before + 1
+        assert killed not in _engine_processes(server)
+        np.testing.assert_array_equal(streamed(), before)

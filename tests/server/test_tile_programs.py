@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
+from ntkserve_server.budgets import tile_budget
+from ntkserve_server.config import ServerConfig
 from ntkserve_server.tile_programs import (
     TiledKernel,
     TilePrograms,
@@ -158,3 +160,14 @@ def test_the_program_cache_is_bounded_least_recently_used_first(mlp: KernelFn) -
     assert programs.compilations == 3
     programs.program(mlp, second, device)
     assert programs.compilations == 4
+
+
+def test_a_tile_fits_in_the_engine_process_that_computes_it() -> None:
+    """On CPU the default tile budget is 1 GiB, or less when an engine process (where tiles
+    compute) may use less (--compile-memory-mb; 0: not capped); a budget set is kept."""
+    assert jax.default_backend() == "cpu"
+    assert tile_budget(ServerConfig(compile_memory_bytes=200 << 20)) == 200 << 20
+    assert tile_budget(ServerConfig(compile_memory_bytes=0)) == 1 << 30
+    assert tile_budget(ServerConfig(compile_memory_bytes=8 << 30)) == 1 << 30
+    kept = ServerConfig(compile_memory_bytes=200 << 20, tile_memory_bytes=300 << 20)
+    assert tile_budget(kept) == 300 << 20

@@ -13,7 +13,7 @@ import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
 from ntkserve_server.compile_workers import CompileWorkers
-from ntkserve_server.engine_processes import EngineProcesses, loaded
+from ntkserve_server.engine_processes import KEEP_LOADED, EngineProcesses, loaded
 from ntkserve_server.program_recipes import Recipe, build, recipe, spec_of
 from ntkserve_server.requests import OverLimit
 
@@ -75,3 +75,23 @@ def test_a_compile_past_its_time_stops_the_worker_alone(workers: CompileWorkers)
     workers.seconds = GENEROUS_SECONDS
     kfn = _chain(2)
     assert np.all(np.isfinite(_run(workers.build(_forward(kfn), 0, loaded).executable, kfn)[0]))
+
+
+@timeout_for(60)
+def test_a_program_its_engine_process_dropped_is_sent_again(workers: CompileWorkers) -> None:
+    """An engine process keeps its `KEEP_LOADED` most recently used programs; asked to run
+    one it dropped, it answers "unknown", and the server sends the program again and gets
+    the same bits."""
+    kfn = _chain(2)
+    remote = workers.build(_forward(kfn), 0, workers.engines.unary_executable)
+    first = _run(remote.executable, kfn)  # loaded in the (one) engine process, and run
+    args = (kfn.params, X, None)
+    kwargs = {"mask_constant": None, "pattern1": None, "pattern2": None}
+    assert workers.engines.ask(("run", remote.executable.key, args, kwargs), None)[0] == "ok"
+    for key in range(-KEEP_LOADED, 0):  # as many others, under keys the server never uses
+        load = ("load", key, remote.executable.blob, remote.executable.device_id)
+        assert workers.engines.ask(load, None) == ("ok", None)
+    dropped = workers.engines.ask(("run", remote.executable.key, args, kwargs), None)
+    assert dropped == ("unknown", None)
+    for a, b in zip(_run(remote.executable, kfn), first, strict=True):
+        np.testing.assert_array_equal(a, b)

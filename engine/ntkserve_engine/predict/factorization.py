@@ -1,0 +1,133 @@
+"""Factorizing a regularized training kernel in float64, never silently into NaN.
+
+neural-tangents factorized `K + diag_reg * I` with one Cholesky in the kernel's dtype; on an
+ill-conditioned kernel (duplicated inputs, `diag_reg=0`, deep ReLU networks whose kernel is
+nearly rank one) that gave NaN predictions (its issues #36, #71, #76, #128, #134, #178, #197,
+#198). Here the matrix is factorized in float64 whatever the kernel's dtype, and the method
+escalates until the solve means something:
+
+1. Cholesky of K_reg, accepted when LAPACK's condition estimate (`dpocon`, from the factor)
+   says at most `MAX_CONDITION`: a solve then keeps at least four significant digits;
+2. Cholesky of K_reg + jitter * I, the jitter growing tenfold from 1e-12 to 1e-6 of the mean
+   diagonal, first accepted as above;
+3. the eigendecomposition of K_reg with eigenvalues clipped from below at
+   lambda_max / MAX_CONDITION (what the jitter does, only in the directions that need it).
+
+`Factorization` says which was used, the jitter, and the condition estimate of the matrix
+actually solved. A kernel with no positive eigenvalue is refused (`FactorizationError`, with
+the numbers), as are non-finite entries (`InputError`): no prediction from them would mean
+anything. Host LAPACK through scipy, not jax: float64 whatever jax's x64 setting, and the
+solves need no autodiff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg import lapack
+
+from ntkserve_engine.kernels.errors import EngineError, InputError
+from ntkserve_engine.predict.outputs import Matrix, as_matrix
+
+MAX_CONDITION = 1e12
+JITTERS = tuple(10.0**k for k in range(-12, -5))  # relative to the mean diagonal
+
+
+class FactorizationError(EngineError):
+    """The training kernel cannot be factorized into anything meaningful (a precondition of
+    the request, not a malformed field: FAILED_PRECONDITION on the wire)."""
+
+
+def regularized(k: Any, diag_reg: float, absolute: bool, field: str = "k_train_train") -> Matrix:
+    """K + diag_reg * I in float64, symmetrized; diag_reg relative to the mean diagonal
+    (trace / N, neural-tangents' convention) unless `absolute`."""
+    matrix = as_matrix(k, field)
+    if matrix.shape[0] != matrix.shape[1]:
+        raise InputError(field, f"must be a square (N, N) matrix, got shape {matrix.shape}")
+    if not np.isfinite(diag_reg) or diag_reg < 0:
+        raise InputError("diag_reg", f"must be finite and >= 0, got {diag_reg}")
+    symmetric: Matrix = (matrix + matrix.T) / 2
+    scale = 1.0 if absolute else float(np.trace(symmetric)) / len(symmetric)
+    return symmetric + diag_reg * scale * np.eye(len(symmetric))
+
+
+@dataclasses.dataclass(frozen=True)
+class Factorization:
+    """A factorization of the (regularized) training kernel: `solve` applies its inverse."""
+
+    method: str  # "cholesky", "cholesky+jitter" or "eigh-clipped"
+    jitter: float  # added to the diagonal beyond diag_reg (absolute units; 0 if none)
+    condition: float  # condition number estimate of the matrix solved
+    cholesky: Matrix | None = None  # lower factor
+    eigenvalues: Matrix | None = None  # clipped
+    eigenvectors: Matrix | None = None
+
+    def solve(self, b: Any) -> Matrix:
+        """K^{-1} b for b of shape (N, ...)."""
+        b = np.asarray(b, np.float64)
+        flat = b.reshape(len(b), -1)
+        if self.cholesky is not None:
+            x = scipy.linalg.cho_solve((self.cholesky, True), flat, check_finite=False)
+        else:
+            assert self.eigenvalues is not None and self.eigenvectors is not None
+            v = self.eigenvectors
+            x = v @ ((v.T @ flat) / self.eigenvalues[:, None])
+        return np.asarray(x.reshape(b.shape), np.float64)
+
+    def logdet(self) -> float:
+        """log det of the matrix solved."""
+        if self.cholesky is not None:
+            return float(2 * np.sum(np.log(np.diag(self.cholesky))))
+        assert self.eigenvalues is not None
+        return float(np.sum(np.log(self.eigenvalues)))
+
+
+def _cholesky(k: Matrix) -> tuple[Matrix, float] | None:
+    """(lower factor, condition estimate), or None where Cholesky fails."""
+    factor, info = lapack.dpotrf(k, lower=1, clean=1, overwrite_a=0)
+    if info != 0:
+        return None
+    rcond, info = lapack.dpocon(factor, np.linalg.norm(k, 1), uplo="L")
+    if info != 0 or not rcond > 0:
+        return None
+    return factor, 1.0 / rcond
+
+
+def factorize(k: Matrix) -> Factorization:
+    """The first method of the escalation that gives a meaningful solve (module docstring)."""
+    plain = _cholesky(k)
+    if plain is not None and plain[1] <= MAX_CONDITION:
+        return Factorization("cholesky", 0.0, plain[1], cholesky=plain[0])
+    scale = float(np.trace(k)) / len(k)
+    if scale > 0:
+        eye = np.eye(len(k))
+        for relative in JITTERS:
+            jittered = _cholesky(k + relative * scale * eye)
+            if jittered is not None and jittered[1] <= MAX_CONDITION:
+                return Factorization(
+                    "cholesky+jitter", relative * scale, jittered[1], cholesky=jittered[0]
+                )
+    return _clipped_eigen(k)
+
+
+def _clipped_eigen(k: Matrix) -> Factorization:
+    values, vectors = scipy.linalg.eigh(k, check_finite=False)
+    largest = float(values[-1])
+    if not largest > 0:
+        raise FactorizationError(
+            "k_train_train",
+            f"has no positive eigenvalue (largest {largest:.3g}): a kernel is positive "
+            "semi-definite, so these are not kernel values",
+        )
+    floor = largest / MAX_CONDITION
+    clipped = np.maximum(values, floor)
+    return Factorization(
+        "eigh-clipped",
+        float(np.max(clipped - values)),
+        largest / floor,
+        eigenvalues=clipped,
+        eigenvectors=vectors,
+    )

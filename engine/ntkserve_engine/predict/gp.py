@@ -1,0 +1,115 @@
+"""Gaussian-process inference with infinite-width kernels, as neural-tangents'
+`predict.gp_inference` (same names, defaults and semantics), solved in float64 through
+`factorization` (never a silent NaN).
+
+For get "nngp" the posterior of the Bayesian infinitely wide network (Lee et al. 2018, "Deep
+neural networks as Gaussian processes"): mean K*(K + r)^-1 y, covariance
+K** - K*(K + r)^-1 K*^T. For "ntk", the ensemble of infinitely wide networks trained to
+convergence by gradient descent on MSE (Lee et al. 2019, "Wide neural networks of any depth
+evolve as linear models under gradient descent", eq. 16): mean T*(T + r)^-1 y and, with
+A = T*(T + r)^-1, covariance K** + A K A^T - (A K*^T + K* A^T), which needs both kernels.
+For "ntkgp" the GP with the NTK as its kernel (He et al. 2020, "Bayesian deep ensembles via
+the neural tangent kernel"). r = diag_reg (relative to the mean diagonal by default).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ntkserve_engine.kernels.errors import InputError
+from ntkserve_engine.predict.factorization import Factorization, factorize, regularized
+from ntkserve_engine.predict.outputs import Gaussian, Matrix, Targets, as_matrix, gets, named, part
+
+GP_GETS = ("nngp", "ntk", "ntkgp")
+
+
+class GPInference:
+    """`predict_fn` of `gp_inference`; `factorization(kernel)` tells how each training
+    kernel was solved (method, jitter, condition estimate)."""
+
+    def __init__(
+        self,
+        k_train_train: Any,
+        y_train: Any,
+        diag_reg: float,
+        diag_reg_absolute_scale: bool,
+        trace_axes: Sequence[int],
+    ) -> None:
+        self._k_train_train = k_train_train
+        self._targets = Targets(y_train, trace_axes)
+        self._diag_reg = float(diag_reg)
+        self._absolute = diag_reg_absolute_scale
+
+    def train(self, kernel: str) -> Matrix:
+        """The training kernel named `kernel`, unregularized, float64."""
+        k = as_matrix(part(self._k_train_train, kernel), f"k_train_train.{kernel}")
+        self._targets.check_rows(k, f"k_train_train.{kernel}")
+        return k
+
+    @functools.cache  # noqa: B019 - one per predictor, as long-lived as it
+    def factorization(self, kernel: str) -> Factorization:
+        reg = regularized(self.train(kernel), self._diag_reg, self._absolute)
+        return factorize(reg)
+
+    @functools.cache  # noqa: B019
+    def _k_inv_y(self, kernel: str) -> Matrix:
+        return self.factorization(kernel).solve(self._targets.matrix)
+
+    def __call__(
+        self,
+        get: str | Sequence[str] | None = None,
+        k_test_train: Any = None,
+        k_test_test: Any = None,
+    ) -> Any:
+        out = {}
+        for name in gets(get, GP_GETS):
+            out[name] = self._one(name, k_test_train, k_test_test)
+        return named(get, out)
+
+    def _one(self, name: str, k_test_train: Any, k_test_test: Any) -> Any:
+        kernel = "ntk" if name == "ntkgp" else name
+        targets = self._targets
+        if k_test_train is None:  # the training set: interpolated
+            mean = targets.matrix
+            if k_test_test is None:
+                return targets.like(mean)
+            n = len(mean)
+            return Gaussian(targets.like(mean), np.zeros((n, n)))
+        k_td = as_matrix(part(k_test_train, kernel), f"k_test_train.{kernel}")
+        targets.check_rows(k_td, f"k_test_train.{kernel}")
+        mean = targets.like(k_td @ self._k_inv_y(kernel))
+        if k_test_test is None:
+            return mean
+        prior = "ntk" if name == "ntkgp" else "nngp"
+        k_tt = as_matrix(part(k_test_test, prior), f"k_test_test.{prior}")
+        if k_tt.shape != (len(k_td), len(k_td)):
+            raise InputError(
+                f"k_test_test.{prior}", f"must be ({len(k_td)}, {len(k_td)}), got {k_tt.shape}"
+            )
+        solve = self.factorization(kernel).solve
+        if name != "ntk":
+            return Gaussian(mean, k_tt - k_td @ solve(k_td.T))
+        a = solve(k_td.T).T  # T* (T + r)^-1
+        nngp_td = as_matrix(part(k_test_train, "nngp"), "k_test_train.nngp")
+        cross = a @ nngp_td.T
+        return Gaussian(mean, k_tt + a @ self.train("nngp") @ a.T - cross - cross.T)
+
+
+def gp_inference(
+    k_train_train: Any,
+    y_train: Any,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: Sequence[int] = (-1,),
+) -> GPInference:
+    """neural-tangents' `predict.gp_inference`: returns
+    `predict_fn(get=None, k_test_train=None, k_test_test=None)`, giving the mean (and, with
+    `k_test_test`, `Gaussian(mean, covariance)`) for get "nngp", "ntk" or "ntkgp" (None:
+    both "nngp" and "ntk"; a tuple gives a namedtuple). Kernels are arrays, or containers
+    with `nngp`/`ntk` attributes or keys ("ntk" with a covariance needs both). Results are
+    float64."""
+    return GPInference(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, trace_axes)

@@ -292,3 +292,52 @@ def test_digits_are_classified(arch: stax.Architecture, shape: tuple[int, ...]) 
         accuracy = np.mean(np.argmax(getattr(out, get), 1) == digits.target[test])
         print(f"{get}: {accuracy:.4f}")
         assert accuracy >= 0.98, (get, accuracy)
+
+
+def _reference_likelihood(kfn: Any, x: np.ndarray, y: np.ndarray, get: str, absolute: bool) -> Any:
+    """log p(y) by jax's own slogdet and solve, differentiated by jax: independent of the
+    closed-form adjoint under test."""
+    import jax
+    import jax.numpy as jnp
+
+    def value(params: Any, diag_reg: Any) -> Any:
+        k = kfn(x, None, get="ntk" if get == "ntkgp" else "nngp", params=params)
+        scale = 1.0 if absolute else jnp.trace(k) / len(k)
+        kr = k + diag_reg * scale * jnp.eye(len(k))
+        fit = jnp.sum(y * jnp.linalg.solve(kr, y))
+        return (
+            -0.5 * fit
+            - 0.5 * y.shape[1] * jnp.linalg.slogdet(kr)[1]
+            - 0.5 * y.size * jnp.log(2 * jnp.pi)
+        )
+
+    return jax.value_and_grad(value, argnums=(0, 1))
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntkgp"])
+@pytest.mark.parametrize("absolute", [False, True])
+def test_marginal_likelihood_and_its_gradients(get: str, absolute: bool) -> None:
+    import jax
+
+    x, y = X_TRAIN, Y_TRAIN
+    got = predict.marginal_likelihood(KFN, x, y, get, 0.05, absolute, grad=True)
+    value, (params_grad, diag_reg_grad) = _reference_likelihood(KFN, x, y, get, absolute)(
+        KFN.params, 0.05
+    )
+    assert got.factorization.method == "cholesky"
+    assert got.value == pytest.approx(float(value), rel=RTOL)
+    assert got.diag_reg_grad == pytest.approx(float(diag_reg_grad), rel=RTOL)
+    for a, b in zip(jax.tree.leaves(got.params_grad), jax.tree.leaves(params_grad), strict=True):
+        assert float(a) == pytest.approx(float(b), rel=RTOL, abs=RTOL * abs(got.value))
+    plain = predict.marginal_likelihood(KFN, x, y, get, 0.05, absolute)
+    assert plain.value == got.value and plain.params_grad is None
+
+
+def test_marginal_likelihood_of_a_singular_kernel_is_finite() -> None:
+    x = np.concatenate([X_TRAIN, X_TRAIN[:4]])
+    y = np.concatenate([Y_TRAIN, Y_TRAIN[:4] + 0.5])
+    got = predict.marginal_likelihood(KFN, x, y, grad=True)
+    assert got.factorization.method != "cholesky"
+    assert np.isfinite(got.value) and np.isfinite(got.diag_reg_grad)
+    with pytest.raises(InputError, match="get"):
+        predict.marginal_likelihood(KFN, x, y, "ntk")

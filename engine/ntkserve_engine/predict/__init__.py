@@ -7,21 +7,26 @@ NaN (`factorization`).
 - `gradient_descent_mse`: outputs of gradient descent on MSE at any time, given kernels;
 - `gradient_descent_mse_ensemble`: mean and covariance of the trained ensemble, given a
   `kernel_fn` and data;
-- `max_learning_rate`.
+- `max_learning_rate`;
+- `marginal_likelihood` (new): log p(y) of the NNGP or NTK-GP and its gradient with respect
+  to the architecture's hyper-parameters and diag_reg.
 """
 
 from ntkserve_engine.predict.ensemble import gradient_descent_mse_ensemble
 from ntkserve_engine.predict.factorization import Factorization, FactorizationError
 from ntkserve_engine.predict.gp import gp_inference
 from ntkserve_engine.predict.gradient_descent import gradient_descent_mse, max_learning_rate
+from ntkserve_engine.predict.likelihood import MarginalLikelihood, marginal_likelihood
 from ntkserve_engine.predict.outputs import Gaussian
 
 __all__ = [
     "Factorization",
     "FactorizationError",
     "Gaussian",
+    "MarginalLikelihood",
     "gp_inference",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
+    "marginal_likelihood",
     "max_learning_rate",
 ]

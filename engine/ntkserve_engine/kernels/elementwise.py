@@ -16,7 +16,13 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jax import Array
 
-from ntkserve_engine.kernels.kernel import Kernel, as_cols, as_rows, diagonal_index
+from ntkserve_engine.kernels.kernel import (
+    Kernel,
+    as_cols,
+    as_rows,
+    diagonal_index,
+    materialized,
+)
 from ntkserve_engine.kernels.rows import Hyper, Rule
 
 # (q11, q22, q12, want_tdot) -> (nngp', tdot or None)
@@ -56,13 +62,14 @@ def elementwise(moments: Moments) -> Rule:
             nngp = nngp.at[index].set(var)
             if tdot is not None:
                 tdot = jnp.broadcast_to(tdot, nngp.shape).at[index].set(tdot_diag)
-        else:
-            cov1 = _self_block(pair, diag, k.cov1, var1, k)
-            cov2 = _self_block(pair, diag, k.cov2, var2, k)
+        else:  # stored, as the symmetric case's diagonal write does (`materialized`)
+            nngp = materialized(nngp)
+            cov1 = materialized(_self_block(pair, diag, k.cov1, var1, k))
+            cov2 = materialized(_self_block(pair, diag, k.cov2, var2, k))
         ntk = None
         if k.ntk is not None:
             assert tdot is not None  # asked for whenever the NTK is tracked
-            ntk = k.ntk * tdot
+            ntk = k.ntk * tdot if k.symmetric else materialized(k.ntk * tdot)
         return k.replace(nngp=nngp, cov1=cov1, cov2=cov2, ntk=ntk, is_gaussian=False)
 
     return rule

@@ -112,6 +112,21 @@ jax.tree_util.register_dataclass(
 )
 
 
+def materialized(a: Array) -> Array:
+    """`a` itself (its first entry written back: an exact no-op), as a value XLA stores
+    instead of recomputing it in every later consumer.
+
+    XLA-CPU keeps a layer's expensive ops (square roots, divisions) as fusions of their own
+    and duplicates cheap elementwise ops into each consumer; through a stack of layers whose
+    kernels are never written to memory, layer l's fusions recompute the cheap ops of layers
+    1..l, so compile time grows with depth squared. Measured (x2 given, NNGP+NTK, float64,
+    first call): a 16-layer Erf network 14.9 s -> 1.9 s, ReLU 3.9 -> 0.9 s. Symmetric
+    kernels write their diagonal at every layer (`diagonal_index`), which does the same.
+    (`lax.optimization_barrier` does not: XLA-CPU removes it before fusion.)"""
+    corner = (0,) * a.ndim
+    return a.at[corner].set(a[corner])
+
+
 def diagonal_index(
     n: int, spatial: tuple[int, ...], position_pairs: bool, pair: bool
 ) -> tuple[np.ndarray, ...]:

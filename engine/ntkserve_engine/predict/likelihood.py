@@ -27,7 +27,12 @@ import jax
 import numpy as np
 
 from ntkserve_engine.kernels.errors import InputError
-from ntkserve_engine.predict.factorization import Factorization, factorize, regularized
+from ntkserve_engine.predict.factorization import (
+    Factorization,
+    factorize,
+    regularized,
+    with_diagonal_added,
+)
 from ntkserve_engine.predict.outputs import Targets
 
 LIKELIHOOD_GETS = {"nngp": "nngp", "ntkgp": "ntk"}  # the GP's name -> the kernel it uses
@@ -81,10 +86,10 @@ def marginal_likelihood(
     value -= 0.5 * n * outputs * math.log(2 * math.pi)
     if pull_back is None:
         return MarginalLikelihood(value, factorization)
-    g = 0.5 * (solved @ solved.T - outputs * factorization.solve(np.eye(n)))
+    g = 0.5 * (solved @ solved.T - outputs * factorization.inverse())
     scale = 1.0 if diag_reg_absolute_scale else float(np.trace(k)) / n
     diag_reg_grad = scale * float(np.trace(g))
     if not diag_reg_absolute_scale:
-        g = g + (diag_reg / n) * float(np.trace(g)) * np.eye(n)
+        g = with_diagonal_added(g, (diag_reg / n) * float(np.trace(g)))
     (params_grad,) = pull_back(np.asarray(g, raw.dtype))
     return MarginalLikelihood(value, factorization, params_grad, diag_reg_grad)

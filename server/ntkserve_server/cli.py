@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         "--compile-memory-mb",
         type=int,
         default=None,
-        help="address space one compile or unary computation may add to its engine process "
+        help="address space one compile or computation may add to its engine process "
         "(beyond what the process holds once jax is loaded); past it that process ends, and "
         "its call gets RESOURCE_EXHAUSTED (default: a quarter of the host's memory, as "
         "--max-call-memory-mb on CPU)",

@@ -85,7 +85,6 @@ class CompileWorkers:
     def __init__(self, engines: EngineProcesses, seconds: float) -> None:
         self.engines = engines
         self.seconds = seconds
-        self.lost = 0  # engine processes that died or were stopped during a compile
 
     def build(self, recipe: Recipe, max_ops: int, place: Callable[[bytes, Any], Any]) -> Program:
         """The recipe's program, built in an engine process (blocking) and placed where it
@@ -110,7 +109,6 @@ class CompileWorkers:
         try:
             kind, reply = self.engines.ask(("compile", recipe, max_ops), self.seconds)
         except child_processes.Lost as lost:
-            self.lost += 1
             raise OverLimit(
                 "",
                 f"compiling this program took its engine process down ({lost}; a compile "

@@ -73,7 +73,7 @@ class ServerConfig:
     # operations keep one compile near 20 s; usual networks have a few thousand (a ReLU MLP
     # ~550, an 8-conv-layer CNN ~2,900, a Dense+Relu pair ~245).
     compile_workers: int = 2
-    # Each compile, and each unary computation, runs in an engine process
+    # Each compile, and each computation (unary or a stream's tile), runs in an engine process
     # (engine_processes.py; at most compile_workers + workers of them), so one that dies
     # (XLA aborting on an allocation, the OS or its OOM killer ending it) or a compile that
     # never ends costs its request alone (RESOURCE_EXHAUSTED), not the server. The address

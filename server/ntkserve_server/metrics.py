@@ -113,8 +113,9 @@ class ComponentCollector(Collector):
             )
             yield CounterMetricFamily(
                 "ntkserve_engine_processes_lost",
-                "Engine processes that died, or were stopped, during a compile or a unary "
-                "computation (each replaced; its call got RESOURCE_EXHAUSTED)",
+                "Engine processes that died, or were stopped, during a compile or a "
+                "computation, unary or a stream's tile (each replaced; its call got "
+                "RESOURCE_EXHAUSTED)",
                 value=self._unary.processes_lost,
             )
         if self._work is not None:

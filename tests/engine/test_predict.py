@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -17,6 +19,8 @@ from ntkserve import stax
 from ntkserve_engine import kernel_fn, predict
 from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.predict import FactorizationError
+from ntkserve_engine.predict.factorization import factorize, regularized
+from sklearn.datasets import load_digits
 
 RTOL = 1e-8
 ETA = 0.7
@@ -279,8 +283,6 @@ DIGITS_CASES = [
 def test_digits_are_classified(arch: stax.Architecture, shape: tuple[int, ...]) -> None:
     """NNGP and NTK regression on one-hot targets classify scikit-learn's 8x8 digits: 1,200
     to train, the other 597 held out, at >= 98 % (99.3-99.7 % measured)."""
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     x = (digits.data / 16.0).reshape(-1, *shape)
     y = np.eye(10)[digits.target] - 0.1
@@ -297,8 +299,6 @@ def test_digits_are_classified(arch: stax.Architecture, shape: tuple[int, ...]) 
 def _reference_likelihood(kfn: Any, x: np.ndarray, y: np.ndarray, get: str, absolute: bool) -> Any:
     """log p(y) by jax's own slogdet and solve, differentiated by jax: independent of the
     closed-form adjoint under test."""
-    import jax
-    import jax.numpy as jnp
 
     def value(params: Any, diag_reg: Any) -> Any:
         k = kfn(x, None, get="ntk" if get == "ntkgp" else "nngp", params=params)
@@ -317,8 +317,6 @@ def _reference_likelihood(kfn: Any, x: np.ndarray, y: np.ndarray, get: str, abso
 @pytest.mark.parametrize("get", ["nngp", "ntkgp"])
 @pytest.mark.parametrize("absolute", [False, True])
 def test_marginal_likelihood_and_its_gradients(get: str, absolute: bool) -> None:
-    import jax
-
     x, y = X_TRAIN, Y_TRAIN
     got = predict.marginal_likelihood(KFN, x, y, get, 0.05, absolute, grad=True)
     value, (params_grad, diag_reg_grad) = _reference_likelihood(KFN, x, y, get, absolute)(
@@ -347,8 +345,6 @@ def test_each_method_solves_and_inverts_the_matrix_it_reports() -> None:
     """Well conditioned: Cholesky; singular: Cholesky with jitter; indefinite (round-off
     gone wrong): clipped eigenvalues. `solve`, `inverse` and `logdet` are those of the
     matrix the method says it solved."""
-    from ntkserve_engine.predict.factorization import factorize, regularized
-
     features = RNG.standard_normal((6, 9))
     cases = {
         "cholesky": features @ features.T,

@@ -71,7 +71,7 @@ def test_a_compile_past_its_time_stops_the_worker_alone(workers: CompileWorkers)
         OverLimit, match=r"took longer than 1 s and was stopped; .* --compile-seconds"
     ):
         workers.build(_forward(_chain(100)), 0, loaded)
-    assert workers.lost == 1
+    assert workers.engines.lost == 1
     workers.seconds = GENEROUS_SECONDS
     kfn = _chain(2)
     assert np.all(np.isfinite(_run(workers.build(_forward(kfn), 0, loaded).executable, kfn)[0]))

@@ -139,9 +139,8 @@ class MSEEnsemble:
         compute_cov: bool,
     ) -> Any:
         inference = self.at_infinity(needed)
-        if k_td is None and compute_cov:  # the training set, interpolated: no variance
-            n = len(self._targets.matrix)
-            k_tt = {"nngp": np.zeros((n, n))}
+        if k_td is None and compute_cov:  # the training set: `GPInference` answers its zero
+            k_tt = {}  # covariance without reading a test-test kernel
         out = {name: inference(name, k_td, k_tt) for name in names}
         return named(get, out)
 

@@ -44,13 +44,15 @@ class GPInference:
         self._diag_reg = float(diag_reg)
         self._absolute = diag_reg_absolute_scale
 
+    @functools.cache  # noqa: B019 - one per predictor, as long-lived as it
     def train(self, kernel: str) -> Matrix:
-        """The training kernel named `kernel`, unregularized, float64."""
+        """The training kernel named `kernel`, unregularized, float64 (converted and checked
+        once: an "ntk" covariance reads the NNGP at every call)."""
         k = as_matrix(part(self._k_train_train, kernel), f"k_train_train.{kernel}")
         self._targets.check_rows(k, f"k_train_train.{kernel}")
         return k
 
-    @functools.cache  # noqa: B019 - one per predictor, as long-lived as it
+    @functools.cache  # noqa: B019
     def factorization(self, kernel: str) -> Factorization:
         reg = regularized(self.train(kernel), self._diag_reg, self._absolute)
         return factorize(reg)

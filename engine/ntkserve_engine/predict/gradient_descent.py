@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg
 
 from ntkserve_engine.kernels.errors import InputError
-from ntkserve_engine.predict.factorization import factorize, regularized
+from ntkserve_engine.predict.factorization import Factorization, factorize, regularized
 from ntkserve_engine.predict.outputs import Matrix, Targets, as_matrix
 
 Spectrum = Callable[[Matrix, Matrix], Matrix]  # (eigenvalues (N,), times (T, 1)) -> (T, N)
@@ -99,7 +99,7 @@ class GradientDescentMSE:
         return Eigenbasis.of(self._k)
 
     @functools.cached_property
-    def factorization(self) -> Any:
+    def factorization(self) -> Factorization:
         return factorize(self._k)
 
     def __call__(
@@ -131,16 +131,12 @@ class GradientDescentMSE:
             return test
         return train, test
 
-    def _outputs(self, f: Any, rows: int) -> Matrix:
-        outputs = self._targets.matrix.shape[1]
-        full: Matrix = np.broadcast_to(np.asarray(f, np.float64), self._targets.shape)
-        return full.reshape(rows, outputs)
-
     def _test_at_infinity(self, k_td: Any, residual: Matrix, fx_test_0: Any) -> Matrix:
         change = -(k_td @ self.factorization.solve(residual))
-        return self._targets.like(self._test_outputs(fx_test_0, len(k_td)) + change)
+        return self._targets.like(self._outputs(fx_test_0, len(k_td)) + change)
 
-    def _test_outputs(self, f: Any, rows: int) -> Matrix:
+    def _outputs(self, f: Any, rows: int) -> Matrix:
+        """Outputs (a scalar or rows in y_train's layout) as (rows, outputs), float64."""
         outputs = self._targets.matrix.shape[1]
         shape = (rows,) if len(self._targets.shape) == 1 else (rows, outputs)
         return np.broadcast_to(np.asarray(f, np.float64), shape).reshape(rows, outputs)
@@ -158,7 +154,7 @@ class GradientDescentMSE:
         if fx_test_0 is not None:
             grown_residual = self.eigenbasis.apply(grown(n), column, residual)
             change = -np.einsum("ij,tjk->tik", k_td, grown_residual)
-            f0 = self._test_outputs(fx_test_0, len(k_td))
+            f0 = self._outputs(fx_test_0, len(k_td))
             test = y.like(f0[None] + change, shape)
         return train, test
 

@@ -158,8 +158,9 @@ class TilePrograms:
             collections.OrderedDict()
         )
         self._sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
-        # Programs that could not be built (a compile's engine process died, the ops limit): refused
-        # at once when asked again, as unary programs are; the most recent, bounded.
+        # Programs that could not be built (a compile's engine process died, the ops limit),
+        # and tile-size choices refused (no size fits, or its program could not be built):
+        # refused at once when asked again, as unary programs are; the most recent, bounded.
         self._refused = Refusals(4 * max_programs)
         self._lock = threading.Lock()
 
@@ -176,7 +177,22 @@ class TilePrograms:
         with self._lock:
             if key in self._sizes:
                 return self._sizes[key]
+            refused = self._refused.recall(key)  # answered before tracing the network again
+            if refused is not None:
+                raise refused
+        try:
+            found = self._chosen(kfn, kernel, requested, device)
+        except (OverLimit, TileTooLarge) as refusal:
+            with self._lock:
+                self._refused.remember(key, refusal)
+            raise
+        with self._lock:
+            self._sizes[key] = found
+        return found
 
+    def _chosen(
+        self, kfn: KernelFn, kernel: TiledKernel, requested: int, device: Any
+    ) -> tuple[int, int]:
         def need(size: int) -> int:
             return estimate_bytes(kfn, kernel.shape(size, kernel.symmetric))
 
@@ -205,8 +221,6 @@ class TilePrograms:
             found = (min(size, largest), need(size))
         if device is not None:
             found = self._confirmed(kfn, kernel, found, device, shrink=not requested)
-        with self._lock:
-            self._sizes[key] = found
         return found
 
     def _confirmed(

@@ -139,6 +139,35 @@ def test_ensemble_shapes_and_names() -> None:
     _close(fn(1.0, X_TEST, ("ntk",)).ntk, fn(1.0, X_TEST, "ntk"))
 
 
+@pytest.mark.parametrize("t", [None, np.array([0.0, 3.0, np.inf])])
+@pytest.mark.parametrize("x_test", ["test", "train"])
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_marginal_variances_are_the_full_covariance_diagonal(get: str, x_test: str, t: Any) -> None:
+    """What a served model answers for covariance "marginal" (from the test NNGP's diagonal,
+    never the test x test matrix) is the diagonal of the full covariance."""
+    fn = predict.gradient_descent_mse_ensemble(KFN, X_TRAIN, Y_TRAIN, ETA, 1e-2)
+    on_test = x_test == "test"
+    mean, full = fn(t, X_TEST if on_test else None, get, compute_cov=True)
+    k_td = {k: KERNELS["td"][k] for k in ("nngp", "ntk")} if on_test else None
+    k_tt = {"nngp": np.diag(KERNELS["tt"]["nngp"])} if on_test else None
+    got_mean, marginal = fn.predict_kernels(t, get, k_td, k_tt, "marginal")
+    _close(got_mean, mean)
+    _close(marginal, np.diagonal(full, axis1=-2, axis2=-1))
+    assert marginal.shape == full.shape[:-1]
+
+
+def test_gp_inference_takes_a_diagonal_for_marginal_variances() -> None:
+    dd, td, tt = KERNELS["dd"], KERNELS["td"], KERNELS["tt"]
+    fn = predict.gp_inference(dd, Y_TRAIN, diag_reg=1e-3)
+    diagonal = {k: np.diag(v) for k, v in tt.items()}
+    for get in ("nngp", "ntk", "ntkgp"):
+        _, full = fn(get, td, tt)
+        _, marginal = fn(get, td, diagonal)
+        _close(marginal, np.diag(full))
+    with pytest.raises(InputError, match=r"k_test_test.nngp.*\(7,\)"):
+        fn("nngp", td, {"nngp": np.ones(6)})
+
+
 @pytest.mark.parametrize("get", ["nngp", "ntk", "ntkgp"])
 def test_gp_inference_matches_the_reference(get: str) -> None:
     kernel = "ntk" if get == "ntkgp" else get

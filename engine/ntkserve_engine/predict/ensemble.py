@@ -18,16 +18,16 @@ K, the prior, is not.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ntkserve_engine.kernels.errors import InputError
-from ntkserve_engine.predict.factorization import regularized
+from ntkserve_engine.predict.factorization import Factorization, regularized
 from ntkserve_engine.predict.gp import GPInference
 from ntkserve_engine.predict.gradient_descent import Eigenbasis, decay, grown, times
-from ntkserve_engine.predict.outputs import GETS, Gaussian, Matrix, Targets, gets, named
+from ntkserve_engine.predict.outputs import GETS, Gaussian, Matrix, Targets, gets, named, pairs
 
 KernelFunction = Callable[..., Any]
 
@@ -46,17 +46,20 @@ def kernels(
     return {name: np.asarray(v, np.float64) for name, v in zip(get, values, strict=True)}
 
 
-def _needed(get: tuple[str, ...], compute_cov: bool) -> tuple[str, ...]:
+def needed_kernels(get: tuple[str, ...], covariance: str | None) -> tuple[str, ...]:
     """The kernels a prediction needs: "ntk" with a covariance needs the NNGP too."""
-    return tuple(g for g in GETS if g in get or (g == "nngp" and compute_cov))
+    return tuple(g for g in GETS if g in get or (g == "nngp" and covariance is not None))
 
 
 class MSEEnsemble:
-    """`predict_fn` of `gradient_descent_mse_ensemble`."""
+    """`predict_fn` of `gradient_descent_mse_ensemble`. `train` and `factorizations` give
+    training kernels and factorizations made before (a served model's, from its store);
+    `predict_kernels` answers from kernels the caller computed (the server computes them in
+    tiles): the same math as `__call__`, so served and in-process predictions agree."""
 
     def __init__(
         self,
-        kernel_fn: KernelFunction,
+        kernel_fn: KernelFunction | None,
         x_train: Any,
         y_train: Any,
         learning_rate: float,
@@ -64,17 +67,22 @@ class MSEEnsemble:
         diag_reg_absolute_scale: bool,
         trace_axes: Sequence[int],
         train_kwargs: dict[str, Any],
+        train: Mapping[str, Matrix] | None = None,
+        factorizations: Mapping[str, Factorization] | None = None,
     ) -> None:
         self._kernel_fn, self._x_train, self._train_kwargs = kernel_fn, x_train, train_kwargs
         self._targets = Targets(y_train, trace_axes)
         self._learning_rate = float(learning_rate)
         self._diag_reg, self._absolute = float(diag_reg), diag_reg_absolute_scale
-        self._train: dict[str, Matrix] = {}
+        self._train: dict[str, Matrix] = dict(train or {})
+        self._factorizations = dict(factorizations or {})
 
     def train(self, names: tuple[str, ...]) -> dict[str, Matrix]:
         """The training kernels named (each computed once)."""
         missing = tuple(n for n in names if n not in self._train)
         if missing:
+            if self._kernel_fn is None:
+                raise InputError("get", f"needs the {missing} training kernels, not kept")
             got = kernels(self._kernel_fn, self._x_train, None, missing, self._train_kwargs)
             self._train.update(got)
         return {n: self._train[n] for n in names}
@@ -87,7 +95,12 @@ class MSEEnsemble:
     @functools.cache  # noqa: B019
     def at_infinity(self, names: tuple[str, ...]) -> GPInference:
         return GPInference(
-            self.train(names), self._targets.matrix, self._diag_reg, self._absolute, (-1,)
+            self.train(names),
+            self._targets.matrix,
+            self._diag_reg,
+            self._absolute,
+            (-1,),
+            self._factorizations,
         )
 
     def __call__(
@@ -99,8 +112,8 @@ class MSEEnsemble:
         **test_kwargs: Any,
     ) -> Any:
         names = gets(get, GETS)
-        needed = _needed(names, compute_cov)
-        train = self.train(needed)
+        covariance = "full" if compute_cov else None
+        needed = needed_kernels(names, covariance)
         k_td = k_tt = None
         if x_test is not None:
             kwargs = self._test_train_kwargs(test_kwargs)
@@ -108,13 +121,28 @@ class MSEEnsemble:
             if compute_cov:
                 tt_kwargs = {**self._train_kwargs, **test_kwargs}
                 k_tt = kernels(self._kernel_fn, x_test, None, ("nngp",), tt_kwargs)
+        return self.predict_kernels(t, get, k_td, k_tt, covariance)
+
+    def predict_kernels(
+        self,
+        t: Any,
+        get: str | Sequence[str] | None,
+        k_td: Mapping[str, Matrix] | None,
+        k_tt: Mapping[str, Matrix] | None,
+        covariance: str | None,
+    ) -> Any:
+        """`__call__`'s answer from kernels: `k_td` the test-train kernels of
+        `needed_kernels(...)` (None: predict on the training set), `k_tt` the test NNGP, a
+        matrix for covariance "full", its diagonal for "marginal" (marginal variances only)."""
+        names = gets(get, GETS)
+        train = self.train(needed_kernels(names, covariance))
         if t is None:
-            return self._at_infinity(get, names, needed, k_td, k_tt, compute_cov)
+            inference = self.at_infinity(tuple(train))
+            prior = None if k_tt is None else k_tt["nngp"]
+            return named(get, {n: inference.predict(n, k_td, prior, covariance) for n in names})
         column, shape = times(t, self._learning_rate)
-        out = {
-            name: self._at(name, column, shape, train, k_td, k_tt, compute_cov) for name in names
-        }
-        return named(get, out)
+        at = functools.partial(self._at, column, shape, train, k_td, k_tt, covariance)
+        return named(get, {name: at(name) for name in names})
 
     def _test_train_kwargs(self, test_kwargs: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments of the test-train kernel: a `pattern` pairs the test inputs'
@@ -129,87 +157,67 @@ class MSEEnsemble:
                 merged[key] = value
         return merged
 
-    def _at_infinity(
-        self,
-        get: Any,
-        names: tuple[str, ...],
-        needed: tuple[str, ...],
-        k_td: dict[str, Matrix] | None,
-        k_tt: dict[str, Matrix] | None,
-        compute_cov: bool,
-    ) -> Any:
-        inference = self.at_infinity(needed)
-        if k_td is None and compute_cov:  # the training set: `GPInference` answers its zero
-            k_tt = {}  # covariance without reading a test-test kernel
-        out = {name: inference(name, k_td, k_tt) for name in names}
-        return named(get, out)
-
     def _at(
         self,
-        name: str,
         column: Matrix,
         shape: tuple[int, ...],
         train: dict[str, Matrix],
-        k_td: dict[str, Matrix] | None,
-        k_tt: dict[str, Matrix] | None,
-        compute_cov: bool,
+        k_td: Mapping[str, Matrix] | None,
+        k_tt: Mapping[str, Matrix] | None,
+        covariance: str | None,
+        name: str,
     ) -> Any:
         n, y = self._targets.size, self._targets
         basis = self.eigenbasis(name)
         if k_td is None:  # the training set
             mean = y.like(y.matrix[None] - basis.apply(decay(n), column, y.matrix), shape)
-            if not compute_cov:
+            if covariance is None:
                 return mean
-            return Gaussian(mean, self._train_covariance(name, basis, column, shape, train))
-        solved = basis.apply(grown(n), column, y.matrix)  # T^-1 (I - e(t)) y
-        mean = y.like(np.einsum("ij,tjk->tik", k_td[name], solved), shape)
-        if not compute_cov:
-            return mean
-        assert k_tt is not None
-        return Gaussian(mean, self._test_covariance(name, basis, column, shape, train, k_td, k_tt))
+            cov = self._train_covariance(name, basis, column, train, covariance)
+        else:
+            solved = basis.apply(grown(n), column, y.matrix)  # T^-1 (I - e(t)) y
+            mean = y.like(np.einsum("ij,tjk->tik", k_td[name], solved), shape)
+            if covariance is None:
+                return mean
+            assert k_tt is not None
+            cov = self._test_covariance(name, basis, column, train, k_td, k_tt, covariance)
+        return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
 
     def _train_covariance(
         self,
         name: str,
         basis: Eigenbasis,
         column: Matrix,
-        shape: tuple[int, ...],
         train: dict[str, Matrix],
+        covariance: str,
     ) -> Matrix:
         n = self._targets.size
         values, v = basis.values[None, :], basis.vectors
-        if name == "nngp":
+        if name == "nngp":  # V diag(l e(2t)) V^T
             middle = values * np.exp(-2 * values * column / n)
-            cov = np.einsum("ij,tj,kj->tik", v, middle, v)
-        else:
-            e = np.einsum("ij,tj,kj->tik", v, decay(n)(values, column), v)
-            cov = e @ train["nngp"] @ e
-        out: Matrix = cov.reshape(*shape, *cov.shape[1:])
-        return out
+            return pairs(v[None] * middle[:, None, :], v[None], covariance)
+        e = np.einsum("ij,tj,kj->tik", v, decay(n)(values, column), v)  # e(t), symmetric
+        return pairs(e @ train["nngp"], e, covariance)
 
     def _test_covariance(
         self,
         name: str,
         basis: Eigenbasis,
         column: Matrix,
-        shape: tuple[int, ...],
         train: dict[str, Matrix],
-        k_td: dict[str, Matrix],
-        k_tt: dict[str, Matrix],
+        k_td: Mapping[str, Matrix],
+        k_tt: Mapping[str, Matrix],
+        covariance: str,
     ) -> Matrix:
         n = self._targets.size
-        t_k = k_td[name]
-        if name == "nngp":  # T* T^-1 (I - e(2t)) T*^T
-            cov = k_tt["nngp"][None] - np.einsum(
-                "ij,tjk->tik", t_k, basis.apply(grown(n), 2 * column, t_k.T)
-            )
-        else:
-            a = np.swapaxes(basis.apply(grown(n), column, t_k.T), 1, 2)  # A(t), (T, test, train)
-            cross = a @ k_td["nngp"].T
-            cov = k_tt["nngp"][None] + a @ train["nngp"] @ np.swapaxes(a, 1, 2)
-            cov = cov - cross - np.swapaxes(cross, 1, 2)
-        out: Matrix = cov.reshape(*shape, *cov.shape[1:])
-        return out
+        t_k, prior = k_td[name], k_tt["nngp"][None]
+        if name == "nngp":  # K** - T* T^-1 (I - e(2t)) T*^T
+            solved = np.swapaxes(basis.apply(grown(n), 2 * column, t_k.T), 1, 2)
+            return prior - pairs(t_k[None], solved, covariance)
+        a = np.swapaxes(basis.apply(grown(n), column, t_k.T), 1, 2)  # A(t), (T, test, train)
+        nngp_td = k_td["nngp"][None]
+        cross = pairs(a, nngp_td, covariance) + pairs(nngp_td, a, covariance)
+        return prior + pairs(a @ train["nngp"], a, covariance) - cross
 
 
 def gradient_descent_mse_ensemble(

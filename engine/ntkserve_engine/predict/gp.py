@@ -15,21 +15,32 @@ the neural tangent kernel"). r = diag_reg (relative to the mean diagonal by defa
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.predict.factorization import Factorization, factorize, regularized
-from ntkserve_engine.predict.outputs import Gaussian, Matrix, Targets, as_matrix, gets, named, part
+from ntkserve_engine.predict.outputs import (
+    Gaussian,
+    Matrix,
+    Targets,
+    as_matrix,
+    covariance_of,
+    gets,
+    named,
+    pairs,
+    part,
+)
 
 GP_GETS = ("nngp", "ntk", "ntkgp")
 
 
 class GPInference:
     """`predict_fn` of `gp_inference`; `factorization(kernel)` tells how each training
-    kernel was solved (method, jitter, condition estimate)."""
+    kernel was solved (method, jitter, condition estimate). `factorizations` gives ones
+    made before (a served model's, loaded from its store): nothing is factorized twice."""
 
     def __init__(
         self,
@@ -38,11 +49,13 @@ class GPInference:
         diag_reg: float,
         diag_reg_absolute_scale: bool,
         trace_axes: Sequence[int],
+        factorizations: Mapping[str, Factorization] | None = None,
     ) -> None:
         self._k_train_train = k_train_train
         self._targets = Targets(y_train, trace_axes)
         self._diag_reg = float(diag_reg)
         self._absolute = diag_reg_absolute_scale
+        self._factorizations = dict(factorizations or {})
 
     @functools.cache  # noqa: B019 - one per predictor, as long-lived as it
     def train(self, kernel: str) -> Matrix:
@@ -52,10 +65,11 @@ class GPInference:
         self._targets.check_rows(k, f"k_train_train.{kernel}")
         return k
 
-    @functools.cache  # noqa: B019
     def factorization(self, kernel: str) -> Factorization:
-        reg = regularized(self.train(kernel), self._diag_reg, self._absolute)
-        return factorize(reg)
+        if kernel not in self._factorizations:
+            reg = regularized(self.train(kernel), self._diag_reg, self._absolute)
+            self._factorizations[kernel] = factorize(reg)
+        return self._factorizations[kernel]
 
     @functools.cache  # noqa: B019
     def _k_inv_y(self, kernel: str) -> Matrix:
@@ -67,38 +81,58 @@ class GPInference:
         k_test_train: Any = None,
         k_test_test: Any = None,
     ) -> Any:
+        """neural-tangents' predict_fn; beyond it, a `k_test_test` of vectors (the prior's
+        diagonal per test point) gives marginal variances instead of the full covariance."""
         out = {}
         for name in gets(get, GP_GETS):
-            out[name] = self._one(name, k_test_train, k_test_test)
+            prior = None if k_test_test is None else part(k_test_test, _prior(name))
+            out[name] = self.predict(name, k_test_train, prior, covariance_of(prior))
         return named(get, out)
 
-    def _one(self, name: str, k_test_train: Any, k_test_test: Any) -> Any:
+    def predict(
+        self, name: str, k_test_train: Any, k_test_test: Any, covariance: str | None
+    ) -> Any:
+        """The mean (and, with `covariance` "marginal" or "full", `Gaussian(mean, covariance)`)
+        of the posterior `name`; `k_test_test` is the prior's kernel on the test points (its
+        diagonal for "marginal"), k_test_train None the training set."""
         kernel = "ntk" if name == "ntkgp" else name
         targets = self._targets
         if k_test_train is None:  # the training set: interpolated
-            mean = targets.matrix
-            if k_test_test is None:
-                return targets.like(mean)
-            n = len(mean)
-            return Gaussian(targets.like(mean), np.zeros((n, n)))
+            mean = targets.like(targets.matrix)
+            if covariance is None:
+                return mean
+            n = len(targets.matrix)
+            return Gaussian(mean, np.zeros((n, n) if covariance == "full" else (n,)))
         k_td = as_matrix(part(k_test_train, kernel), f"k_test_train.{kernel}")
         targets.check_rows(k_td, f"k_test_train.{kernel}")
         mean = targets.like(k_td @ self._k_inv_y(kernel))
-        if k_test_test is None:
+        if covariance is None:
             return mean
-        prior = "ntk" if name == "ntkgp" else "nngp"
-        k_tt = as_matrix(part(k_test_test, prior), f"k_test_test.{prior}")
-        if k_tt.shape != (len(k_td), len(k_td)):
-            raise InputError(
-                f"k_test_test.{prior}", f"must be ({len(k_td)}, {len(k_td)}), got {k_tt.shape}"
-            )
+        k_tt = _test_test(k_test_test, len(k_td), covariance, f"k_test_test.{_prior(name)}")
         solve = self.factorization(kernel).solve
-        if name != "ntk":
-            return Gaussian(mean, k_tt - k_td @ solve(k_td.T))
         a = solve(k_td.T).T  # T* (T + r)^-1
+        if name != "ntk":
+            return Gaussian(mean, k_tt - pairs(k_td, a, covariance))
         nngp_td = as_matrix(part(k_test_train, "nngp"), "k_test_train.nngp")
-        cross = a @ nngp_td.T
-        return Gaussian(mean, k_tt + a @ self.train("nngp") @ a.T - cross - cross.T)
+        spread = pairs(a @ self.train("nngp"), a, covariance)
+        cross = pairs(a, nngp_td, covariance) + pairs(nngp_td, a, covariance)
+        return Gaussian(mean, k_tt + spread - cross)
+
+
+def _prior(name: str) -> str:
+    """The prior kernel of a posterior's covariance: the NTK-GP's is the NTK, else the NNGP."""
+    return "ntk" if name == "ntkgp" else "nngp"
+
+
+def _test_test(k: Any, rows: int, covariance: str, field: str) -> Matrix:
+    """The prior on the test points, checked: (rows, rows) for "full", (rows,) else."""
+    shape = (rows, rows) if covariance == "full" else (rows,)
+    values = np.asarray(k, np.float64)
+    if values.shape != shape:
+        raise InputError(field, f"must be {shape}, got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise InputError(field, "has non-finite entries")
+    return values
 
 
 def gp_inference(

@@ -13,6 +13,7 @@ import numpy as np
 from ntkserve_engine.kernels.errors import InputError
 
 GETS = ("nngp", "ntk")
+COVARIANCES = ("marginal", "full")  # the covariance a prediction gives (None: none)
 Matrix = np.ndarray[Any, Any]
 
 
@@ -96,3 +97,21 @@ def as_matrix(k: Any, field: str) -> Matrix:
         bad = int(np.sum(~np.isfinite(matrix)))
         raise InputError(field, f"has {bad} non-finite entries")
     return matrix
+
+
+def pairs(a: Matrix, b: Matrix, covariance: str) -> Matrix:
+    """a b^T over the last two axes ("full": every pair of rows), or only its diagonal
+    ("marginal": row i of a with row i of b, never the full square: a marginal variance of
+    N test points costs O(N), not O(N^2) memory)."""
+    if covariance == "full":
+        out: Matrix = a @ np.swapaxes(b, -1, -2)
+        return out
+    return np.asarray(np.sum(a * b, axis=-1))
+
+
+def covariance_of(k_test_test: Any) -> str | None:
+    """The covariance `k_test_test` asks for: None (no prior given), "marginal" for a vector
+    (the prior's diagonal, k(x, x) per test point), "full" for a matrix."""
+    if k_test_test is None:
+        return None
+    return "marginal" if np.ndim(k_test_test) == 1 else "full"

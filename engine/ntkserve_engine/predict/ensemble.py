@@ -116,6 +116,8 @@ class MSEEnsemble:
         needed = needed_kernels(names, covariance)
         k_td = k_tt = None
         if x_test is not None:
+            if self._kernel_fn is None:
+                raise InputError("x_test", "needs a kernel_fn (this predictor has kernels only)")
             kwargs = self._test_train_kwargs(test_kwargs)
             k_td = kernels(self._kernel_fn, x_test, self._x_train, needed, kwargs)
             if compute_cov:
@@ -217,7 +219,7 @@ class MSEEnsemble:
         a = np.swapaxes(basis.apply(grown(n), column, t_k.T), 1, 2)  # A(t), (T, test, train)
         nngp_td = k_td["nngp"][None]
         cross = pairs(a, nngp_td, covariance) + pairs(nngp_td, a, covariance)
-        return prior + pairs(a @ train["nngp"], a, covariance) - cross
+        return np.asarray(prior + pairs(a @ train["nngp"], a, covariance) - cross)
 
 
 def gradient_descent_mse_ensemble(

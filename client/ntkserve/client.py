@@ -18,6 +18,7 @@ import numpy as np
 from ntkserve import endpoints, kinds, replicas, streaming, tensor
 from ntkserve.assembly import check_fits_in_memory, output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
+from ntkserve.models import ModelMethods
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2
@@ -80,7 +81,7 @@ def _info(record: kernel_service_pb2.ArchitectureRecord) -> ArchitectureInfo:
     )
 
 
-class Client:
+class Client(ModelMethods):
     """A connection to one ntkserve server, or to several replicas of it.
 
     Args:
@@ -99,6 +100,9 @@ class Client:
         they turn TLS on too (with the system's CAs if root_certificates is None).
       timeout: default deadline in seconds for each call, and for a streamed kernel as a
         whole (None: no deadline).
+
+    Served models and likelihoods (`fit`, `model`, `models`, `gp_inference`,
+    `marginal_likelihood`, `tune`) are `models.ModelMethods`'.
     """
 
     def __init__(

@@ -22,7 +22,12 @@ import grpc
 
 from ntkserve import errors, request_ids
 from ntkserve.spec import Architecture
-from ntkserve.v1 import architecture_pb2, kernel_service_pb2, kernel_service_pb2_grpc
+from ntkserve.v1 import (
+    architecture_pb2,
+    kernel_service_pb2,
+    kernel_service_pb2_grpc,
+    model_service_pb2_grpc,
+)
 
 ArchLike = str | Architecture | architecture_pb2.Architecture
 _R = TypeVar("_R")
@@ -118,6 +123,7 @@ class Endpoint:
         else:
             self.channel = grpc.insecure_channel(target, options=options)
         self.stub = kernel_service_pb2_grpc.KernelServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self._metadata = metadata
         self.timeout = timeout
         self._ids: dict[bytes, str] = {}

@@ -122,12 +122,18 @@ def prepare(
     return StreamJob(a1, a2, tuple(names), tile or 0, mask, *patterns)
 
 
-def chunks(slot: int, array: Array) -> Iterator[ks.StreamKernelRequest]:
-    """The array's bytes as InputChunks of CHUNK_BYTES, made one at a time."""
-    data = array.reshape(-1).data.cast("B")
+def input_chunks(slot: int, array: Array) -> Iterator[ks.InputChunk]:
+    """The array's bytes (C order) as InputChunks of CHUNK_BYTES, made one at a time: the
+    chunks of a StreamKernel call and of a model's Fit."""
+    data = np.ascontiguousarray(array).reshape(-1).data.cast("B")
     for offset in range(0, len(data), CHUNK_BYTES):
         piece = bytes(data[offset : offset + CHUNK_BYTES])
-        yield ks.StreamKernelRequest(chunk=ks.InputChunk(slot=slot, offset=offset, data=piece))  # type: ignore[arg-type]
+        yield ks.InputChunk(slot=slot, offset=offset, data=piece)  # type: ignore[arg-type]
+
+
+def chunks(slot: int, array: Array) -> Iterator[ks.StreamKernelRequest]:
+    for chunk in input_chunks(slot, array):
+        yield ks.StreamKernelRequest(chunk=chunk)
 
 
 def requests(job: StreamJob, header: ks.StreamKernelHeader) -> Iterator[ks.StreamKernelRequest]:

@@ -28,9 +28,11 @@ from typing import Any, Protocol
 import grpc
 from ntkserve import request_ids
 from ntkserve_engine.kernels import EngineError
+from ntkserve_engine.predict.factorization import FactorizationError
 
 from ntkserve_server import auth, requests, statuses, wire
 from ntkserve_server.admission import Admission, Busy
+from ntkserve_server.model_store import UnknownModel
 from ntkserve_server.registry import DEFAULT_TENANT, UnknownArchitecture
 from ntkserve_server.stream_inputs import StreamIdle
 from ntkserve_server.tile_programs import TileTooLarge
@@ -80,11 +82,13 @@ def status_for(error: Exception, name: str, request_id: str = "") -> statuses.St
     The message ends with the request id, when there is one; whatever the error quotes is
     bounded (`statuses`: every status fits in a client's trailers)."""
     suffix = f" (request id {request_id})" if request_id else ""
+    if isinstance(error, FactorizationError):
+        return statuses.plain(grpc.StatusCode.FAILED_PRECONDITION, str(error), suffix)
     if isinstance(error, (EngineError, requests.InvalidRequest)):
         return statuses.bad_request(error.violations, str(error), suffix)
     if isinstance(error, Busy):
         return statuses.retry(str(error), error.retry_seconds, suffix)
-    if isinstance(error, UnknownArchitecture):
+    if isinstance(error, (UnknownArchitecture, UnknownModel)):
         return statuses.plain(grpc.StatusCode.NOT_FOUND, str(error), suffix)
     if isinstance(error, StreamIdle):
         return statuses.plain(grpc.StatusCode.DEADLINE_EXCEEDED, str(error), suffix)

@@ -198,19 +198,21 @@ class ComputeEngine:
 
 
 def run_forward(
-    inputs: CheckedInputs, program: Callable[..., Any] | None = None
+    inputs: CheckedInputs, program: Callable[..., Any] | None = None, params: Any = None
 ) -> tuple[Array, ...]:
     """The forward program on checked inputs, its kernels on the host (exactly symmetric
     for x2 = None): what `ComputeEngine.kernel` and an unbatched call of the batcher run.
     `program`: the ahead-of-time executable of these inputs' shapes (`unary_programs`), run
-    instead of the jitted function (the same program, compiled and analysed beforehand)."""
+    instead of the jitted function (the same program, compiled and analysed beforehand).
+    `params`: hyper-parameter values other than the network's own (tuning)."""
     compiled = inputs.compiled
     extras = {
         "mask_constant": mask_scalar(inputs.mask_constant, inputs.x1),
         "pattern1": inputs.patterns[0],
         "pattern2": inputs.patterns[1],
     }
-    params, x1, x2 = compiled.kfn.params, inputs.x1, inputs.x2
+    params = compiled.kfn.params if params is None else params
+    x1, x2 = inputs.x1, inputs.x2
     if program is None:
         out = compiled.forward(params, x1, x2, get=inputs.get, **extras)
     else:
@@ -223,15 +225,21 @@ def value_and_grad(
     cotangents: tuple[Array, ...],
     hyper_parameters: tuple[str, ...] = (),
     programs: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+    values: tuple[Array, ...] | None = None,
+    params: Any = None,
 ) -> tuple[tuple[Array, ...], Array, Array | None, dict[str, float]]:
     """Values (the forward program's, bit for bit), dL/dx1, dL/dx2 and dL/dtheta for the
     named hyper-parameters (paths from `kfn.hyper_parameter_paths`). `programs`: the
-    ahead-of-time (forward, gradient) executables of these inputs' shapes, if made."""
-    values = run_forward(inputs, None if programs is None else programs[0])
+    ahead-of-time (forward, gradient) executables of these inputs' shapes, if made;
+    `values`: the forward's, when computed already (a cotangent made from them);
+    `params`: hyper-parameter values other than the network's own."""
     kfn = inputs.compiled.kfn
+    params = kfn.params if params is None else params
+    if values is None:
+        values = run_forward(inputs, None if programs is None else programs[0], params)
     with_params = bool(hyper_parameters)
     args = (
-        kfn.params,
+        params,
         inputs.x1,
         inputs.x2,
         cotangents,

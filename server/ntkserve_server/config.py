@@ -38,6 +38,11 @@ class ServerConfig:
     max_registry_bytes: int = 0
     max_architectures_per_tenant: int = 1000
     max_architecture_bytes_per_tenant: int = 64 << 20
+    # Fitted models (ModelService): the bytes all stored models may take on disk (0: the
+    # disk is the limit), and the bytes of loaded models kept in memory (their solves;
+    # least recently used dropped, loaded again from disk when asked).
+    max_model_bytes: int = 0
+    model_memory_bytes: int = 4 << 30
     # Dynamic batching of small concurrent ComputeKernel calls; 0 turns it off.
     batch_window_seconds: float = 0.002
     batch_max_entries: int = 65536

@@ -129,7 +129,8 @@ def check_finite(array: Array, field: str, mask: float | None = None) -> None:
         )
 
 
-def _array(message: Any, field: str, mask: float | None = None) -> Array | None:
+def tensor_field(message: Any, field: str, mask: float | None = None) -> Array | None:
+    """The message's tensor `field` decoded and checked finite (None when unset)."""
     if not message.HasField(field):
         return None
     t: tensor_pb2.Tensor = getattr(message, field)
@@ -229,11 +230,11 @@ def kernel_inputs(
     architecture_id = require_id(request.architecture_id)
     check_elements(request, ("x1", "x2", "pattern1", "pattern2"), max_elements)
     mask = mask_constant(request)
-    x1 = _array(request, "x1", mask)
+    x1 = tensor_field(request, "x1", mask)
     if x1 is None:
         raise InvalidRequest("x1", "is required")
-    x2 = _array(request, "x2", mask)
-    patterns = _array(request, "pattern1"), _array(request, "pattern2")
+    x2 = tensor_field(request, "x2", mask)
+    patterns = tensor_field(request, "pattern1"), tensor_field(request, "pattern2")
     for name, a in (("x2", x2), ("pattern1", patterns[0]), ("pattern2", patterns[1])):
         if a is not None and a.dtype != x1.dtype:
             raise InvalidRequest(f"{name}.dtype", f"{a.dtype} differs from x1's {x1.dtype}")
@@ -251,7 +252,7 @@ def cotangents(
     out = []
     for name in inputs.get:
         field = f"{name}_cotangent"
-        c = _array(request, field)
+        c = tensor_field(request, field)
         if c is None:
             c = np.ones(shape, inputs.x1.dtype)
         elif c.shape != shape:
@@ -267,10 +268,9 @@ def cotangents(
     return tuple(out)
 
 
-def hyper_parameters(
-    request: ks.ComputeValueAndGradRequest, known: Sequence[str]
-) -> tuple[str, ...]:
-    """The hyper-parameter paths asked for ("*": all), each checked against `known`."""
+def hyper_parameters(request: Any, known: Sequence[str]) -> tuple[str, ...]:
+    """The hyper-parameter paths a request (ComputeValueAndGrad, MarginalLikelihood) asks
+    for in its `hyper_parameters` ("*": all), each checked against `known`."""
     names = tuple(request.hyper_parameters)
     if "*" in names:
         return tuple(known)

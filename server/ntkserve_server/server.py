@@ -28,7 +28,7 @@ import grpc
 import jax
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from ntkserve.v1 import kernel_service_pb2
+from ntkserve.v1 import kernel_service_pb2, model_service_pb2
 
 import ntkserve_server
 from ntkserve_server import budgets, inference, wire
@@ -40,6 +40,9 @@ from ntkserve_server.config import ServerConfig
 from ntkserve_server.device_work import DeviceWork
 from ntkserve_server.engine_processes import EngineProcesses
 from ntkserve_server.metrics import ComponentCollector, Metrics
+from ntkserve_server.model_service import ModelService
+from ntkserve_server.model_store import ModelStore
+from ntkserve_server.models import Predictors
 from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
@@ -48,7 +51,8 @@ from ntkserve_server.unary_programs import UnaryPrograms
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
 SERVICE_NAME = kernel_service_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name
-HEALTH_SERVICES = ("", SERVICE_NAME, inference.SERVICE.full_name)
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+HEALTH_SERVICES = ("", SERVICE_NAME, MODEL_SERVICE.full_name, inference.SERVICE.full_name)
 
 
 class CannotListen(OSError):
@@ -66,6 +70,7 @@ class BuiltServer:
     health: health.aio.HealthServicer
     kernel_service: KernelService
     registry: Registry
+    model_store: ModelStore
     executor: ThreadPoolExecutor
     compile_executor: ThreadPoolExecutor
     engines: EngineProcesses
@@ -201,12 +206,14 @@ def _kernel_service(
 def _add_services(
     server: grpc.aio.Server,
     kernel_service: KernelService,
+    model_service: ModelService,
     admission: Admission,
     metrics: Metrics | None,
 ) -> health.aio.HealthServicer:
-    """KernelService, the inference protocol over it, health (returned, NOT_SERVING until
-    `start`) and reflection."""
+    """KernelService, ModelService, the inference protocol over them, health (returned,
+    NOT_SERVING until `start`) and reflection."""
     wire.add_to_server(kernel_service, server)
+    wire.bind(MODEL_SERVICE, model_service_pb2, model_service, server)
     inference.add_to_server(
         inference.InferenceService(
             kernel_service,
@@ -221,6 +228,7 @@ def _add_services(
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
+            MODEL_SERVICE.full_name,
             inference.SERVICE.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
@@ -265,7 +273,9 @@ def build(config: ServerConfig) -> BuiltServer:
     kernel_service = _kernel_service(
         config, registry, engine, executor, programs, admission, metrics, unary, work
     )
-    health_servicer = _add_services(server, kernel_service, admission, metrics)
+    model_store = ModelStore(config.data_dir / "models", config.max_model_bytes)
+    model_service = ModelService(kernel_service, model_store, Predictors(config.model_memory_bytes))
+    health_servicer = _add_services(server, kernel_service, model_service, admission, metrics)
     try:
         port = _bind(config, server)
     except CannotListen:
@@ -273,6 +283,7 @@ def build(config: ServerConfig) -> BuiltServer:
         compile_executor.shutdown(wait=False)
         engines.close()
         registry.close()
+        model_store.close()
         raise
     return BuiltServer(
         config,
@@ -281,6 +292,7 @@ def build(config: ServerConfig) -> BuiltServer:
         health_servicer,
         kernel_service,
         registry,
+        model_store,
         executor,
         compile_executor,
         engines,
@@ -314,6 +326,7 @@ async def stop(built: BuiltServer) -> None:
     built.compile_executor.shutdown(wait=True)
     built.engines.close()
     built.registry.close()
+    built.model_store.close()
     log.info("stopped")
 
 

@@ -79,25 +79,26 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self._executor = executor
         self._tile_programs = programs
         self._batcher = batcher
-        self._streams = streaming.StreamServer(
+        self.streams = streaming.StreamServer(
             programs, executor, tuple(devices), max_stream_input_bytes, stream_idle_seconds
         )
         # Unary programs: compiled ahead of time, admitted by cost (compile size, memory,
         # estimated time), run so that a caller who leaves holds its slot until the device is free.
-        self._unary = batcher.programs
-        self._work = batcher.work
-        self._max_elements = max_tensor_elements
-        self._max_entries = max_unary_kernel_entries
+        self.unary = batcher.programs
+        self.work = batcher.work
+        self.max_elements = max_tensor_elements
+        self.max_entries = max_unary_kernel_entries
         # The largest message the server may send (its --max-message-mb): a kernel that
         # would not fit is refused before it is computed, with a way out (0: no check).
-        self._max_response_bytes = max_response_bytes
+        self.max_response_bytes = max_response_bytes
         self.boundary = Boundary(admission, observer)
 
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(*args)` on the worker pool (jax work and blocking I/O never on the loop)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    def _compiled(self, tenant: str, architecture_id: str) -> Compiled:
+    def compiled(self, tenant: str, architecture_id: str) -> Compiled:
         """The tenant's architecture, compiled (blocking: a worker thread)."""
         if not self._registry.holds(tenant, architecture_id):
             raise UnknownArchitecture(architecture_id, "; register it first")
@@ -116,14 +117,14 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
             found = self._engine.lookup(architecture_id, tenant)
             if found is not None:
                 return found
-        return await self._run(self._compiled, tenant, architecture_id)
+        return await self.run(self.compiled, tenant, architecture_id)
 
     async def holds(self, architecture_id: str) -> bool:
         """Whether the caller's tenant has registered `architecture_id`."""
         tenant = caller_tenant()
         if self._registry.known(tenant, architecture_id):
             return True
-        return await self._run(self._registry.holds, tenant, architecture_id)
+        return await self.run(self._registry.holds, tenant, architecture_id)
 
     def _delete(self, tenant: str, architecture_id: str) -> bool:
         """Deletes the tenant's registration; the compiled architecture is dropped only when
@@ -140,19 +141,24 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     ) -> ks.RegisterArchitectureResponse:
         if not request.HasField("architecture"):
             raise requests.InvalidRequest("architecture", "is required")
-        tenant = caller_tenant()
-        kfn = await self._run(KernelFn, request.architecture)
-        self._unary.check_layers(kfn)  # refused now, not acknowledged and then never compiled
-        created, _ = await self._run(self._registry.put, tenant, kfn.id, kfn.architecture)
-        await self._run(self._engine.compiled, kfn, tenant)  # bounded: compiled_state.py
+        kfn = await self.run(KernelFn, request.architecture)
+        created = await self.register(caller_tenant(), kfn)
         return ks.RegisterArchitectureResponse(architecture_id=kfn.id, created=created)
+
+    async def register(self, tenant: str, kfn: KernelFn) -> bool:
+        """Stores the tenant's architecture (durable when it returns) and compiles it;
+        whether it was new. Refused first if its programs could never be built."""
+        self.unary.check_layers(kfn)  # refused now, not acknowledged and then never compiled
+        created, _ = await self.run(self._registry.put, tenant, kfn.id, kfn.architecture)
+        await self.run(self._engine.compiled, kfn, tenant)  # bounded: compiled_state.py
+        return created
 
     @rpc()
     async def GetArchitecture(
         self, request: ks.GetArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.GetArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        record = await self._run(self._registry.get, caller_tenant(), architecture_id)
+        record = await self.run(self._registry.get, caller_tenant(), architecture_id)
         if record is None:
             raise UnknownArchitecture(architecture_id)
         return ks.GetArchitectureResponse(record=_record_message(record))
@@ -161,7 +167,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
     async def ListArchitectures(
         self, request: ks.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> ks.ListArchitecturesResponse:
-        records = await self._run(self._registry.list, caller_tenant())
+        records = await self.run(self._registry.list, caller_tenant())
         return ks.ListArchitecturesResponse(records=[_record_message(r) for r in records])
 
     @rpc()
@@ -169,7 +175,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.DeleteArchitectureRequest, context: grpc.aio.ServicerContext
     ) -> ks.DeleteArchitectureResponse:
         architecture_id = requests.require_id(request.architecture_id)
-        if not await self._run(self._delete, caller_tenant(), architecture_id):
+        if not await self.run(self._delete, caller_tenant(), architecture_id):
             raise UnknownArchitecture(architecture_id)
         return ks.DeleteArchitectureResponse()
 
@@ -185,9 +191,9 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         ModelInfer's)."""
         tenant = caller_tenant()
         if len(request.x1.data) + len(request.x2.data) <= INLINE_BYTES:
-            inputs = requests.kernel_inputs(request, self._max_elements)
+            inputs = requests.kernel_inputs(request, self.max_elements)
         else:  # NaN scans are O(bytes)
-            inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
+            inputs = await self.run(requests.kernel_inputs, request, self.max_elements)
         checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
         self._entries(checked)
         return await self._kernel(checked, tenant)
@@ -197,21 +203,19 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         self, request: ks.ComputeValueAndGradRequest, context: grpc.aio.ServicerContext
     ) -> ks.ComputeValueAndGradResponse:
         tenant = caller_tenant()
-        inputs = await self._run(requests.kernel_inputs, request, self._max_elements)
+        inputs = await self.run(requests.kernel_inputs, request, self.max_elements)
         compiled = await self._resolve(tenant, inputs.architecture_id)
         checked = _checked(compiled, inputs)
         shape = checked.kernel_shape
-        entries = requests.check_entries(shape, inputs.get, self._max_entries)
+        entries = requests.check_entries(shape, inputs.get, self.max_entries)
         grads = inputs.x1.nbytes + (0 if inputs.x2 is None else inputs.x2.nbytes)
         requests.check_response_bytes(
-            entries * inputs.x1.dtype.itemsize + grads, self._max_response_bytes, "the response"
+            entries * inputs.x1.dtype.itemsize + grads, self.max_response_bytes, "the response"
         )
-        cotangents = await self._run(
-            requests.cotangents, request, inputs, shape, self._max_elements
-        )
+        cotangents = await self.run(requests.cotangents, request, inputs, shape, self.max_elements)
         hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
-        forward = await self._unary.forward(checked, tenant)
-        gradient = await self._unary.grads(checked, tenant, bool(hyper))
+        forward = await self.unary.forward(checked, tenant)
+        gradient = await self.unary.grads(checked, tenant, bool(hyper))
 
         def compute() -> ks.ComputeValueAndGradResponse:
             values, g1, g2, g_hyper = value_and_grad(
@@ -226,7 +230,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
                 response.grad_x2.CopyFrom(tensor.encode(g2, "grad_x2"))
             return response
 
-        return await self._work.run(compute)
+        return await self.work.run(compute)
 
     @rpc(admitted=True)
     async def ComputeKernelBatch(
@@ -236,25 +240,25 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         items, entries, payload = [], 0, 0
         for i, item in enumerate(request.requests):
             try:
-                inputs = await self._run(requests.kernel_inputs, item, self._max_elements)
+                inputs = await self.run(requests.kernel_inputs, item, self.max_elements)
                 checked = _checked(await self._resolve(tenant, inputs.architecture_id), inputs)
                 item_entries = self._entries(checked)
-                await self._unary.forward(checked, tenant)  # every item admitted before any runs
+                await self.unary.forward(checked, tenant)  # every item admitted before any runs
             except (requests.InvalidRequest, requests.OverLimit, EngineError) as e:
                 raise e.within(f"requests[{i}]") from e
             entries += item_entries
             payload += item_entries * inputs.x1.dtype.itemsize
             items.append(checked)
-        requests.check_entries((entries,), ("all",), self._max_entries, "the batch's kernels")
-        requests.check_response_bytes(payload, self._max_response_bytes, "the batch's response")
+        requests.check_entries((entries,), ("all",), self.max_entries, "the batch's kernels")
+        requests.check_response_bytes(payload, self.max_response_bytes, "the batch's response")
         responses = await asyncio.gather(*(self._kernel(checked, tenant) for checked in items))
         return ks.ComputeKernelBatchResponse(responses=responses)
 
     def _entries(self, inputs: CheckedInputs) -> int:
         """The entries of a unary kernel of these inputs, within the entry and message limits."""
-        entries = requests.check_entries(inputs.kernel_shape, inputs.get, self._max_entries)
+        entries = requests.check_entries(inputs.kernel_shape, inputs.get, self.max_entries)
         requests.check_response_bytes(
-            entries * inputs.x1.dtype.itemsize, self._max_response_bytes, "the kernel"
+            entries * inputs.x1.dtype.itemsize, self.max_response_bytes, "the kernel"
         )
         return entries
 
@@ -267,7 +271,7 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
 
         if sum(v.nbytes for v in values) <= INLINE_BYTES:
             return encode()
-        return await self._run(encode)
+        return await self.run(encode)
 
     @stream_rpc(admitted=True)
     async def StreamKernel(
@@ -286,8 +290,8 @@ class KernelService(kernel_service_pb2_grpc.KernelServiceServicer):
         try:
             async for message in streaming.stream_kernel(
                 messages,
-                functools.partial(self._compiled, caller),
-                self._streams,
+                functools.partial(self.compiled, caller),
+                self.streams,
                 functools.partial(self.boundary.compute_slot, caller),
                 expired,
                 stats,

@@ -75,8 +75,8 @@ _SLOTS = {
 
 
 async def next_message(
-    messages: AsyncIterator[ks.StreamKernelRequest], idle_seconds: float | None, waiting_for: str
-) -> ks.StreamKernelRequest | None:
+    messages: AsyncIterator[Any], idle_seconds: float | None, waiting_for: str
+) -> Any:
     """The client's next message (None at its half-close); StreamIdle when none comes
     within `idle_seconds` (None: no limit)."""
     try:
@@ -92,7 +92,7 @@ async def next_message(
 
 async def _fill(
     slots: dict[Any, _Input],
-    messages: AsyncIterator[ks.StreamKernelRequest],
+    messages: AsyncIterator[Any],
     stats: Counted,
     idle_seconds: float | None,
 ) -> None:
@@ -121,33 +121,44 @@ async def _fill(
             )
 
 
-async def receive_inputs(
-    header: StreamHeader,
-    messages: AsyncIterator[ks.StreamKernelRequest],
+async def receive_bytes(
+    expected: dict[Any, tuple[str, int]],
+    messages: AsyncIterator[Any],
     stats: Counted,
     idle_seconds: float | None = None,
-) -> dict[str, Array | None]:
-    """x1, x2 and the Aggregate patterns (None where the header has none) from the chunks
-    that follow the header, checked complete (not yet finite). On any error (a bad chunk,
-    a half-close too early, idleness, a cancel) the bytes received so far are dropped."""
-    slots = {
-        code: _Input(name, header.input_bytes(name))
-        for code, name in _SLOTS.items()
-        if header.slot_shape(name) is not None
-    }
+) -> dict[str, bytearray]:
+    """The bytes of each slot (`expected`: slot code -> (name, bytes its shape holds)) from
+    the chunks that follow a header, checked complete. On any error (a bad chunk, a
+    half-close too early, idleness, a cancel) the bytes received so far are dropped."""
+    slots = {code: _Input(name, nbytes) for code, (name, nbytes) in expected.items()}
     try:
         await _fill(slots, messages, stats, idle_seconds)
     except BaseException:
         for buffer in slots.values():
             buffer.release()
         raise
+    return {buffer.slot: buffer.data for buffer in slots.values()}
+
+
+async def receive_inputs(
+    header: StreamHeader,
+    messages: AsyncIterator[ks.StreamKernelRequest],
+    stats: Counted,
+    idle_seconds: float | None = None,
+) -> dict[str, Array | None]:
+    """x1, x2 and the Aggregate patterns (None where the header has none) of a StreamKernel
+    call (`receive_bytes`), checked complete (not yet finite)."""
+    expected = {
+        code: (name, header.input_bytes(name))
+        for code, name in _SLOTS.items()
+        if header.slot_shape(name) is not None
+    }
+    received = await receive_bytes(expected, messages, stats, idle_seconds)
     arrays: dict[str, Array | None] = {}
     for name in _SLOTS.values():
         shape = header.slot_shape(name)
-        found = next((b for b in slots.values() if b.slot == name), None)
-        arrays[name] = (
-            None if found is None else np.frombuffer(found.data, header.dtype).reshape(shape)
-        )
+        data = received.get(name)
+        arrays[name] = None if data is None else np.frombuffer(data, header.dtype).reshape(shape)
     return arrays
 
 

@@ -22,6 +22,7 @@ class InputSlot(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INPUT_SLOT_X2: _ClassVar[InputSlot]
     INPUT_SLOT_PATTERN1: _ClassVar[InputSlot]
     INPUT_SLOT_PATTERN2: _ClassVar[InputSlot]
+    INPUT_SLOT_Y_TRAIN: _ClassVar[InputSlot]
 KERNEL_KIND_UNSPECIFIED: KernelKind
 KERNEL_KIND_NNGP: KernelKind
 KERNEL_KIND_NTK: KernelKind
@@ -30,6 +31,7 @@ INPUT_SLOT_X1: InputSlot
 INPUT_SLOT_X2: InputSlot
 INPUT_SLOT_PATTERN1: InputSlot
 INPUT_SLOT_PATTERN2: InputSlot
+INPUT_SLOT_Y_TRAIN: InputSlot
 
 class ArchitectureRecord(_message.Message):
     __slots__ = ("architecture_id", "architecture", "create_time")

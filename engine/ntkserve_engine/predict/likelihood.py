@@ -33,7 +33,7 @@ from ntkserve_engine.predict.factorization import (
     regularized,
     with_diagonal_added,
 )
-from ntkserve_engine.predict.outputs import Targets
+from ntkserve_engine.predict.outputs import Matrix, Targets
 
 LIKELIHOOD_GETS = {"nngp": "nngp", "ntkgp": "ntk"}  # the GP's name -> the kernel it uses
 
@@ -47,6 +47,7 @@ class MarginalLikelihood:
     factorization: Factorization
     params_grad: Any = None
     diag_reg_grad: float | None = None
+    kernel_grad: Matrix | None = None  # d log p / d K (`of_kernel` with grad)
 
 
 def marginal_likelihood(
@@ -78,18 +79,37 @@ def marginal_likelihood(
     pull_back = jax.vjp(kernel, params)[1] if grad else None
     k = np.asarray(raw, np.float64)
     targets.check_rows(k, "x_train")
-    factorization = factorize(regularized(k, diag_reg, diag_reg_absolute_scale))
-    y = targets.matrix
+    found = of_kernel(k, targets.matrix, diag_reg, diag_reg_absolute_scale, grad)
+    if pull_back is None:
+        return found
+    (params_grad,) = pull_back(np.asarray(found.kernel_grad, raw.dtype))
+    return dataclasses.replace(found, params_grad=params_grad, kernel_grad=None)
+
+
+def log_likelihood(factorization: Factorization, y: Matrix) -> tuple[float, Matrix]:
+    """(log p(Y), K_r^-1 Y) for targets Y (N, outputs) under the GP whose regularized
+    kernel K_r `factorization` solves (eq. 2.30)."""
     solved = factorization.solve(y)
     n, outputs = y.shape
     value = -0.5 * float(np.sum(y * solved)) - 0.5 * outputs * factorization.logdet()
-    value -= 0.5 * n * outputs * math.log(2 * math.pi)
-    if pull_back is None:
+    return value - 0.5 * n * outputs * math.log(2 * math.pi), solved
+
+
+def of_kernel(
+    k: Matrix, y: Matrix, diag_reg: float, absolute: bool, grad: bool
+) -> MarginalLikelihood:
+    """log p(Y) from the kernel matrix K (float64, unregularized) and targets (N, outputs);
+    with `grad`, d log p / d diag_reg and `kernel_grad`, d log p / d K: the cotangent whose
+    vector-Jacobian product through the kernel function gives the hyper-parameters'
+    gradient (in process: jax.vjp; served: the gradient program, as ComputeValueAndGrad)."""
+    factorization = factorize(regularized(k, diag_reg, absolute))
+    value, solved = log_likelihood(factorization, y)
+    if not grad:
         return MarginalLikelihood(value, factorization)
+    n, outputs = y.shape
     g = 0.5 * (solved @ solved.T - outputs * factorization.inverse())
-    scale = 1.0 if diag_reg_absolute_scale else float(np.trace(k)) / n
+    scale = 1.0 if absolute else float(np.trace(k)) / n
     diag_reg_grad = scale * float(np.trace(g))
-    if not diag_reg_absolute_scale:
+    if not absolute:
         g = with_diagonal_added(g, (diag_reg / n) * float(np.trace(g)))
-    (params_grad,) = pull_back(np.asarray(g, raw.dtype))
-    return MarginalLikelihood(value, factorization, params_grad, diag_reg_grad)
+    return MarginalLikelihood(value, factorization, None, diag_reg_grad, g)

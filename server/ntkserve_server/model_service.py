@@ -1,0 +1,232 @@
+"""The ModelService servicer: fitted models (Fit, Predict, Get/List/DeleteModel) and the
+marginal likelihood (MarginalLikelihood, Tune), on the KernelService's architectures,
+compiled programs and tiles.
+
+Each RPC decodes and validates its request (`model_requests`), resolves the caller's
+architecture or model (NOT_FOUND for another tenant's), and runs its work on the worker
+pool: kernels through `kernel_matrices` (tiles in engine processes), math through
+`models` and `likelihoods` (the engine's). Status codes, request ids, admission slots and
+log lines are the call boundary's (`calls.Boundary`), shared with KernelService.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from ntkserve import tensor
+from ntkserve.v1 import kernel_service_pb2 as ks
+from ntkserve.v1 import model_service_pb2 as ms
+from ntkserve.v1 import model_service_pb2_grpc
+
+from ntkserve_server import kernel_matrices, likelihoods, model_requests, models, requests
+from ntkserve_server.calls import Boundary, CallLog, caller_tenant, rpc, stream_rpc
+from ntkserve_server.kernel_matrices import KernelRequest
+from ntkserve_server.model_requests import FitSettings, PredictQuery
+from ntkserve_server.model_store import ModelStore
+from ntkserve_server.models import Loaded, Predictors
+from ntkserve_server.service import KernelService
+from ntkserve_server.stream_inputs import next_message, receive_bytes
+
+Array = np.ndarray[Any, Any]
+PROGRESS_SECONDS = 0.5  # at most two progress messages a second while a kernel is computed
+
+
+def _expired(context: grpc.aio.ServicerContext) -> Callable[[], bool]:
+    def expired() -> bool:
+        remaining = context.time_remaining()
+        return remaining is not None and remaining <= 0
+
+    return expired
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, kernels: KernelService, store: ModelStore, predictors: Predictors) -> None:
+        self._kernels = kernels
+        self._store = store
+        self._predictors = predictors
+        self.boundary: Boundary = kernels.boundary
+
+    async def _assembled(
+        self,
+        tenant: str,
+        request: KernelRequest,
+        inputs: tuple[Array, Array | None],
+        expired: Callable[[], bool],
+    ) -> dict[str, Array]:
+        """Kernels computed in tiles into float64 arrays in memory."""
+        compiled = await self._kernels.run(self._kernels.compiled, tenant, request.architecture_id)
+        streams = self._kernels.streams
+        job = await self._kernels.run(kernel_matrices.plan, streams, compiled, request)
+        out = kernel_matrices.allocate(job, request.diagonal_only, None)
+        async for _ in kernel_matrices.assemble(streams, job, inputs, out, expired):
+            pass
+        return out
+
+    @stream_rpc(admitted=True)
+    async def Fit(
+        self,
+        messages: AsyncIterator[ms.FitRequest],
+        context: grpc.aio.ServicerContext,
+        call: CallLog,
+    ) -> AsyncGenerator[ms.FitResponse, None]:
+        tenant = caller_tenant()
+        streams = self._kernels.streams
+        first = await next_message(messages, streams.idle_seconds, "the header")
+        if first is None or first.WhichOneof("payload") != "header":
+            raise requests.InvalidRequest("messages[0]", "the first message must be a FitHeader")
+        settings = model_requests.fit_header(first.header, streams.max_input_bytes)
+        request = KernelRequest(
+            settings.architecture_id,
+            settings.x_shape,
+            None,
+            settings.dtype,
+            settings.kept,
+            settings.tile_size,
+        )
+        async with self.boundary.compute_slot(tenant):
+            compiled = await self._kernels.run(
+                self._kernels.compiled, tenant, request.architecture_id
+            )
+            models.check_servable(compiled.kfn, "header.architecture_id")
+            job = await self._kernels.run(kernel_matrices.plan, streams, compiled, request)
+        n = settings.x_shape[0]
+        await self._kernels.run(self._store.check_room, models.stored_bytes(settings))
+        x, y = await self._receive(settings, messages, call)
+        model_id = settings.model_id(tenant, x, y)
+        found = await self._kernels.run(self._store.find, tenant, model_id)
+        if found is not None:
+            yield ms.FitResponse(model=found.record)
+            return
+        with self._store.staging() as staged:
+            np.save(staged / "x_train.npy", x)
+            np.save(staged / "y_train.npy", y)
+            async with self.boundary.compute_slot(tenant):
+                kernels = kernel_matrices.allocate(job, False, staged)
+                last = 0.0
+                async for done, count in kernel_matrices.assemble(
+                    streams, job, (x, None), kernels, _expired(context)
+                ):
+                    if done == count or time.monotonic() - last > PROGRESS_SECONDS:
+                        last = time.monotonic()
+                        yield _progress("kernel", done, count)
+                call.extra = {"tiles": job.count, "n": n}
+                yield _progress("factorize", job.count, job.count)
+                solves, logp = await self._kernels.run(
+                    models.factorize_into, staged, settings, kernels, y
+                )
+            for k in kernels.values():
+                if isinstance(k, np.memmap):
+                    k.flush()  # before the store fsyncs the files
+            del kernels
+            record = settings.record(model_id)
+            for name, solve in solves.items():
+                record.solves[name].CopyFrom(solve)
+            record.log_marginal_likelihood = logp
+            yield _progress("store", job.count, job.count)
+            record = await self._kernels.run(self._store.commit, tenant, model_id, record, staged)
+        yield ms.FitResponse(model=record)
+
+    async def _receive(
+        self, settings: FitSettings, messages: AsyncIterator[Any], call: CallLog
+    ) -> tuple[Array, Array]:
+        """x_train and y_train from the chunks after the header, checked finite."""
+        x_bytes = int(np.prod(settings.x_shape)) * settings.dtype.itemsize
+        expected = {
+            ks.INPUT_SLOT_X1: ("x_train", x_bytes),
+            ks.INPUT_SLOT_Y_TRAIN: ("y_train", 8 * int(np.prod(settings.y_shape))),
+        }
+        received = await receive_bytes(expected, messages, call, self._kernels.streams.idle_seconds)
+        x = np.frombuffer(received["x_train"], settings.dtype).reshape(settings.x_shape)
+        y = np.frombuffer(received["y_train"], np.float64).reshape(settings.y_shape)
+        for name, array in (("x_train", x), ("y_train", y)):
+            await self._kernels.run(requests.check_finite, array, name)
+        return x, y
+
+    @rpc(admitted=True)
+    async def Predict(
+        self, request: ms.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> ms.PredictResponse:
+        tenant = caller_tenant()
+        limits = self._kernels
+        query = await limits.run(model_requests.predict_request, request, limits.max_elements)
+        stored = await limits.run(self._store.get, tenant, query.model_id)
+        get = query.against(stored.record)
+        await limits.run(limits.compiled, tenant, stored.record.architecture_id)
+        loaded = await limits.run(self._predictors.get, stored)
+        models.check_prediction_size(query, stored.record, get, limits)
+        k_td, k_tt = await self._test_kernels(tenant, stored.record, loaded, query, get, context)
+        out, solve = await limits.run(models.answer, loaded, query, get, k_td, k_tt)
+        mean, cov = (out, None) if query.covariance is None else out
+        response = ms.PredictResponse(mean=tensor.encode(np.asarray(mean), "mean"), solve=solve)
+        if cov is not None:
+            response.covariance.CopyFrom(tensor.encode(np.asarray(cov), "covariance"))
+        return response
+
+    async def _test_kernels(
+        self,
+        tenant: str,
+        record: ms.ModelRecord,
+        loaded: Loaded,
+        query: PredictQuery,
+        get: str,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[dict[str, Array] | None, dict[str, Array] | None]:
+        """The test-train kernels and the test prior (its diagonal for marginal variances)
+        a prediction needs; (None, None) on the training set."""
+        x_test = query.x_test
+        if x_test is None:
+            return None, None
+        td_names, prior = models.kernels_needed(get, query.covariance)
+        arch, expired = record.architecture_id, _expired(context)
+        train = loaded.x_train
+        test_train = KernelRequest(arch, x_test.shape, train.shape, x_test.dtype, td_names)
+        k_td = await self._assembled(tenant, test_train, (x_test, train), expired)
+        if query.covariance is None:
+            return k_td, None
+        marginal = query.covariance == "marginal"
+        test = KernelRequest(arch, x_test.shape, None, x_test.dtype, (prior,), 0, marginal)
+        return k_td, await self._assembled(tenant, test, (x_test, None), expired)
+
+    @rpc()
+    async def GetModel(
+        self, request: ms.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> ms.GetModelResponse:
+        model_id = model_requests.require_model_id(request.model_id)
+        stored = await self._kernels.run(self._store.get, caller_tenant(), model_id)
+        return ms.GetModelResponse(record=stored.record)
+
+    @rpc()
+    async def ListModels(
+        self, request: ms.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> ms.ListModelsResponse:
+        records = await self._kernels.run(self._store.list, caller_tenant())
+        return ms.ListModelsResponse(records=records)
+
+    @rpc()
+    async def DeleteModel(
+        self, request: ms.DeleteModelRequest, context: grpc.aio.ServicerContext
+    ) -> ms.DeleteModelResponse:
+        model_id = model_requests.require_model_id(request.model_id)
+        await self._kernels.run(self._store.delete, caller_tenant(), model_id)
+        self._predictors.forget(model_id)
+        return ms.DeleteModelResponse()
+
+    @rpc(admitted=True)
+    async def MarginalLikelihood(
+        self, request: ms.MarginalLikelihoodRequest, context: grpc.aio.ServicerContext
+    ) -> ms.MarginalLikelihoodResponse:
+        return await likelihoods.marginal_likelihood(self._kernels, caller_tenant(), request)
+
+    @rpc(admitted=True)
+    async def Tune(
+        self, request: ms.TuneRequest, context: grpc.aio.ServicerContext
+    ) -> ms.TuneResponse:
+        return await likelihoods.tune(self._kernels, caller_tenant(), request)
+
+
+def _progress(phase: str, done: int, count: int) -> ms.FitResponse:
+    return ms.FitResponse(progress=ms.FitProgress(phase=phase, tiles_done=done, tiles=count))

@@ -22,7 +22,8 @@ import optax
 
 from ntkserve_engine.kernels.errors import InputError
 from ntkserve_engine.kernels.hyper_paths import params_with, with_values
-from ntkserve_engine.predict.likelihood import marginal_likelihood
+from ntkserve_engine.predict.likelihood import LIKELIHOOD_GETS, of_kernel
+from ntkserve_engine.predict.outputs import Targets
 
 DIAG_REG = "diag_reg"  # the one tunable that is not a path of the architecture
 # values -> (log p, d log p / d value for each value)
@@ -97,18 +98,31 @@ def tune(
     """In process: the hyper-parameters named in `parameters` (path -> (lower, upper);
     "diag_reg" for the regularizer) maximizing `marginal_likelihood`, from the network's
     own values; `Tuned.architecture` is the tuned network."""
+    if get not in LIKELIHOOD_GETS:
+        raise InputError("get", f"must be one of {sorted(LIKELIHOOD_GETS)}, got {get!r}")
     paths = kernel_fn.hyper_parameter_paths
     own = dict(zip(paths, (float(v) for v in _leaves(kernel_fn.params)), strict=True))
     own[DIAG_REG] = diag_reg
+    targets = Targets(y_train)
+    kernel_name = LIKELIHOOD_GETS[get]
+
+    # Jitted once for the whole loop (eager, every step would trace the network anew).
+    def kernel(params: Any) -> Any:
+        return kernel_fn(x_train, None, get=kernel_name, params=params)
+
+    forward = jax.jit(kernel)
+    pull_back = jax.jit(lambda params, g: jax.vjp(kernel, params)[1](g)[0])
 
     def objective(values: dict[str, float]) -> tuple[float, dict[str, float]]:
         hyper = {p: v for p, v in values.items() if p != DIAG_REG}
         params = params_with(kernel_fn.params, paths, hyper)
+        raw = forward(params)
+        k = np.asarray(raw, np.float64)
+        targets.check_rows(k, "x_train")
         reg = values.get(DIAG_REG, diag_reg)
-        found = marginal_likelihood(
-            kernel_fn, x_train, y_train, get, reg, diag_reg_absolute_scale, params, grad=True
-        )
-        grads = dict(zip(paths, (float(g) for g in _leaves(found.params_grad)), strict=True))
+        found = of_kernel(k, targets.matrix, reg, diag_reg_absolute_scale, grad=True)
+        params_grad = pull_back(params, np.asarray(found.kernel_grad, raw.dtype))
+        grads = dict(zip(paths, (float(g) for g in _leaves(params_grad)), strict=True))
         grads[DIAG_REG] = float(found.diag_reg_grad or 0.0)
         return found.value, grads
 

@@ -14,7 +14,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from ntkserve_server import logs
+from ntkserve_server import logs, storage_flags
 from ntkserve_server.config import ServerConfig
 from ntkserve_server.transport import Security, SecurityError
 
@@ -99,25 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="each tenant compiles its own programs, so no tenant can time another's "
         "compilations (default: shared; jax's on-disk compilation cache is off with it)",
     )
-    serve.add_argument(
-        "--max-registry-mb",
-        type=int,
-        default=0,
-        help="largest size of the registry file; registrations past it are refused "
-        "(default 0: the disk is the limit)",
-    )
-    serve.add_argument(
-        "--max-architectures-per-tenant",
-        type=int,
-        default=1000,
-        help="architectures one tenant may keep registered (default 1000; 0: no limit)",
-    )
-    serve.add_argument(
-        "--max-architecture-mb-per-tenant",
-        type=int,
-        default=64,
-        help="bytes of architectures one tenant may keep registered (default 64 MiB; 0: no limit)",
-    )
+    storage_flags.add(serve)
     serve.add_argument(
         "--max-tensor-elements",
         type=int,
@@ -369,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
         max_compiled_bytes=args.max_compiled_mb << 20,
         isolate_tenant_caches=args.isolate_tenant_caches,
         max_registry_bytes=args.max_registry_mb << 20,
+        max_model_bytes=args.max_model_mb << 20,
+        model_memory_bytes=args.model_memory_mb << 20,
         max_architectures_per_tenant=args.max_architectures_per_tenant,
         max_architecture_bytes_per_tenant=args.max_architecture_mb_per_tenant << 20,
         max_tile_programs=args.max_compiled,

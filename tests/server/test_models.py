@@ -219,11 +219,15 @@ def test_a_model_survives_restarts_sigkill_too(start_server: Any, tmp_path: Path
         before = model.predict(X_TEST, [1.0, 2.0], covariance="marginal")
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(60)
-    again = start_server(data)
+    again = start_server(data, "--max-model-mb=1")
     with Client(again.target, timeout=120) as c:
         found = c.model(model.id)
         assert found.info == model.info
         after = found.predict(X_TEST, [1.0, 2.0], covariance="marginal")
+        # The budget: 300 rows would take 300^2 x 8 bytes x 3 (two kernels and a factor).
+        big = RNG.standard_normal((300, 5))
+        with pytest.raises(errors.ResourceExhaustedError, match=r"--max-model-mb"):
+            c.fit(ARCH, big, big[:, :1], "ntk")
     np.testing.assert_array_equal(after.mean, before.mean)
     np.testing.assert_array_equal(after.covariance, before.covariance)
 

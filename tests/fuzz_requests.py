@@ -1,11 +1,12 @@
-"""Fuzz target over KernelService requests: raw bytes, and valid requests with fields mutated;
-and over the KServe v2 inference protocol's requests (built with tritonclient's messages,
-which are the protocol's on the wire).
+"""Fuzz target over KernelService and ModelService requests: raw bytes, and valid requests
+with fields mutated; and over the KServe v2 inference protocol's requests (built with
+tritonclient's messages, which are the protocol's on the wire).
 
 The property, for every input: the server answers with a status a client can act on (OK,
-INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED), never INTERNAL or UNKNOWN, and it stays
-up. `tests/server/test_fuzz.py` drives these targets with hypothesis in CI; to fuzz for
-longer, against a server of your own:
+INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION for a fuzzed model whose
+kernel cannot be factorized), never INTERNAL or UNKNOWN, and it stays up.
+`tests/server/test_fuzz.py` drives these targets with hypothesis in CI; to fuzz for longer,
+against a server of your own:
 
     python -m tests.fuzz_requests HOST:PORT [--seconds 600]
 
@@ -27,11 +28,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntkserve import stax, tensor
 from ntkserve.v1 import kernel_service_pb2 as ks
-from ntkserve.v1 import kernel_service_pb2_grpc
+from ntkserve.v1 import kernel_service_pb2_grpc, model_service_pb2_grpc
+from ntkserve.v1 import model_service_pb2 as ms
 from ntkserve_engine.kernels.canonical import every_layer
 from tritonclient.grpc import service_pb2 as inference_pb2
 
 SERVICE = ks.DESCRIPTOR.services_by_name["KernelService"]
+MODEL_SERVICE = ms.DESCRIPTOR.services_by_name["ModelService"]
+SERVICE_OF = {m.name: s for s in (SERVICE, MODEL_SERVICE) for m in s.methods}
+METHODS = tuple(SERVICE_OF)
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
 INFERENCE_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata")
 INFERENCE_METHODS += ("ModelMetadata", "ModelInfer")
@@ -40,6 +45,7 @@ ACCEPTABLE = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
 }
 NET = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(1))
 CNN = stax.serial(
@@ -125,7 +131,8 @@ class RequestFuzzer:
         self.stub = kernel_service_pb2_grpc.KernelServiceStub(self.channel)
         request = ks.RegisterArchitectureRequest(architecture=NET.to_proto())
         self.architecture_id = self.stub.RegisterArchitecture(request, timeout=60).architecture_id
-        self.seeds = self._seeds()
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.seeds = {**self._seeds(), **self._model_seeds()}
 
     def close(self) -> None:
         self.channel.close()
@@ -167,6 +174,67 @@ class RequestFuzzer:
             ],
         }
 
+    def _fit(self, y: Any) -> list[ms.FitRequest]:
+        x = np.random.default_rng(0).standard_normal((3, 4))
+        header = ms.FitHeader(
+            architecture_id=self.architecture_id,
+            dtype=tensor.encode(x, "x").dtype,
+            x_train_shape=x.shape,
+            y_train_shape=y.shape,
+            diag_reg=1e-3,
+        )
+        x_chunk = ks.InputChunk(slot=ks.INPUT_SLOT_X1, offset=0, data=x.tobytes())
+        y_chunk = ks.InputChunk(slot=ks.INPUT_SLOT_Y_TRAIN, offset=0, data=y.tobytes())
+        return [
+            ms.FitRequest(header=header),
+            ms.FitRequest(chunk=x_chunk),
+            ms.FitRequest(chunk=y_chunk),
+        ]
+
+    def _model_id(self, fit: list[ms.FitRequest]) -> str:
+        answers = list(self.models.Fit(iter(fit), timeout=60))
+        return answers[-1].model.model_id  # type: ignore[no-any-return]
+
+    def _model_seeds(self) -> dict[str, list[Any]]:
+        """A valid request per ModelService method, on a fitted model (the delete's victim
+        another one)."""
+        fit = self._fit(np.arange(3.0))
+        model_id = self._model_id(fit)
+        victim = self._model_id(self._fit(np.ones(3)))
+        x = np.random.default_rng(0).standard_normal((3, 4))
+        data = {"x_train": tensor.encode(x, "x"), "y_train": tensor.encode(np.arange(3.0), "y")}
+        return {
+            "Fit": fit,
+            "Predict": [
+                ms.PredictRequest(
+                    model_id=model_id,
+                    x_test=tensor.encode(x[:2], "x_test"),
+                    t=[1.0],
+                    covariance=ms.COVARIANCE_MARGINAL,
+                )
+            ],
+            "GetModel": [ms.GetModelRequest(model_id=model_id)],
+            "ListModels": [ms.ListModelsRequest()],
+            "DeleteModel": [ms.DeleteModelRequest(model_id=victim)],
+            "MarginalLikelihood": [
+                ms.MarginalLikelihoodRequest(
+                    architecture_id=self.architecture_id,
+                    hyper_parameters=["*"],
+                    diag_reg=0.1,
+                    **data,
+                )
+            ],
+            "Tune": [
+                ms.TuneRequest(
+                    architecture_id=self.architecture_id,
+                    parameters=[ms.TunedParameter(path="diag_reg", lower=0.01, upper=1.0)],
+                    diag_reg=0.1,
+                    steps=2,
+                    **data,
+                )
+            ],
+        }
+
     def _inference_seeds(self) -> dict[str, Any]:
         x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
         infer = inference_pb2.ModelInferRequest(model_name=self.architecture_id, id="seed")
@@ -188,12 +256,13 @@ class RequestFuzzer:
         }
 
     def send_raw(
-        self, method: str, messages: Sequence[bytes], service: str = SERVICE.full_name
+        self, method: str, messages: Sequence[bytes], service: str | None = None
     ) -> grpc.StatusCode:
         """Sends request bytes as they are; the status code the server answered."""
-        path = f"/{service}/{method}"
+        ours = SERVICE_OF.get(method) if service is None else None
+        path = f"/{service or ours.full_name}/{method}"  # type: ignore[union-attr]
         try:
-            if service == SERVICE.full_name and SERVICE.methods_by_name[method].client_streaming:
+            if ours is not None and ours.methods_by_name[method].client_streaming:
                 call = self.channel.stream_stream(path)(iter(messages), timeout=60)
                 for _ in call:
                     pass
@@ -211,7 +280,7 @@ class RequestFuzzer:
         (split at 0xff 0xfe into the messages of a stream)."""
         if not data:
             return
-        method = SERVICE.methods[data[0] % len(SERVICE.methods)].name
+        method = METHODS[data[0] % len(METHODS)]
         self.send_raw(method, data[1:].split(b"\xff\xfe"))
 
     def mutated(self, method: str, draw: st.DrawFn) -> grpc.StatusCode:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess
-from tests.fuzz_requests import INFERENCE_METHODS, INFERENCE_SERVICE, SERVICE, RequestFuzzer
+from tests.fuzz_requests import INFERENCE_METHODS, INFERENCE_SERVICE, METHODS, RequestFuzzer
 
 FUZZ = settings(
     derandomize=True,
@@ -50,9 +50,9 @@ def test_raw_request_bytes(fuzzer: RequestFuzzer, data: bytes) -> None:
 
 
 def test_undecodable_bytes_are_invalid_argument(fuzzer: RequestFuzzer) -> None:
-    for method in SERVICE.methods:
-        code = fuzzer.send_raw(method.name, [b"\x0a\xff\xff\xff\x0f"])
-        assert code == grpc.StatusCode.INVALID_ARGUMENT, method.name
+    for method in METHODS:
+        code = fuzzer.send_raw(method, [b"\x0a\xff\xff\xff\x0f"])
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, method
 
 
 def _codes(
@@ -74,10 +74,10 @@ def _codes(
     return codes
 
 
-@pytest.mark.parametrize("method", [m.name for m in SERVICE.methods])
+@pytest.mark.parametrize("method", METHODS)
 def test_mutated_requests(fuzzer: RequestFuzzer, method: str) -> None:
     codes = _codes(fuzzer, lambda draw: fuzzer.mutated(method, draw), 150)
-    if method != "ListArchitectures":  # its request has no field that can be wrong
+    if method not in ("ListArchitectures", "ListModels"):  # no field that can be wrong
         assert grpc.StatusCode.INVALID_ARGUMENT in codes or grpc.StatusCode.NOT_FOUND in codes
 
 

@@ -18,40 +18,38 @@ are the protocol's (`inputs[X1].shape`, `parameters[mask_constant]`, `model_name
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import grpc
-import numpy as np
 from ntkserve import kinds
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import tensor_pb2
 from ntkserve_engine.kernels import EngineError
 
-from ntkserve_server import requests, wire
+from ntkserve_server import inference_models, model_requests, requests, wire
 from ntkserve_server.admission import Admission
 from ntkserve_server.calls import Boundary, CallObserver, rpc
+from ntkserve_server.inference_tensors import (
+    DATATYPE_OF,
+    IGNORED_PARAMETERS,
+    PLATFORM,
+    VERSION,
+    check_no_parameters,
+    check_version,
+    input_tensor,
+    parameter_number,
+)
 from ntkserve_server.kserve_v2 import grpc_predict_v2_pb2 as pb
+from ntkserve_server.model_service import ModelService
 from ntkserve_server.registry import UnknownArchitecture
 from ntkserve_server.service import KernelService
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-VERSION = "1"
-PLATFORM = "ntkserve"
-# Protocol datatype, ntkserve dtype, numpy dtype, the typed-contents field.
-DATATYPES: dict[str, tuple[tensor_pb2.Dtype, np.dtype[Any], str]] = {
-    "FP32": (tensor_pb2.DTYPE_FLOAT32, np.dtype("<f4"), "fp32_contents"),
-    "FP64": (tensor_pb2.DTYPE_FLOAT64, np.dtype("<f8"), "fp64_contents"),
-}
-DATATYPE_OF = {dtype: name for name, (dtype, _, _) in DATATYPES.items()}
 # Protocol input name -> ComputeKernelRequest field.
 INPUTS = {"X1": "x1", "X2": "x2", "PATTERN1": "pattern1", "PATTERN2": "pattern2"}
 # Protocol output name -> KernelKind: "NNGP", "NTK", from the one table of kinds.
 OUTPUTS = {kinds.output_name(name): code for name, code in kinds.CODES.items()}
 PARAMETERS = ("mask_constant",)
-# Sent by stock clients (tritonclient's infer(priority=, timeout=)); accepted and ignored:
-# ntkserve has one queue, and the call's gRPC deadline bounds its time.
-IGNORED_PARAMETERS = ("priority", "timeout")
 # ComputeKernelRequest field -> the protocol's path, for errors raised by the kernel work.
 FIELD_PATHS = {
     **{field: f"inputs[{name}]" for name, field in INPUTS.items()},
@@ -68,78 +66,11 @@ def _protocol_path(field: str) -> str:
     return FIELD_PATHS.get(head, head) + dot + rest
 
 
-def _parameter_number(name: str, value: pb.InferParameter) -> float:
-    kind = value.WhichOneof("parameter_choice")
-    if kind not in ("double_param", "int64_param", "uint64_param"):
-        raise requests.InvalidRequest(
-            f"parameters[{name}]",
-            f"must be a number (double_param or int64_param), not {kind or 'unset'}",
-        )
-    return float(getattr(value, kind))
-
-
-def _check_no_parameters(parameters: Any, path: str) -> None:
-    """Shared memory, classification and the like are Triton's extensions, not served here."""
-    for name in parameters:
-        raise requests.InvalidRequest(
-            f"{path}.parameters[{name}]",
-            "is not supported by ntkserve (no shared memory or classification; "
-            "send the data in the request)",
-        )
-
-
-def _tensor(
-    request: pb.ModelInferRequest, index: int, tensor: Any
-) -> tuple[str, tensor_pb2.Tensor]:
-    """One input as the ComputeKernelRequest field it feeds and its ntkserve Tensor."""
-    path = f"inputs[{tensor.name}]"
-    field = INPUTS.get(tensor.name)
-    if field is None:
-        raise requests.InvalidRequest(
-            f"inputs[{index}].name", f"{tensor.name!r} is not one of {', '.join(INPUTS)}"
-        )
-    _check_no_parameters(tensor.parameters, path)
-    if tensor.datatype not in DATATYPES:
-        raise requests.InvalidRequest(
-            f"{path}.datatype", f"{tensor.datatype!r} is not one of {', '.join(DATATYPES)}"
-        )
-    dtype, np_dtype, contents_field = DATATYPES[tensor.datatype]
-    shape = [int(s) for s in tensor.shape]
-    if any(s < 0 for s in shape):
-        raise requests.InvalidRequest(f"{path}.shape", f"{shape} has a negative size")
-    elements = math.prod(shape)
-    if request.raw_input_contents and tensor.HasField("contents"):
-        raise requests.InvalidRequest(
-            f"{path}.contents", "given with raw_input_contents: send the data one way only"
-        )
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != len(request.inputs):
-            raise requests.InvalidRequest(
-                "raw_input_contents",
-                f"has {len(request.raw_input_contents)} entries for {len(request.inputs)} "
-                "inputs: send one per input, or none and typed contents",
-            )
-        data = request.raw_input_contents[index]
-    else:
-        values = getattr(tensor.contents, contents_field)
-        if len(values) != elements:
-            raise requests.InvalidRequest(
-                f"{path}.contents.{contents_field}",
-                f"holds {len(values)} values; shape {shape} needs {elements}",
-            )
-        data = np.asarray(values, np_dtype).tobytes()
-    if len(data) != elements * np_dtype.itemsize:
-        raise requests.InvalidRequest(
-            f"{path}", f"{len(data)} bytes do not hold a {tensor.datatype} tensor of shape {shape}"
-        )
-    return field, tensor_pb2.Tensor(dtype=dtype, shape=shape, data=data)
-
-
 def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
     """The ComputeKernelRequest a ModelInferRequest asks for (InvalidRequest if none)."""
     fields: dict[str, Any] = {}
     for index, tensor in enumerate(request.inputs):
-        field, encoded = _tensor(request, index, tensor)
+        field, encoded = input_tensor(request, index, tensor, INPUTS)
         if field in fields:
             raise requests.InvalidRequest(f"inputs[{index}].name", f"{tensor.name} given twice")
         fields[field] = encoded
@@ -153,7 +84,7 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
             )
         if OUTPUTS[output.name] in asked:
             raise requests.InvalidRequest(f"outputs[{index}].name", f"{output.name} asked twice")
-        _check_no_parameters(output.parameters, f"outputs[{output.name}]")
+        check_no_parameters(output.parameters, f"outputs[{output.name}]")
         asked.append(OUTPUTS[output.name])
     for name, value in request.parameters.items():
         if name in IGNORED_PARAMETERS:
@@ -163,7 +94,7 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
                 f"parameters[{name}]",
                 f"is not a parameter of ntkserve; known: {', '.join(PARAMETERS)}",
             )
-        fields[name] = _parameter_number(name, value)
+        fields[name] = parameter_number(name, value)
     return ks.ComputeKernelRequest(
         architecture_id=request.model_name,
         get=asked or list(OUTPUTS.values()),
@@ -171,27 +102,25 @@ def kernel_request(request: pb.ModelInferRequest) -> ks.ComputeKernelRequest:
     )
 
 
-def _check_version(version: str, field: str) -> None:
-    if version not in ("", VERSION):
-        raise requests.InvalidRequest(field, f"{version!r}: ntkserve models have version 1 only")
-
-
-def _tensor_metadata(name: str, shape: list[int]) -> pb.ModelMetadataResponse.TensorMetadata:
+def tensor_metadata(name: str, shape: list[int]) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype="FP32", shape=shape)
 
 
 class InferenceService:
-    """The inference protocol's six methods over a KernelService."""
+    """The inference protocol's six methods over a KernelService (architectures as models)
+    and a ModelService (fitted models as models: `inference_models`)."""
 
     def __init__(
         self,
         kernels: KernelService,
+        models: ModelService,
         *,
         admission: Admission,
         server_version: str,
         observer: CallObserver | None = None,
     ) -> None:
         self._kernels = kernels
+        self._models = models
         self._server_version = server_version
         # ModelInfer's slots come from KernelService's pool: the same `admission`.
         self.boundary = Boundary(admission, observer)
@@ -220,9 +149,13 @@ class InferenceService:
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        """Ready: registered by this tenant (an unknown model is not ready, not an error)."""
-        _check_version(request.version, "version")
-        ready = bool(request.name) and await self._kernels.holds(request.name)
+        """Ready: registered (fitted) by this tenant (an unknown model is not ready, not an
+        error)."""
+        check_version(request.version, "version")
+        if inference_models.is_model(request.name):
+            ready = await self._models.holds(request.name)
+        else:
+            ready = bool(request.name) and await self._kernels.holds(request.name)
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc()
@@ -232,7 +165,10 @@ class InferenceService:
         """X1 and X2 are (N, *features), the outputs (N1, N2, *positions left): their ranks
         depend on the network, so only the first axis is declared; FP64 is accepted as well
         as the FP32 declared."""
-        _check_version(request.version, "version")
+        check_version(request.version, "version")
+        if inference_models.is_model(request.name):
+            name = model_requests.require_model_id(request.name, "name")
+            return inference_models.metadata(await self._models.record(name))
         name = requests.require_id(request.name, "name")
         if not await self._kernels.holds(name):
             raise UnknownArchitecture(name, "; register it with KernelService first")
@@ -240,15 +176,17 @@ class InferenceService:
             name=name,
             versions=[VERSION],
             platform=PLATFORM,
-            inputs=[_tensor_metadata("X1", [-1]), _tensor_metadata("X2", [-1])],
-            outputs=[_tensor_metadata(n, [-1]) for n in OUTPUTS],
+            inputs=[tensor_metadata("X1", [-1]), tensor_metadata("X2", [-1])],
+            outputs=[tensor_metadata(n, [-1]) for n in OUTPUTS],
         )
 
     @rpc(admitted=True)
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        _check_version(request.model_version, "model_version")
+        check_version(request.model_version, "model_version")
+        if inference_models.is_model(request.model_name):
+            return await self._model_infer(request)
         try:
             computed = await self._kernels.compute_kernel(kernel_request(request))
         except (EngineError, requests.InvalidRequest, requests.OverLimit) as e:
@@ -264,6 +202,14 @@ class InferenceService:
             response.outputs.add(name=name, datatype=DATATYPE_OF[value.dtype], shape=value.shape)
             response.raw_output_contents.append(value.data)
         return response
+
+    async def _model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """ModelInfer on a fitted model: a Predict (errors in the protocol's field paths)."""
+        try:
+            predicted = await self._models.predict(inference_models.predict_request(request))
+        except (EngineError, requests.InvalidRequest, requests.OverLimit) as e:
+            raise e.renamed(inference_models.protocol_path) from e
+        return inference_models.infer_response(request, predicted)
 
 
 def add_to_server(servicer: InferenceService, server: grpc.aio.Server) -> None:

@@ -146,10 +146,27 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             await self._kernels.run(requests.check_finite, array, name)
         return x, y
 
+    async def holds(self, model_id: str) -> bool:
+        """Whether the caller's tenant has a model of this id."""
+        found = await self._kernels.run(self._store.find, caller_tenant(), model_id)
+        return found is not None
+
+    async def record(self, model_id: str) -> ms.ModelRecord:
+        """The caller's model's record (UnknownModel if it has none of that id)."""
+        stored = await self._kernels.run(self._store.get, caller_tenant(), model_id)
+        return stored.record
+
     @rpc(admitted=True)
     async def Predict(
         self, request: ms.PredictRequest, context: grpc.aio.ServicerContext
     ) -> ms.PredictResponse:
+        return await self.predict(request, _expired(context))
+
+    async def predict(
+        self, request: ms.PredictRequest, expired: Callable[[], bool] = lambda: False
+    ) -> ms.PredictResponse:
+        """Predict's work, for the caller's tenant, inside a call boundary and an admission
+        slot the caller holds (Predict's, or the inference protocol's ModelInfer's)."""
         tenant = caller_tenant()
         limits = self._kernels
         query = await limits.run(model_requests.predict_request, request, limits.max_elements)
@@ -158,7 +175,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         await limits.run(limits.compiled, tenant, stored.record.architecture_id)
         loaded = await limits.run(self._predictors.get, stored)
         models.check_prediction_size(query, stored.record, get, limits)
-        k_td, k_tt = await self._test_kernels(tenant, stored.record, loaded, query, get, context)
+        k_td, k_tt = await self._test_kernels(tenant, stored.record, loaded, query, get, expired)
         out, solve = await limits.run(models.answer, loaded, query, get, k_td, k_tt)
         mean, cov = (out, None) if query.covariance is None else out
         response = ms.PredictResponse(mean=tensor.encode(np.asarray(mean), "mean"), solve=solve)
@@ -173,7 +190,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         loaded: Loaded,
         query: PredictQuery,
         get: str,
-        context: grpc.aio.ServicerContext,
+        expired: Callable[[], bool],
     ) -> tuple[dict[str, Array] | None, dict[str, Array] | None]:
         """The test-train kernels and the test prior (its diagonal for marginal variances)
         a prediction needs; (None, None) on the training set."""
@@ -181,7 +198,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         if x_test is None:
             return None, None
         td_names, prior = models.kernels_needed(get, query.covariance)
-        arch, expired = record.architecture_id, _expired(context)
+        arch = record.architecture_id
         train = loaded.x_train
         test_train = KernelRequest(arch, x_test.shape, train.shape, x_test.dtype, td_names)
         k_td = await self._assembled(tenant, test_train, (x_test, train), expired)

@@ -217,6 +217,7 @@ def _add_services(
     inference.add_to_server(
         inference.InferenceService(
             kernel_service,
+            model_service,
             admission=admission,
             server_version=ntkserve_server.__version__,
             observer=metrics,

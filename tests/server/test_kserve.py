@@ -266,3 +266,35 @@ def test_no_test_module_imports_the_servers_inference_messages() -> None:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             wrong += [f"{path.name}: {n}" for n in names if n.startswith(tuple(banned))]
     assert not wrong, wrong
+
+
+def test_a_fitted_model_is_a_model_of_the_protocol(
+    triton_client: triton.InferenceServerClient, server: ServerProcess
+) -> None:
+    """Input X, outputs MEAN and VARIANCE: what Model.predict answers for the same test
+    points (covariance "marginal"), bit for bit; parameters t and get; metadata."""
+    x, y, x_test = _rng_inputs(5, (20, 4), (20, 2), (6, 4), dtype=np.float64)
+    with Client(server.target) as client:
+        model = client.fit(ARCH, x, y, "ntk", diag_reg=1e-3)
+        want = model.predict(x_test, covariance="marginal")
+        at_t = model.predict(x_test, 2.0, "nngp", covariance="marginal")
+    assert triton_client.is_model_ready(model.id)
+    assert not triton_client.is_model_ready("model-" + "0" * 32)
+    metadata = triton_client.get_model_metadata(model.id)
+    assert [i.name for i in metadata.inputs] == ["X"] and list(metadata.inputs[0].shape) == [-1, 4]
+    assert [o.name for o in metadata.outputs] == ["MEAN", "VARIANCE"]
+    outputs = [triton.InferRequestedOutput("MEAN"), triton.InferRequestedOutput("VARIANCE")]
+    result = triton_client.infer(model.id, [_input("X", x_test)], outputs=outputs)
+    np.testing.assert_array_equal(result.as_numpy("MEAN"), want.mean)
+    np.testing.assert_array_equal(result.as_numpy("VARIANCE"), want.covariance)
+    timed = triton_client.infer(
+        model.id, [_input("X", x_test)], outputs=outputs, parameters={"t": 2.0, "get": "nngp"}
+    )
+    np.testing.assert_array_equal(timed.as_numpy("MEAN"), at_t.mean)
+    np.testing.assert_array_equal(timed.as_numpy("VARIANCE"), at_t.covariance)
+    mean_only = triton_client.infer(model.id, [_input("X", x_test)])
+    assert mean_only.as_numpy("VARIANCE") is None
+    with pytest.raises(InferenceServerException, match=r"inputs\[X\].shape"):
+        triton_client.infer(model.id, [_input("X", x_test[:, :3])])
+    with pytest.raises(InferenceServerException, match=r"parameters\[get\]"):
+        triton_client.infer(model.id, [_input("X", x_test)], parameters={"get": "ntkk"})

@@ -4,6 +4,7 @@
     ntkserve kernel --arch ARCH.json --x1 A.npy [--x2 B.npy] --get ntk --out K.npy
     ntkserve ls [--json]                              # the registered architectures
     ntkserve show ID                                  # one architecture, as JSON
+    ntkserve fit / predict / models / tune ...        # served models (cli_models.py)
     ntkserve serve [...]                              # the server (needs ntkserve-server)
 
 Architecture files use the protobuf JSON mapping of `ntkserve.v1.Architecture` (what
@@ -26,19 +27,23 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from google.protobuf import json_format
 
-from ntkserve import errors, kinds
+from ntkserve import cli_models, errors, kinds
 from ntkserve.assembly import output_paths
-from ntkserve.client import Client
-from ntkserve.spec import Architecture
+from ntkserve.cli_support import (
+    UsageError,
+    architecture,
+    architecture_or_id,
+    array,
+    client,
+    common_flags,
+    writable,
+)
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES
 from ntkserve.tensor import TensorError
 
-DEFAULT_TARGET = "localhost:50051"
 # ntkserve-server is not on PyPI: it installs from a checkout, with the engine it runs.
 SERVER_INSTALL = (
     "the server (ntkserve-server), which is not installed. It is not published yet; from a "
@@ -48,47 +53,8 @@ SERVER_INSTALL = (
 LAYERS_WIDTH = 60  # `ls` shortens a long chain of top-level layers to about this
 
 
-class UsageError(Exception):
-    """A bad argument or file: exit status 2."""
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--target",
-        default=os.environ.get("NTKSERVE_TARGET", DEFAULT_TARGET),
-        help="server host:port, or a resolver target such as dns:///ntkserve:50051 "
-        f"(default $NTKSERVE_TARGET or {DEFAULT_TARGET})",
-    )
-    common.add_argument(
-        "--token-file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="file holding the bearer token (default: $NTKSERVE_TOKEN if set)",
-    )
-    common.add_argument(
-        "--root-certificates",
-        type=Path,
-        default=None,
-        metavar="PEM",
-        help="CA of the server's certificate: use TLS",
-    )
-    common.add_argument(
-        "--timeout", type=_positive, default=None, help="seconds per call (default: none)"
-    )
-    return common
-
-
 def _parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = common_flags()
     parser = argparse.ArgumentParser(
         prog="ntkserve",
         description="Kernels of infinite-width networks, served over gRPC.",
@@ -138,54 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         "show", parents=[common], help="print a registered architecture as JSON"
     )
     show.add_argument("architecture_id", metavar="ID")
+    cli_models.add(commands, common)
     return parser
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    """The bearer token: one word, from --token-file or $NTKSERVE_TOKEN (or none)."""
-    where = "$NTKSERVE_TOKEN"
-    text = os.environ.get("NTKSERVE_TOKEN")
-    if args.token_file is not None:
-        where = str(args.token_file)
-        try:
-            text = _read_bytes(args.token_file).decode()
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{where}: not text: {e}") from e
-    if text is None or not text.strip():
-        return None
-    token = text.strip()
-    if len(token.split()) != 1:
-        raise UsageError(f"{where}: must hold the token alone (no spaces or second line)")
-    return token
-
-
-def _client(args: argparse.Namespace) -> Client:
-    token = _token(args)
-    roots = None if args.root_certificates is None else _read_bytes(args.root_certificates)
-    return Client(args.target, token=token, root_certificates=roots, timeout=args.timeout)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise UsageError(f"{path}: {e.strerror or e}") from e
-
-
-def _architecture(path: Path) -> Architecture:
-    try:
-        return Architecture.from_json(_read_bytes(path).decode())
-    except (json_format.ParseError, UnicodeDecodeError, ValueError) as e:
-        raise UsageError(f"{path}: not an ntkserve.v1.Architecture in JSON: {e}") from e
-
-
-def _array(path: Path | None) -> np.ndarray[Any, Any] | None:
-    if path is None:
-        return None
-    try:
-        return np.asarray(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a readable .npy array: {e}") from e
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -197,33 +117,19 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def _register(args: argparse.Namespace) -> None:
-    arch = _architecture(args.arch)
-    with _client(args) as client:
-        print(client.register(arch))
-
-
-def _writable(out: Path) -> Path:
-    """OUT with the .npy suffix numpy gives it, in a folder that exists: checked before the
-    server computes anything."""
-    if out.suffix != ".npy":
-        out = out.with_name(out.name + ".npy")
-    folder = out.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"--out {out}: {folder} is not a folder this user can write to")
-    return out
+    arch = architecture(args.arch)
+    with client(args) as connected:
+        print(connected.register(arch))
 
 
 def _kernel(args: argparse.Namespace) -> None:
     names = _kinds(args.get)
-    args.out = _writable(args.out)
-    arch_path = Path(args.arch)
-    if not arch_path.exists() and (args.arch.endswith(".json") or os.sep in args.arch):
-        raise UsageError(f"--arch {args.arch}: no such file (nor is it an architecture id)")
-    arch: Architecture | str = _architecture(arch_path) if arch_path.exists() else args.arch
-    x1 = _array(args.x1)
-    x2 = _array(args.x2)
+    args.out = writable(args.out)
+    arch = architecture_or_id(args.arch)
+    x1 = array(args.x1)
+    x2 = array(args.x2)
     assert x1 is not None
-    patterns = (_array(args.pattern1), _array(args.pattern2))
+    patterns = (array(args.pattern1), array(args.pattern2))
     pattern = None if patterns == (None, None) else patterns
     n1 = int(x1.shape[0]) if x1.ndim else 1
     n2 = n1 if x2 is None else int(x2.shape[0]) if x2.ndim else 1
@@ -232,8 +138,8 @@ def _kernel(args: argparse.Namespace) -> None:
         args.tile is not None or n1 * n2 * len(names) * x1.dtype.itemsize > STREAM_THRESHOLD_BYTES
     )
     get: str | tuple[str, ...] = names[0] if len(names) == 1 else names
-    with _client(args) as client:
-        result = client.kernel(
+    with client(args) as connected:
+        result = connected.kernel(
             arch,
             x1,
             x2,
@@ -253,8 +159,8 @@ def _kernel(args: argparse.Namespace) -> None:
 
 
 def _ls(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        records = client.list_architectures()
+    with client(args) as connected:
+        records = connected.list_architectures()
     for info in records:
         layers = [layer.WhichOneof("layer") or "?" for layer in info.architecture.layers]
         created = datetime.datetime.fromtimestamp(info.create_time, datetime.UTC)
@@ -273,12 +179,13 @@ def _ls(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        info = client.get_architecture(args.architecture_id)
+    with client(args) as connected:
+        info = connected.get_architecture(args.architecture_id)
     print(info.architecture.to_json())
 
 
 COMMANDS = {"register": _register, "kernel": _kernel, "ls": _ls, "show": _show}
+COMMANDS.update(cli_models.COMMANDS)
 
 
 def _serve(argv: list[str]) -> int:

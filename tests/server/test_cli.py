@@ -274,3 +274,77 @@ def test_the_command_line_imports_no_jax() -> None:
         "sys.exit('jax' in sys.modules or 'ntkserve_server' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_fit_predict_models_and_tune_from_the_shell(server: ServerProcess, tmp_path: Path) -> None:
+    """`ntkserve fit` prints the model's id, `predict` writes what Model.predict answers,
+    `models` lists it, `tune` prints the tuned values; bad flags are usage errors."""
+    rng = np.random.default_rng(4)
+    x, y, x_test = (
+        rng.standard_normal((20, 784)),
+        rng.standard_normal((20, 3)),
+        rng.standard_normal((5, 784)),
+    )
+    for name, array in (("x", x), ("y", y), ("x_test", x_test)):
+        np.save(tmp_path / f"{name}.npy", array)
+    fc = EXAMPLES / "fc.json"
+    fitted = ntkserve(
+        server.target,
+        "fit",
+        "--arch",
+        fc,
+        "--x",
+        tmp_path / "x.npy",
+        "--y",
+        tmp_path / "y.npy",
+        "--diag-reg",
+        "1e-3",
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    model_id = fitted.stdout.strip()
+    assert "solved by cholesky" in fitted.stderr
+    out = tmp_path / "p.npy"
+    predicted = ntkserve(
+        server.target,
+        "predict",
+        model_id,
+        "--x",
+        tmp_path / "x_test.npy",
+        "--t",
+        "1,5",
+        "--covariance",
+        "marginal",
+        "--out",
+        out,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    with Client(server.target) as client:
+        want = client.model(model_id).predict(x_test, [1.0, 5.0], covariance="marginal")
+    np.testing.assert_array_equal(np.load(tmp_path / "p.mean.npy"), want.mean)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.covariance.npy"), want.covariance)
+    listed = ntkserve(server.target, "models", "--json")
+    assert model_id in [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    tuned = ntkserve(
+        server.target,
+        "tune",
+        "--arch",
+        fc,
+        "--x",
+        tmp_path / "x.npy",
+        "--y",
+        tmp_path / "y.npy",
+        "--get",
+        "nngp",
+        "--diag-reg",
+        "0.1",
+        "--param",
+        "diag_reg=0.01:1",
+        "--steps",
+        "3",
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    assert set(json.loads(tuned.stdout)["values"]) == {"diag_reg"}
+    bad = ntkserve(server.target, "predict", model_id, "--t", "soon", "--out", out)
+    assert bad.returncode == 2 and "--t 'soon'" in bad.stderr
+    refused = ntkserve(server.target, "predict", model_id, "--t", "-1", "--out", out)
+    assert refused.returncode == 2 and "t: times must be >= 0" in refused.stderr

@@ -127,6 +127,16 @@ def _write(
         out[cols, rows] = tile.T
 
 
+def close(out: dict[str, Array]) -> None:
+    """Writes back and drops the arrays `allocate` mapped from files (emptying `out`), so
+    their pages leave the process's memory (the page cache keeps them, reclaimable)."""
+    while out:
+        _, array = out.popitem()
+        if isinstance(array, np.memmap):
+            array.flush()
+        del array
+
+
 def kernel_bytes(n1: int, n2: int, kinds: Sequence[str]) -> int:
     """What kernels of this shape take in float64."""
     return 8 * n1 * n2 * len(kinds)

@@ -113,15 +113,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                     if done == count or time.monotonic() - last > PROGRESS_SECONDS:
                         last = time.monotonic()
                         yield _progress("kernel", done, count)
+                kernel_matrices.close(kernels)  # unmapped: the pages leave the server's memory
                 call.extra = {"tiles": job.count, "n": n}
                 yield _progress("factorize", job.count, job.count)
-                solves, logp = await self._kernels.run(
-                    models.factorize_into, staged, settings, kernels, y
-                )
-            for k in kernels.values():
-                if isinstance(k, np.memmap):
-                    k.flush()  # before the store fsyncs the files
-            del kernels
+                solves, logp = await self._kernels.run(models.factorize_into, staged, settings, y)
             record = settings.record(model_id)
             for name, solve in solves.items():
                 record.solves[name].CopyFrom(solve)

@@ -82,12 +82,18 @@ def solve_message(f: Factorization) -> ms.Solve:
 
 
 def factorize_into(
-    staged: Path, settings: FitSettings, kernels: dict[str, Array], y: Array
+    staged: Path, settings: FitSettings, y: Array
 ) -> tuple[dict[str, ms.Solve], float]:
-    """Factorizes the model's regularized kernel, writes the factor beside the kernels, and
-    returns how it was solved and log p(y_train) under the model's GP (blocking)."""
-    k = kernels[settings.get]
-    factorization = factorize(regularized(k, settings.diag_reg, settings.absolute))
+    """Factorizes the model's regularized kernel (read from its staged file, mapped: its
+    pages are the page cache's, and the factor overwrites the one regularized copy), writes
+    the factor beside it, and returns how it was solved and log p(y_train) under the model's
+    GP (blocking)."""
+    k = np.load(staged / f"{settings.get}.npy", mmap_mode="r")
+
+    def remake() -> Array:
+        return regularized(k, settings.diag_reg, settings.absolute)
+
+    factorization = factorize(remake(), remake)
     for part in _FACTOR_PARTS:
         value = getattr(factorization, part)
         if value is not None:

@@ -67,8 +67,11 @@ class GPInference:
 
     def factorization(self, kernel: str) -> Factorization:
         if kernel not in self._factorizations:
-            reg = regularized(self.train(kernel), self._diag_reg, self._absolute)
-            self._factorizations[kernel] = factorize(reg)
+
+            def remake() -> Matrix:
+                return regularized(self.train(kernel), self._diag_reg, self._absolute)
+
+            self._factorizations[kernel] = factorize(remake(), remake)
         return self._factorizations[kernel]
 
     @functools.cache  # noqa: B019

@@ -102,7 +102,11 @@ def of_kernel(
     with `grad`, d log p / d diag_reg and `kernel_grad`, d log p / d K: the cotangent whose
     vector-Jacobian product through the kernel function gives the hyper-parameters'
     gradient (in process: jax.vjp; served: the gradient program, as ComputeValueAndGrad)."""
-    factorization = factorize(regularized(k, diag_reg, absolute))
+
+    def remake() -> Matrix:
+        return regularized(k, diag_reg, absolute)
+
+    factorization = factorize(remake(), remake)
     value, solved = log_likelihood(factorization, y)
     if not grad:
         return MarginalLikelihood(value, factorization)

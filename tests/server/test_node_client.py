@@ -1,5 +1,6 @@
-"""The Node.js example (examples/node/kernel.js) against a real server: it gets the Python
-client's kernels bit for bit, and prints a server error with its status code."""
+"""The Node.js examples against a real server: kernel.js gets the Python client's kernels bit
+for bit, predict.js fits the same model (same id) and gets the same predictions bit for bit,
+and both print a server error with its status code."""
 
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ def _node() -> str:
     pytest.skip(problem)
 
 
-def _run_example(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_example(
+    target: str, *args: str, script: str = "kernel.js"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "NTKSERVE_TOKEN"}
     return subprocess.run(
-        [_node(), "kernel.js", target, *args],
+        [_node(), script, target, *args],
         cwd=EXAMPLE,
         env=env,
         capture_output=True,
@@ -103,3 +106,43 @@ def test_node_prints_invalid_argument_naming_the_field(
     assert result.stdout == ""
     assert result.stderr.startswith("INVALID_ARGUMENT: x1.data: holds 124 bytes"), result.stderr
     assert "needs 128 bytes" in result.stderr
+
+
+# predict.js's fixed data, rebuilt as its comments describe (float64, exact in any language).
+X_TRAIN = ((np.arange(48) % 7 - 3) / 4).reshape(6, 8)
+Y_TRAIN = (np.arange(6) % 3 - 1).astype(np.float64)
+X_TEST = ((np.arange(16) % 5 - 2) / 8).reshape(2, 8)
+
+
+def _float64(printed: dict[str, Any]) -> np.ndarray[Any, Any]:
+    """A prediction from predict.js's JSON: JSON numbers round-trip doubles exactly."""
+    assert printed["dtype"] == "DTYPE_FLOAT64"
+    return np.array(printed["values"], np.float64).reshape(printed["shape"])
+
+
+def test_node_predictions_equal_the_python_clients(server: ServerProcess) -> None:
+    result = _run_example(server.target, script="predict.js")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    with Client(server.target, timeout=120) as client:
+        model = client.fit(ARCH, X_TRAIN, Y_TRAIN, "ntk", diag_reg=1e-3, progress=False)
+        mean, variance = model.predict(X_TEST, t=[1.0], covariance="marginal")
+    # Model ids are content addressed (tenant, architecture, data bytes and settings): the
+    # same id proves Node sent the same header and the same chunked bytes, and this fit
+    # found Node's model rather than making another.
+    assert printed["model_id"] == model.id
+    assert printed["solve"]["method"] in ("cholesky", "cholesky+jitter", "eigh-clipped", "eigh")
+    # Identical bits: the same model, the same x_test bytes, t and covariance, and a
+    # deterministic Predict; float64 survives the DataView decoding and JSON unchanged.
+    for name, expected in (("mean", mean), ("variance", variance)):
+        got = _float64(printed[name])
+        assert got.shape == expected.shape == (1, 2), name
+        np.testing.assert_array_equal(got.view(np.uint64), expected.view(np.uint64))
+
+
+def test_node_predict_prints_not_found_for_an_unknown_model(server: ServerProcess) -> None:
+    unknown = "model-" + "0" * 32  # well formed, never fitted
+    result = _run_example(server.target, "--model", unknown, script="predict.js")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"NOT_FOUND: no model with id '{unknown}'"), result.stderr

@@ -213,6 +213,20 @@ class RequestFuzzer:
                     covariance=ms.COVARIANCE_MARGINAL,
                 )
             ],
+            "PredictStream": [
+                ms.PredictStreamRequest(
+                    header=ms.PredictStreamHeader(
+                        model_id=model_id,
+                        dtype=data["x_train"].dtype,
+                        x_test_shape=x.shape,
+                        covariance=ms.COVARIANCE_MARGINAL,
+                        block_rows=2,
+                    )
+                ),
+                ms.PredictStreamRequest(
+                    chunk=ks.InputChunk(slot=ks.INPUT_SLOT_X1, offset=0, data=x.tobytes())
+                ),
+            ],
             "GetModel": [ms.GetModelRequest(model_id=model_id)],
             "ListModels": [ms.ListModelsRequest()],
             "DeleteModel": [ms.DeleteModelRequest(model_id=victim)],

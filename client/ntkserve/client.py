@@ -18,7 +18,7 @@ import numpy as np
 from ntkserve import endpoints, kinds, replicas, streaming, tensor
 from ntkserve.assembly import check_fits_in_memory, output_paths
 from ntkserve.endpoints import MAX_MESSAGE_BYTES, ArchLike, Endpoint, normalize_targets, proto_of
-from ntkserve.models import ModelMethods
+from ntkserve.model_methods import ModelMethods
 from ntkserve.spec import Architecture
 from ntkserve.streaming import STREAM_THRESHOLD_BYTES, StreamReport, TileHook
 from ntkserve.v1 import architecture_pb2, kernel_service_pb2
@@ -102,7 +102,7 @@ class Client(ModelMethods):
         whole (None: no deadline).
 
     Served models and likelihoods (`fit`, `model`, `models`, `gp_inference`,
-    `marginal_likelihood`, `tune`) are `models.ModelMethods`'.
+    `marginal_likelihood`, `tune`) are `model_methods.ModelMethods`'.
     """
 
     def __init__(

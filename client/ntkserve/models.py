@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from ntkserve import errors, kinds, progress, tensor
-from ntkserve.endpoints import ArchLike, Endpoint
+from ntkserve.endpoints import Endpoint
 from ntkserve.streaming import input_chunks
 from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import model_service_pb2 as ms
@@ -26,6 +26,9 @@ Array = np.ndarray[Any, Any]
 POSTERIORS = {"nngp": ms.POSTERIOR_NNGP, "ntk": ms.POSTERIOR_NTK, "ntkgp": ms.POSTERIOR_NTKGP}
 COVARIANCES = {None: ms.COVARIANCE_UNSPECIFIED, "marginal": ms.COVARIANCE_MARGINAL}
 COVARIANCES["full"] = ms.COVARIANCE_FULL
+# Model.predict streams when N_test x N_train passes this (the server's default unary limit
+# is 2**26 entries for every kernel a prediction needs): 128 MiB of float64 per kernel.
+STREAM_ENTRIES = 1 << 24
 
 
 class Gaussian(NamedTuple):
@@ -84,7 +87,7 @@ def model_info(record: ms.ModelRecord) -> ModelInfo:
     )
 
 
-def _choice(value: Any, allowed: Mapping[Any, Any], parameter: str) -> Any:
+def choice(value: Any, allowed: Mapping[Any, Any], parameter: str) -> Any:
     if value not in allowed:
         raise ValueError(f"{parameter}: must be one of {list(allowed)}, got {value!r}")
     return allowed[value]
@@ -111,25 +114,73 @@ class Model:
         t: float | Sequence[float] | None = None,
         get: str | None = None,
         covariance: str | None = None,
+        stream: bool | None = None,
+        block_rows: int | None = None,
     ) -> Any:
         """The mean prediction on x_test (None: the training set) at time t (None: t = inf;
         a sequence adds a leading time axis) for get "nngp", "ntk" or "ntkgp" (None: the
         model's); with covariance "marginal" (each test point's variance) or "full" (every
-        pair's), `Gaussian(mean, covariance)`."""
-        times = _times(t)
-        request = ms.PredictRequest(
-            model_id=self.id,
-            t=times,
-            get=ms.POSTERIOR_UNSPECIFIED if get is None else _choice(get, POSTERIORS, "get"),
-            covariance=_choice(covariance, COVARIANCES, "covariance"),
+        pair's), `Gaussian(mean, covariance)`. `stream`: send x_test and receive the answer
+        in row blocks (PredictStream: any number of test points, not with "full"); None
+        streams when the test x train kernels would pass STREAM_ENTRIES; `block_rows`: test
+        rows per streamed block (None: the server's choice)."""
+        fields = {
+            "model_id": self.id,
+            "t": _times(t),
+            "get": ms.POSTERIOR_UNSPECIFIED if get is None else choice(get, POSTERIORS, "get"),
+            "covariance": choice(covariance, COVARIANCES, "covariance"),
+        }
+        if stream is None:
+            entries = 0 if x_test is None else len(x_test) * self.info.x_train_shape[0]
+            stream = covariance != "full" and entries > STREAM_ENTRIES
+        if stream:
+            if x_test is None:
+                raise ValueError("x_test: a streamed prediction needs test inputs")
+            mean, cov = self._streamed(np.ascontiguousarray(x_test), fields, block_rows or 0)
+        else:
+            request = ms.PredictRequest(**fields)
+            if x_test is not None:
+                request.x_test.CopyFrom(tensor.encode(x_test, "x_test"))
+            response = self._endpoint.call(self._endpoint.models.Predict, request)
+            mean = tensor.decode(response.mean, "mean")
+            cov = None if covariance is None else tensor.decode(response.covariance, "cov")
+        if cov is None:
+            return _scalar_time(mean, t)
+        return Gaussian(_scalar_time(mean, t), _scalar_time(cov, t))
+
+    def _streamed(
+        self, x: Array, fields: dict[str, Any], block_rows: int
+    ) -> tuple[Array, Array | None]:
+        """PredictStream: the header and x's chunks out, the row blocks in, joined on the
+        rows axis (after the time axis, when there is one)."""
+        tensor.encode(x[:1], "x_test")  # the dtype check, on one row
+        header = ms.PredictStreamHeader(
+            dtype=tensor.dtype_code(x.dtype),  # type: ignore[arg-type]
+            x_test_shape=x.shape,
+            block_rows=block_rows,
+            **fields,
         )
-        if x_test is not None:
-            request.x_test.CopyFrom(tensor.encode(x_test, "x_test"))
-        response = self._endpoint.call(self._endpoint.models.Predict, request)
-        mean = _scalar_time(tensor.decode(response.mean, "mean"), t)
-        if covariance is None:
-            return mean
-        return Gaussian(mean, _scalar_time(tensor.decode(response.covariance, "covariance"), t))
+
+        def messages() -> Iterator[ms.PredictStreamRequest]:
+            yield ms.PredictStreamRequest(header=header)
+            for chunk in input_chunks(ks.INPUT_SLOT_X1, x):
+                yield ms.PredictStreamRequest(chunk=chunk)
+
+        endpoint = self._endpoint
+        answers = endpoint.models.PredictStream(
+            messages(), timeout=endpoint.timeout, metadata=endpoint.metadata
+        )
+        axis = 1 if fields["t"] else 0
+        means, covs = [], []
+        try:
+            for block in answers:
+                means.append(tensor.decode(block.mean, "mean"))
+                if block.HasField("covariance"):
+                    covs.append(tensor.decode(block.covariance, "covariance"))
+        except grpc.RpcError as e:
+            raise errors.from_rpc_error(e) from e
+        mean = np.concatenate(means, axis)
+        return mean, np.concatenate(covs, axis) if covs else None
 
     def delete(self) -> None:
         request = ms.DeleteModelRequest(model_id=self.id)
@@ -252,143 +303,3 @@ def data_fields(x_train: Any, y_train: Any) -> dict[str, Any]:
         "x_train": tensor.encode(x_train, "x_train"),
         "y_train": tensor.encode(np.asarray(y_train, np.float64), "y_train"),
     }
-
-
-class ModelMethods:
-    """`Client`'s methods for served models and likelihoods (on its first target)."""
-
-    _first: Endpoint
-
-    def fit(
-        self,
-        arch: ArchLike,
-        x_train: Any,
-        y_train: Any,
-        get: str = "ntk",
-        diag_reg: float = 0.0,
-        diag_reg_absolute_scale: bool = False,
-        learning_rate: float = 1.0,
-        tile: int | None = None,
-        progress: bool | None = None,
-    ) -> Model:
-        """Fits a model on the server: its training kernel (get "nngp", or "ntk", which keeps
-        the NNGP too for covariances), computed in tiles, regularized by diag_reg (relative to
-        its mean diagonal unless diag_reg_absolute_scale) and factorized in float64, stored
-        durably. y_train is (N,) or (N, outputs). Fitting the same data and settings again
-        returns the same model at once. `progress`: a bar of the kernel's tiles (None: on a
-        terminal)."""
-        settings = {
-            "get": _choice(get, kinds.CODES, "get"),
-            "diag_reg": float(diag_reg),
-            "diag_reg_absolute_scale": bool(diag_reg_absolute_scale),
-            "learning_rate": float(learning_rate),
-            "tile_size": int(tile or 0),
-        }
-        endpoint = self._first
-        return endpoint.with_id(
-            arch, lambda aid: fit(endpoint, aid, x_train, y_train, settings, progress)
-        )
-
-    def model(self, model_id: str) -> Model:
-        """A model fitted before (by id), to predict with."""
-        request = ms.GetModelRequest(model_id=model_id)
-        record = self._first.call(self._first.models.GetModel, request).record
-        return Model(self._first, model_info(record))
-
-    def models(self) -> list[ModelInfo]:
-        """Your models, oldest first."""
-        response = self._first.call(self._first.models.ListModels, ms.ListModelsRequest())
-        return [model_info(r) for r in response.records]
-
-    def delete_model(self, model_id: str) -> None:
-        self._first.call(self._first.models.DeleteModel, ms.DeleteModelRequest(model_id=model_id))
-
-    def gp_inference(
-        self,
-        arch: ArchLike,
-        x_train: Any,
-        y_train: Any,
-        x_test: Any = None,
-        get: str = "nngp",
-        diag_reg: float = 0.0,
-        diag_reg_absolute_scale: bool = False,
-        covariance: str | None = None,
-    ) -> Any:
-        """neural-tangents' `gp_inference` served: the posterior "nngp", "ntk" or "ntkgp" at
-        t = inf on x_test, from a model fitted (or found) for these data."""
-        kernel = "nngp" if _choice(get, POSTERIORS, "get") == ms.POSTERIOR_NNGP else "ntk"
-        model = self.fit(arch, x_train, y_train, kernel, diag_reg, diag_reg_absolute_scale)
-        return model.predict(x_test, None, get, covariance)
-
-    def marginal_likelihood(
-        self,
-        arch: ArchLike,
-        x_train: Any,
-        y_train: Any,
-        get: str = "nngp",
-        diag_reg: float = 0.0,
-        diag_reg_absolute_scale: bool = False,
-        hyper_parameters: Sequence[str] = (),
-        diag_reg_grad: bool = False,
-    ) -> Likelihood:
-        """log p(y_train) under the GP of `arch` on x_train (get "nngp" or "ntkgp"), with
-        its gradient with respect to the `hyper_parameters` named (paths, or "*") and, with
-        `diag_reg_grad`, to diag_reg."""
-        fields = data_fields(x_train, y_train)
-        endpoint = self._first
-
-        def call(architecture_id: str) -> ms.MarginalLikelihoodResponse:
-            request = ms.MarginalLikelihoodRequest(
-                architecture_id=architecture_id,
-                get=_choice(get, POSTERIORS, "get"),
-                diag_reg=diag_reg,
-                diag_reg_absolute_scale=diag_reg_absolute_scale,
-                hyper_parameters=list(hyper_parameters),
-                diag_reg_grad=diag_reg_grad,
-                **fields,
-            )
-            response: ms.MarginalLikelihoodResponse = endpoint.call(
-                endpoint.models.MarginalLikelihood, request
-            )
-            return response
-
-        return likelihood(endpoint.with_id(arch, call))
-
-    def tune(
-        self,
-        arch: ArchLike,
-        x_train: Any,
-        y_train: Any,
-        parameters: Mapping[str, tuple[float, float]],
-        get: str = "nngp",
-        diag_reg: float = 0.0,
-        diag_reg_absolute_scale: bool = False,
-        steps: int = 100,
-        step_size: float = 0.05,
-    ) -> Tuned:
-        """Maximizes the log marginal likelihood over `parameters` ({path or "diag_reg":
-        (lower, upper)}, tuned in log space within the bounds) from the network's values
-        (Adam, `steps` steps of `step_size`); the tuned network is registered (its id in
-        the result)."""
-        fields = data_fields(x_train, y_train)
-        tuned_parameters = [
-            ms.TunedParameter(path=path, lower=low, upper=high)
-            for path, (low, high) in parameters.items()
-        ]
-        endpoint = self._first
-
-        def call(architecture_id: str) -> ms.TuneResponse:
-            request = ms.TuneRequest(
-                architecture_id=architecture_id,
-                get=_choice(get, POSTERIORS, "get"),
-                diag_reg=diag_reg,
-                diag_reg_absolute_scale=diag_reg_absolute_scale,
-                parameters=tuned_parameters,
-                steps=steps,
-                step_size=step_size,
-                **fields,
-            )
-            response: ms.TuneResponse = endpoint.call(endpoint.models.Tune, request)
-            return response
-
-        return tuned(endpoint.with_id(arch, call))

@@ -167,27 +167,33 @@ class PredictQuery:
         if get == "ntkgp" and self.t is not None:
             raise InvalidRequest("t", "NTKGP is a posterior at t = infinity: leave t empty")
         if self.x_test is not None:
-            features = tuple(record.x_train_shape[1:])
-            if tuple(self.x_test.shape[1:]) != features:
-                raise InvalidRequest(
-                    "x_test.shape",
-                    f"must be (N_test, *{list(features)}) as the model's training inputs, "
-                    f"got {list(self.x_test.shape)}",
-                )
-            want = tensor.wire_dtype(record.dtype)
-            if self.x_test.dtype != want:
-                raise InvalidRequest(
-                    "x_test.dtype", f"must be the model's {want}, got {self.x_test.dtype}"
-                )
+            check_test_inputs(self.x_test.shape, self.x_test.dtype, record, "x_test")
         return get
 
 
-def _times(values: Sequence[float]) -> tuple[float, ...] | None:
+def check_test_inputs(
+    shape: Sequence[int], dtype: np.dtype[Any], record: ms.ModelRecord, field: str
+) -> None:
+    """InvalidRequest for test inputs of another feature shape or dtype than the model's
+    (`field` names them: "x_test", or a stream header's)."""
+    features = tuple(record.x_train_shape[1:])
+    if tuple(shape[1:]) != features:
+        raise InvalidRequest(
+            f"{field}.shape",
+            f"must be (N_test, *{list(features)}) as the model's training inputs, "
+            f"got {list(shape)}",
+        )
+    want = tensor.wire_dtype(record.dtype)
+    if dtype != want:
+        raise InvalidRequest(f"{field}.dtype", f"must be the model's {want}, got {dtype}")
+
+
+def _times(values: Sequence[float], field: str = "t") -> tuple[float, ...] | None:
     if not values:
         return None
     for i, t in enumerate(values):
         if math.isnan(t) or t < 0:
-            raise InvalidRequest(f"t[{i}]", f"must be >= 0 (+inf allowed), got {t}")
+            raise InvalidRequest(f"{field}[{i}]", f"must be >= 0 (+inf allowed), got {t}")
     return tuple(float(t) for t in values)
 
 
@@ -196,17 +202,66 @@ def predict_request(request: ms.PredictRequest, max_elements: int) -> PredictQue
     x_test = tensor_field(request, "x_test")
     if x_test is not None and (x_test.ndim < 2 or len(x_test) == 0):
         raise InvalidRequest("x_test.shape", f"must be (N_test, *features), got {x_test.shape}")
+    return dataclasses.replace(_query(request, ""), x_test=x_test)
+
+
+def _query(request: ms.PredictRequest | ms.PredictStreamHeader, prefix: str) -> PredictQuery:
+    """What a Predict request or a PredictStream header asks for, but its inputs."""
     if request.get not in (ms.POSTERIOR_UNSPECIFIED, *POSTERIORS):
-        raise InvalidRequest("get", f"is not a Posterior: {request.get}")
+        raise InvalidRequest(f"{prefix}get", f"is not a Posterior: {request.get}")
     if request.covariance not in COVARIANCES:
-        raise InvalidRequest("covariance", f"is not a Covariance: {request.covariance}")
+        raise InvalidRequest(f"{prefix}covariance", f"is not a Covariance: {request.covariance}")
     return PredictQuery(
-        model_id=require_model_id(request.model_id),
-        x_test=x_test,
-        t=_times(request.t),
+        model_id=require_model_id(request.model_id, f"{prefix}model_id"),
+        x_test=None,
+        t=_times(request.t, f"{prefix}t"),
         get=POSTERIORS.get(request.get),
         covariance=COVARIANCES[request.covariance],
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedPredict:
+    """A checked PredictStream header: the query (its x_test to come), the inputs' shape
+    and dtype, and the rows per block asked for (0: the server's choice)."""
+
+    query: PredictQuery
+    x_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    block_rows: int
+
+    @property
+    def input_bytes(self) -> int:
+        return math.prod(self.x_shape) * self.dtype.itemsize
+
+
+def predict_stream_header(header: ms.PredictStreamHeader, max_input_bytes: int) -> StreamedPredict:
+    query = _query(header, "header.")
+    if query.covariance == "full":
+        raise InvalidRequest(
+            "header.covariance",
+            "FULL couples every pair of test rows and is not streamed: ask for MARGINAL, or "
+            "call Predict with fewer test points",
+        )
+    try:
+        dtype = tensor.wire_dtype(header.dtype, "header.dtype")
+    except tensor.TensorError as e:
+        raise InvalidRequest.of(e.violations) from None
+    if header.block_rows < 0:
+        raise InvalidRequest("header.block_rows", f"must be >= 0, got {header.block_rows}")
+    checked = StreamedPredict(
+        query,
+        batch_shape(header.x_test_shape, "header.x_test_shape"),
+        dtype,
+        int(header.block_rows),
+    )
+    if checked.input_bytes > max_input_bytes:
+        raise OverLimit(
+            "",
+            f"the test inputs hold {checked.input_bytes} bytes, over this server's limit of "
+            f"{max_input_bytes} bytes per streamed call (--max-stream-input-mb)",
+        )
+    return checked
 
 
 @dataclasses.dataclass(frozen=True)

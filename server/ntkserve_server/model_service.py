@@ -11,6 +11,7 @@ log lines are the call boundary's (`calls.Boundary`), shared with KernelService.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -172,11 +173,45 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         models.check_prediction_size(query, stored.record, get, limits)
         k_td, k_tt = await self._test_kernels(tenant, stored.record, loaded, query, get, expired)
         out, solve = await limits.run(models.answer, loaded, query, get, k_td, k_tt)
-        mean, cov = (out, None) if query.covariance is None else out
-        response = ms.PredictResponse(mean=tensor.encode(np.asarray(mean), "mean"), solve=solve)
-        if cov is not None:
-            response.covariance.CopyFrom(tensor.encode(np.asarray(cov), "covariance"))
-        return response
+        return ms.PredictResponse(solve=solve, **_encoded(out, query.covariance))
+
+    @stream_rpc(admitted=True)
+    async def PredictStream(
+        self,
+        messages: AsyncIterator[ms.PredictStreamRequest],
+        context: grpc.aio.ServicerContext,
+        call: CallLog,
+    ) -> AsyncGenerator[ms.PredictStreamResponse, None]:
+        tenant, kernels = caller_tenant(), self._kernels
+        first = await next_message(messages, kernels.streams.idle_seconds, "the header")
+        if first is None or first.WhichOneof("payload") != "header":
+            raise requests.InvalidRequest(
+                "messages[0]", "the first message must be a PredictStreamHeader"
+            )
+        header = model_requests.predict_stream_header(first.header, kernels.streams.max_input_bytes)
+        stored = await kernels.run(self._store.get, tenant, header.query.model_id)
+        get = header.query.against(stored.record)
+        model_requests.check_test_inputs(
+            header.x_shape, header.dtype, stored.record, "header.x_test"
+        )
+        await kernels.run(kernels.compiled, tenant, stored.record.architecture_id)
+        loaded = await kernels.run(self._predictors.get, stored)
+        expected = {ks.INPUT_SLOT_X1: ("x_test", header.input_bytes)}
+        received = await receive_bytes(expected, messages, call, kernels.streams.idle_seconds)
+        x = np.frombuffer(received["x_test"], header.dtype).reshape(header.x_shape)
+        await kernels.run(requests.check_finite, x, "x_test")
+        rows = models.block_rows(stored.record, header.query, get, header.block_rows)
+        call.extra = {"rows": len(x), "block_rows": rows}
+        for start in range(0, len(x), rows):
+            query = dataclasses.replace(header.query, x_test=x[start : start + rows])
+            async with self.boundary.compute_slot(tenant):
+                k_td, k_tt = await self._test_kernels(
+                    tenant, stored.record, loaded, query, get, _expired(context)
+                )
+                out, solve = await kernels.run(models.answer, loaded, query, get, k_td, k_tt)
+            yield ms.PredictStreamResponse(
+                row_start=start, solve=solve, **_encoded(out, query.covariance)
+            )
 
     async def _test_kernels(
         self,
@@ -238,6 +273,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self, request: ms.TuneRequest, context: grpc.aio.ServicerContext
     ) -> ms.TuneResponse:
         return await likelihoods.tune(self._kernels, caller_tenant(), request)
+
+
+def _encoded(out: Any, covariance: str | None) -> dict[str, Any]:
+    """A prediction (a mean, or a Gaussian) as the mean and covariance Tensor fields."""
+    if covariance is None:
+        return {"mean": tensor.encode(np.asarray(out), "mean")}
+    return {
+        "mean": tensor.encode(np.asarray(out.mean), "mean"),
+        "covariance": tensor.encode(np.asarray(out.covariance), "covariance"),
+    }
 
 
 def _progress(phase: str, done: int, count: int) -> ms.FitResponse:

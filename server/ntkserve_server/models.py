@@ -77,6 +77,24 @@ def check_prediction_size(
     check_response_bytes(payload, limits.max_response_bytes, "the prediction")
 
 
+BLOCK_KERNEL_BYTES = 256 << 20  # a streamed prediction's test x train kernels per block
+BLOCK_MESSAGE_BYTES = 1 << 20  # and its answer's tensors, well under gRPC's 4 MiB default
+
+
+def block_rows(record: ms.ModelRecord, query: PredictQuery, get: str, asked: int) -> int:
+    """Test rows per block of a streamed prediction: as asked, else as many as keep the
+    block's test x train kernels within BLOCK_KERNEL_BYTES and its answer within
+    BLOCK_MESSAGE_BYTES (at least one row)."""
+    if asked:
+        return asked
+    names, _ = kernels_needed(get, query.covariance)
+    per_row_kernels = 8 * record.x_train_shape[0] * len(names)
+    times = 1 if query.t is None else len(query.t)
+    outputs = int(np.prod(record.y_train_shape[1:]))
+    per_row_answer = 8 * times * (outputs + 1)
+    return max(1, min(BLOCK_KERNEL_BYTES // per_row_kernels, BLOCK_MESSAGE_BYTES // per_row_answer))
+
+
 def solve_message(f: Factorization) -> ms.Solve:
     return ms.Solve(method=f.method, jitter=f.jitter, condition=f.condition)
 

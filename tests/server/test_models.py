@@ -101,6 +101,31 @@ def test_served_predictions_are_the_in_process_ones(
             _close(got.covariance, want.covariance)
 
 
+@pytest.mark.parametrize("covariance", [None, "marginal"])
+@pytest.mark.parametrize("t", [None, [0.5, 4.0]])
+@pytest.mark.parametrize("get", ["ntk", "ntkgp"])
+def test_streamed_predictions_are_the_unary_ones(
+    ntk_model: Any, get: str, t: Any, covariance: str | None
+) -> None:
+    """PredictStream in blocks of 3 rows (8 test points: blocks of 3, 3 and 2) answers what
+    one Predict answers (to float64 rounding: BLAS may order a 3-row product's sums unlike
+    an 8-row one's)."""
+    if get == "ntkgp" and t is not None:
+        return
+    unary = ntk_model.predict(X_TEST, t, get, covariance)
+    streamed = ntk_model.predict(X_TEST, t, get, covariance, stream=True, block_rows=3)
+    pairs = [(streamed, unary)] if covariance is None else list(zip(streamed, unary, strict=True))
+    for got, want in pairs:
+        assert got.shape == want.shape
+        _close(got, want)
+
+
+def test_a_full_covariance_is_not_streamed(ntk_model: Any) -> None:
+    with pytest.raises(errors.InvalidArgumentError) as seen:
+        ntk_model.predict(X_TEST, covariance="full", stream=True)
+    assert seen.value.field_violations[0][0] == "header.covariance"
+
+
 def test_ntkgp_and_gp_inference_are_the_in_process_ones(alice: Client, ntk_model: Any) -> None:
     kfn = kernel_fn(ARCH)
     kernels = {

@@ -26,7 +26,7 @@ from ntkserve.v1 import kernel_service_pb2 as ntkserve_dot_v1_dot_kernel__servic
 from ntkserve.v1 import tensor_pb2 as ntkserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fntkserve/v1/model_service.proto\x12\x0bntkserve.v1\x1a ntkserve/v1/kernel_service.proto\x1a\x18ntkserve/v1/tensor.proto\"\x8f\x02\n\tFitHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x15\n\rx_train_shape\x18\x04 \x03(\x03\x12\x15\n\ry_train_shape\x18\x05 \x03(\x03\x12\x10\n\x08\x64iag_reg\x18\x06 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x07 \x01(\x08\x12\x1a\n\rlearning_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\ttile_size\x18\t \x01(\x03\x42\x10\n\x0e_learning_rate\"k\n\nFitRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.ntkserve.v1.FitHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\":\n\x05Solve\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06jitter\x18\x02 \x01(\x01\x12\x11\n\tcondition\x18\x03 \x01(\x01\"\xbe\x03\n\x0bModelRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61rchitecture_id\x18\x02 \x01(\t\x12$\n\x03get\x18\x03 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x04 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x15\n\rx_train_shape\x18\x05 \x03(\x03\x12\x15\n\ry_train_shape\x18\x06 \x03(\x03\x12\x10\n\x08\x64iag_reg\x18\x07 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x08 \x01(\x08\x12\x15\n\rlearning_rate\x18\t \x01(\x01\x12\x34\n\x06solves\x18\n \x03(\x0b\x32$.ntkserve.v1.ModelRecord.SolvesEntry\x12\x1f\n\x17log_marginal_likelihood\x18\x0b \x01(\x01\x12\x13\n\x0b\x63reate_time\x18\x0c \x01(\x01\x12\x14\n\x0cstored_bytes\x18\r \x01(\x03\x1a\x41\n\x0bSolvesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.Solve:\x02\x38\x01\"?\n\x0b\x46itProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\ntiles_done\x18\x02 \x01(\x03\x12\r\n\x05tiles\x18\x03 \x01(\x03\"q\n\x0b\x46itResponse\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.ntkserve.v1.FitProgressH\x00\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x18.ntkserve.v1.ModelRecordH\x00\x42\t\n\x07payload\"\xa4\x01\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12#\n\x06x_test\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\t\n\x01t\x18\x03 \x03(\x01\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12+\n\ncovariance\x18\x05 \x01(\x0e\x32\x17.ntkserve.v1.Covariance\"\x80\x01\n\x0fPredictResponse\x12!\n\x04mean\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\'\n\ncovariance\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12!\n\x05solve\x18\x03 \x01(\x0b\x32\x12.ntkserve.v1.Solve\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"<\n\x10GetModelResponse\x12(\n\x06record\x18\x01 \x01(\x0b\x32\x18.ntkserve.v1.ModelRecord\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.ntkserve.v1.ModelRecord\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\x89\x02\n\x19MarginalLikelihoodRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x07x_train\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07y_train\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12\x10\n\x08\x64iag_reg\x18\x05 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x06 \x01(\x08\x12\x18\n\x10hyper_parameters\x18\x07 \x03(\t\x12\x15\n\rdiag_reg_grad\x18\x08 \x01(\x08\"\xab\x02\n\x1aMarginalLikelihoodResponse\x12\x1f\n\x17log_marginal_likelihood\x18\x01 \x01(\x01\x12!\n\x05solve\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.Solve\x12_\n\x15hyper_parameter_grads\x18\x03 \x03(\x0b\x32@.ntkserve.v1.MarginalLikelihoodResponse.HyperParameterGradsEntry\x12\x1a\n\rdiag_reg_grad\x18\x04 \x01(\x01H\x00\x88\x01\x01\x1a:\n\x18HyperParameterGradsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x10\n\x0e_diag_reg_grad\"<\n\x0eTunedParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"\x9d\x02\n\x0bTuneRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x07x_train\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07y_train\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12\x10\n\x08\x64iag_reg\x18\x05 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x06 \x01(\x08\x12/\n\nparameters\x18\x07 \x03(\x0b\x32\x1b.ntkserve.v1.TunedParameter\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x11\n\tstep_size\x18\t \x01(\x01\"\xe0\x01\n\x0cTuneResponse\x12\x35\n\x06values\x18\x01 \x03(\x0b\x32%.ntkserve.v1.TuneResponse.ValuesEntry\x12\x1f\n\x17log_marginal_likelihood\x18\x02 \x01(\x01\x12\x17\n\x0f\x61rchitecture_id\x18\x03 \x01(\t\x12\r\n\x05trace\x18\x04 \x03(\x01\x12!\n\x05solve\x18\x05 \x01(\x0b\x32\x12.ntkserve.v1.Solve\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*b\n\tPosterior\x12\x19\n\x15POSTERIOR_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOSTERIOR_NNGP\x10\x01\x12\x11\n\rPOSTERIOR_NTK\x10\x02\x12\x13\n\x0fPOSTERIOR_NTKGP\x10\x03*V\n\nCovariance\x12\x1a\n\x16\x43OVARIANCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OVARIANCE_MARGINAL\x10\x01\x12\x13\n\x0f\x43OVARIANCE_FULL\x10\x02\x32\xa0\x04\n\x0cModelService\x12<\n\x03\x46it\x12\x17.ntkserve.v1.FitRequest\x1a\x18.ntkserve.v1.FitResponse(\x01\x30\x01\x12\x44\n\x07Predict\x12\x1b.ntkserve.v1.PredictRequest\x1a\x1c.ntkserve.v1.PredictResponse\x12G\n\x08GetModel\x12\x1c.ntkserve.v1.GetModelRequest\x1a\x1d.ntkserve.v1.GetModelResponse\x12M\n\nListModels\x12\x1e.ntkserve.v1.ListModelsRequest\x1a\x1f.ntkserve.v1.ListModelsResponse\x12P\n\x0b\x44\x65leteModel\x12\x1f.ntkserve.v1.DeleteModelRequest\x1a .ntkserve.v1.DeleteModelResponse\x12\x65\n\x12MarginalLikelihood\x12&.ntkserve.v1.MarginalLikelihoodRequest\x1a\'.ntkserve.v1.MarginalLikelihoodResponse\x12;\n\x04Tune\x12\x18.ntkserve.v1.TuneRequest\x1a\x19.ntkserve.v1.TuneResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fntkserve/v1/model_service.proto\x12\x0bntkserve.v1\x1a ntkserve/v1/kernel_service.proto\x1a\x18ntkserve/v1/tensor.proto\"\x8f\x02\n\tFitHeader\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x03get\x18\x02 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x15\n\rx_train_shape\x18\x04 \x03(\x03\x12\x15\n\ry_train_shape\x18\x05 \x03(\x03\x12\x10\n\x08\x64iag_reg\x18\x06 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x07 \x01(\x08\x12\x1a\n\rlearning_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\ttile_size\x18\t \x01(\x03\x42\x10\n\x0e_learning_rate\"k\n\nFitRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.ntkserve.v1.FitHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\":\n\x05Solve\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06jitter\x18\x02 \x01(\x01\x12\x11\n\tcondition\x18\x03 \x01(\x01\"\xbe\x03\n\x0bModelRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61rchitecture_id\x18\x02 \x01(\t\x12$\n\x03get\x18\x03 \x01(\x0e\x32\x17.ntkserve.v1.KernelKind\x12!\n\x05\x64type\x18\x04 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x15\n\rx_train_shape\x18\x05 \x03(\x03\x12\x15\n\ry_train_shape\x18\x06 \x03(\x03\x12\x10\n\x08\x64iag_reg\x18\x07 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x08 \x01(\x08\x12\x15\n\rlearning_rate\x18\t \x01(\x01\x12\x34\n\x06solves\x18\n \x03(\x0b\x32$.ntkserve.v1.ModelRecord.SolvesEntry\x12\x1f\n\x17log_marginal_likelihood\x18\x0b \x01(\x01\x12\x13\n\x0b\x63reate_time\x18\x0c \x01(\x01\x12\x14\n\x0cstored_bytes\x18\r \x01(\x03\x1a\x41\n\x0bSolvesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.Solve:\x02\x38\x01\"?\n\x0b\x46itProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\ntiles_done\x18\x02 \x01(\x03\x12\r\n\x05tiles\x18\x03 \x01(\x03\"q\n\x0b\x46itResponse\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.ntkserve.v1.FitProgressH\x00\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x18.ntkserve.v1.ModelRecordH\x00\x42\t\n\x07payload\"\xa4\x01\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12#\n\x06x_test\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\t\n\x01t\x18\x03 \x03(\x01\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12+\n\ncovariance\x18\x05 \x01(\x0e\x32\x17.ntkserve.v1.Covariance\"\x80\x01\n\x0fPredictResponse\x12!\n\x04mean\x18\x01 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\'\n\ncovariance\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12!\n\x05solve\x18\x03 \x01(\x0b\x32\x12.ntkserve.v1.Solve\"\xd1\x01\n\x13PredictStreamHeader\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.ntkserve.v1.Dtype\x12\x14\n\x0cx_test_shape\x18\x03 \x03(\x03\x12\t\n\x01t\x18\x04 \x03(\x01\x12#\n\x03get\x18\x05 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12+\n\ncovariance\x18\x06 \x01(\x0e\x32\x17.ntkserve.v1.Covariance\x12\x12\n\nblock_rows\x18\x07 \x01(\x03\"\x7f\n\x14PredictStreamRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .ntkserve.v1.PredictStreamHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ntkserve.v1.InputChunkH\x00\x42\t\n\x07payload\"\x99\x01\n\x15PredictStreamResponse\x12\x11\n\trow_start\x18\x01 \x01(\x03\x12!\n\x04mean\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12\'\n\ncovariance\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12!\n\x05solve\x18\x04 \x01(\x0b\x32\x12.ntkserve.v1.Solve\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"<\n\x10GetModelResponse\x12(\n\x06record\x18\x01 \x01(\x0b\x32\x18.ntkserve.v1.ModelRecord\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.ntkserve.v1.ModelRecord\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\x89\x02\n\x19MarginalLikelihoodRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x07x_train\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07y_train\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12\x10\n\x08\x64iag_reg\x18\x05 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x06 \x01(\x08\x12\x18\n\x10hyper_parameters\x18\x07 \x03(\t\x12\x15\n\rdiag_reg_grad\x18\x08 \x01(\x08\"\xab\x02\n\x1aMarginalLikelihoodResponse\x12\x1f\n\x17log_marginal_likelihood\x18\x01 \x01(\x01\x12!\n\x05solve\x18\x02 \x01(\x0b\x32\x12.ntkserve.v1.Solve\x12_\n\x15hyper_parameter_grads\x18\x03 \x03(\x0b\x32@.ntkserve.v1.MarginalLikelihoodResponse.HyperParameterGradsEntry\x12\x1a\n\rdiag_reg_grad\x18\x04 \x01(\x01H\x00\x88\x01\x01\x1a:\n\x18HyperParameterGradsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x10\n\x0e_diag_reg_grad\"<\n\x0eTunedParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"\x9d\x02\n\x0bTuneRequest\x12\x17\n\x0f\x61rchitecture_id\x18\x01 \x01(\t\x12$\n\x07x_train\x18\x02 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12$\n\x07y_train\x18\x03 \x01(\x0b\x32\x13.ntkserve.v1.Tensor\x12#\n\x03get\x18\x04 \x01(\x0e\x32\x16.ntkserve.v1.Posterior\x12\x10\n\x08\x64iag_reg\x18\x05 \x01(\x01\x12\x1f\n\x17\x64iag_reg_absolute_scale\x18\x06 \x01(\x08\x12/\n\nparameters\x18\x07 \x03(\x0b\x32\x1b.ntkserve.v1.TunedParameter\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x11\n\tstep_size\x18\t \x01(\x01\"\xe0\x01\n\x0cTuneResponse\x12\x35\n\x06values\x18\x01 \x03(\x0b\x32%.ntkserve.v1.TuneResponse.ValuesEntry\x12\x1f\n\x17log_marginal_likelihood\x18\x02 \x01(\x01\x12\x17\n\x0f\x61rchitecture_id\x18\x03 \x01(\t\x12\r\n\x05trace\x18\x04 \x03(\x01\x12!\n\x05solve\x18\x05 \x01(\x0b\x32\x12.ntkserve.v1.Solve\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*b\n\tPosterior\x12\x19\n\x15POSTERIOR_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOSTERIOR_NNGP\x10\x01\x12\x11\n\rPOSTERIOR_NTK\x10\x02\x12\x13\n\x0fPOSTERIOR_NTKGP\x10\x03*V\n\nCovariance\x12\x1a\n\x16\x43OVARIANCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OVARIANCE_MARGINAL\x10\x01\x12\x13\n\x0f\x43OVARIANCE_FULL\x10\x02\x32\xfc\x04\n\x0cModelService\x12<\n\x03\x46it\x12\x17.ntkserve.v1.FitRequest\x1a\x18.ntkserve.v1.FitResponse(\x01\x30\x01\x12\x44\n\x07Predict\x12\x1b.ntkserve.v1.PredictRequest\x1a\x1c.ntkserve.v1.PredictResponse\x12Z\n\rPredictStream\x12!.ntkserve.v1.PredictStreamRequest\x1a\".ntkserve.v1.PredictStreamResponse(\x01\x30\x01\x12G\n\x08GetModel\x12\x1c.ntkserve.v1.GetModelRequest\x1a\x1d.ntkserve.v1.GetModelResponse\x12M\n\nListModels\x12\x1e.ntkserve.v1.ListModelsRequest\x1a\x1f.ntkserve.v1.ListModelsResponse\x12P\n\x0b\x44\x65leteModel\x12\x1f.ntkserve.v1.DeleteModelRequest\x1a .ntkserve.v1.DeleteModelResponse\x12\x65\n\x12MarginalLikelihood\x12&.ntkserve.v1.MarginalLikelihoodRequest\x1a\'.ntkserve.v1.MarginalLikelihoodResponse\x12;\n\x04Tune\x12\x18.ntkserve.v1.TuneRequest\x1a\x19.ntkserve.v1.TuneResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,10 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MARGINALLIKELIHOODRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_options = b'8\001'
   _globals['_TUNERESPONSE_VALUESENTRY']._loaded_options = None
   _globals['_TUNERESPONSE_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_POSTERIOR']._serialized_start=2873
-  _globals['_POSTERIOR']._serialized_end=2971
-  _globals['_COVARIANCE']._serialized_start=2973
-  _globals['_COVARIANCE']._serialized_end=3059
+  _globals['_POSTERIOR']._serialized_start=3370
+  _globals['_POSTERIOR']._serialized_end=3468
+  _globals['_COVARIANCE']._serialized_start=3470
+  _globals['_COVARIANCE']._serialized_end=3556
   _globals['_FITHEADER']._serialized_start=109
   _globals['_FITHEADER']._serialized_end=380
   _globals['_FITREQUEST']._serialized_start=382
@@ -61,32 +61,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST']._serialized_end=1345
   _globals['_PREDICTRESPONSE']._serialized_start=1348
   _globals['_PREDICTRESPONSE']._serialized_end=1476
-  _globals['_GETMODELREQUEST']._serialized_start=1478
-  _globals['_GETMODELREQUEST']._serialized_end=1513
-  _globals['_GETMODELRESPONSE']._serialized_start=1515
-  _globals['_GETMODELRESPONSE']._serialized_end=1575
-  _globals['_LISTMODELSREQUEST']._serialized_start=1577
-  _globals['_LISTMODELSREQUEST']._serialized_end=1596
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1598
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1661
-  _globals['_DELETEMODELREQUEST']._serialized_start=1663
-  _globals['_DELETEMODELREQUEST']._serialized_end=1701
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1703
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1724
-  _globals['_MARGINALLIKELIHOODREQUEST']._serialized_start=1727
-  _globals['_MARGINALLIKELIHOODREQUEST']._serialized_end=1992
-  _globals['_MARGINALLIKELIHOODRESPONSE']._serialized_start=1995
-  _globals['_MARGINALLIKELIHOODRESPONSE']._serialized_end=2294
-  _globals['_MARGINALLIKELIHOODRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_start=2218
-  _globals['_MARGINALLIKELIHOODRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_end=2276
-  _globals['_TUNEDPARAMETER']._serialized_start=2296
-  _globals['_TUNEDPARAMETER']._serialized_end=2356
-  _globals['_TUNEREQUEST']._serialized_start=2359
-  _globals['_TUNEREQUEST']._serialized_end=2644
-  _globals['_TUNERESPONSE']._serialized_start=2647
-  _globals['_TUNERESPONSE']._serialized_end=2871
-  _globals['_TUNERESPONSE_VALUESENTRY']._serialized_start=2826
-  _globals['_TUNERESPONSE_VALUESENTRY']._serialized_end=2871
-  _globals['_MODELSERVICE']._serialized_start=3062
-  _globals['_MODELSERVICE']._serialized_end=3606
+  _globals['_PREDICTSTREAMHEADER']._serialized_start=1479
+  _globals['_PREDICTSTREAMHEADER']._serialized_end=1688
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1690
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1817
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1820
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1973
+  _globals['_GETMODELREQUEST']._serialized_start=1975
+  _globals['_GETMODELREQUEST']._serialized_end=2010
+  _globals['_GETMODELRESPONSE']._serialized_start=2012
+  _globals['_GETMODELRESPONSE']._serialized_end=2072
+  _globals['_LISTMODELSREQUEST']._serialized_start=2074
+  _globals['_LISTMODELSREQUEST']._serialized_end=2093
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2095
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2158
+  _globals['_DELETEMODELREQUEST']._serialized_start=2160
+  _globals['_DELETEMODELREQUEST']._serialized_end=2198
+  _globals['_DELETEMODELRESPONSE']._serialized_start=2200
+  _globals['_DELETEMODELRESPONSE']._serialized_end=2221
+  _globals['_MARGINALLIKELIHOODREQUEST']._serialized_start=2224
+  _globals['_MARGINALLIKELIHOODREQUEST']._serialized_end=2489
+  _globals['_MARGINALLIKELIHOODRESPONSE']._serialized_start=2492
+  _globals['_MARGINALLIKELIHOODRESPONSE']._serialized_end=2791
+  _globals['_MARGINALLIKELIHOODRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_start=2715
+  _globals['_MARGINALLIKELIHOODRESPONSE_HYPERPARAMETERGRADSENTRY']._serialized_end=2773
+  _globals['_TUNEDPARAMETER']._serialized_start=2793
+  _globals['_TUNEDPARAMETER']._serialized_end=2853
+  _globals['_TUNEREQUEST']._serialized_start=2856
+  _globals['_TUNEREQUEST']._serialized_end=3141
+  _globals['_TUNERESPONSE']._serialized_start=3144
+  _globals['_TUNERESPONSE']._serialized_end=3368
+  _globals['_TUNERESPONSE_VALUESENTRY']._serialized_start=3323
+  _globals['_TUNERESPONSE_VALUESENTRY']._serialized_end=3368
+  _globals['_MODELSERVICE']._serialized_start=3559
+  _globals['_MODELSERVICE']._serialized_end=4195
 # @@protoc_insertion_point(module_scope)

@@ -148,6 +148,44 @@ class PredictResponse(_message.Message):
     solve: Solve
     def __init__(self, mean: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., covariance: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., solve: _Optional[_Union[Solve, _Mapping]] = ...) -> None: ...
 
+class PredictStreamHeader(_message.Message):
+    __slots__ = ("model_id", "dtype", "x_test_shape", "t", "get", "covariance", "block_rows")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    X_TEST_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    T_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    dtype: _tensor_pb2.Dtype
+    x_test_shape: _containers.RepeatedScalarFieldContainer[int]
+    t: _containers.RepeatedScalarFieldContainer[float]
+    get: Posterior
+    covariance: Covariance
+    block_rows: int
+    def __init__(self, model_id: _Optional[str] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., x_test_shape: _Optional[_Iterable[int]] = ..., t: _Optional[_Iterable[float]] = ..., get: _Optional[_Union[Posterior, str]] = ..., covariance: _Optional[_Union[Covariance, str]] = ..., block_rows: _Optional[int] = ...) -> None: ...
+
+class PredictStreamRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PredictStreamHeader
+    chunk: _kernel_service_pb2.InputChunk
+    def __init__(self, header: _Optional[_Union[PredictStreamHeader, _Mapping]] = ..., chunk: _Optional[_Union[_kernel_service_pb2.InputChunk, _Mapping]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("row_start", "mean", "covariance", "solve")
+    ROW_START_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_FIELD_NUMBER: _ClassVar[int]
+    SOLVE_FIELD_NUMBER: _ClassVar[int]
+    row_start: int
+    mean: _tensor_pb2.Tensor
+    covariance: _tensor_pb2.Tensor
+    solve: Solve
+    def __init__(self, row_start: _Optional[int] = ..., mean: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., covariance: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., solve: _Optional[_Union[Solve, _Mapping]] = ...) -> None: ...
+
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]

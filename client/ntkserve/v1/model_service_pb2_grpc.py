@@ -59,6 +59,11 @@ class ModelServiceStub(object):
                 request_serializer=ntkserve_dot_v1_dot_model__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=ntkserve_dot_v1_dot_model__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictStream = channel.stream_stream(
+                '/ntkserve.v1.ModelService/PredictStream',
+                request_serializer=ntkserve_dot_v1_dot_model__service__pb2.PredictStreamRequest.SerializeToString,
+                response_deserializer=ntkserve_dot_v1_dot_model__service__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/ntkserve.v1.ModelService/GetModel',
                 request_serializer=ntkserve_dot_v1_dot_model__service__pb2.GetModelRequest.SerializeToString,
@@ -122,6 +127,17 @@ class ModelServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictStream(self, request_iterator, context):
+        """Predictions on a test set of any size: the client sends a PredictStreamHeader, then
+        x_test's raw bytes (INPUT_SLOT_X1, the model's dtype) as InputChunks, in order, and
+        half-closes; the server answers with a PredictStreamResponse per block of consecutive
+        test rows, in order, as each is computed (it holds one block's kernels at a time).
+        Covariance: none or MARGINAL (a FULL covariance couples every pair of rows: Predict).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModel(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -168,6 +184,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=ntkserve_dot_v1_dot_model__service__pb2.PredictRequest.FromString,
                     response_serializer=ntkserve_dot_v1_dot_model__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=ntkserve_dot_v1_dot_model__service__pb2.PredictStreamRequest.FromString,
+                    response_serializer=ntkserve_dot_v1_dot_model__service__pb2.PredictStreamResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
@@ -264,6 +285,33 @@ class ModelService(object):
             '/ntkserve.v1.ModelService/Predict',
             ntkserve_dot_v1_dot_model__service__pb2.PredictRequest.SerializeToString,
             ntkserve_dot_v1_dot_model__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ntkserve.v1.ModelService/PredictStream',
+            ntkserve_dot_v1_dot_model__service__pb2.PredictStreamRequest.SerializeToString,
+            ntkserve_dot_v1_dot_model__service__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

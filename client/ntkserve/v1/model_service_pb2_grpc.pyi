@@ -53,6 +53,17 @@ class ModelServiceStub:
     ]
     """Predictions of a fitted model on test inputs (or its training set)."""
 
+    PredictStream: grpc.StreamStreamMultiCallable[
+        ntkserve.v1.model_service_pb2.PredictStreamRequest,
+        ntkserve.v1.model_service_pb2.PredictStreamResponse,
+    ]
+    """Predictions on a test set of any size: the client sends a PredictStreamHeader, then
+    x_test's raw bytes (INPUT_SLOT_X1, the model's dtype) as InputChunks, in order, and
+    half-closes; the server answers with a PredictStreamResponse per block of consecutive
+    test rows, in order, as each is computed (it holds one block's kernels at a time).
+    Covariance: none or MARGINAL (a FULL covariance couples every pair of rows: Predict).
+    """
+
     GetModel: grpc.UnaryUnaryMultiCallable[
         ntkserve.v1.model_service_pb2.GetModelRequest,
         ntkserve.v1.model_service_pb2.GetModelResponse,
@@ -118,6 +129,17 @@ class ModelServiceAsyncStub:
         ntkserve.v1.model_service_pb2.PredictResponse,
     ]
     """Predictions of a fitted model on test inputs (or its training set)."""
+
+    PredictStream: grpc.aio.StreamStreamMultiCallable[
+        ntkserve.v1.model_service_pb2.PredictStreamRequest,
+        ntkserve.v1.model_service_pb2.PredictStreamResponse,
+    ]
+    """Predictions on a test set of any size: the client sends a PredictStreamHeader, then
+    x_test's raw bytes (INPUT_SLOT_X1, the model's dtype) as InputChunks, in order, and
+    half-closes; the server answers with a PredictStreamResponse per block of consecutive
+    test rows, in order, as each is computed (it holds one block's kernels at a time).
+    Covariance: none or MARGINAL (a FULL covariance couples every pair of rows: Predict).
+    """
 
     GetModel: grpc.aio.UnaryUnaryMultiCallable[
         ntkserve.v1.model_service_pb2.GetModelRequest,
@@ -188,6 +210,19 @@ class ModelServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ntkserve.v1.model_service_pb2.PredictResponse, collections.abc.Awaitable[ntkserve.v1.model_service_pb2.PredictResponse]]:
         """Predictions of a fitted model on test inputs (or its training set)."""
+
+    @abc.abstractmethod
+    def PredictStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[ntkserve.v1.model_service_pb2.PredictStreamRequest],
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ntkserve.v1.model_service_pb2.PredictStreamResponse], collections.abc.AsyncIterator[ntkserve.v1.model_service_pb2.PredictStreamResponse]]:
+        """Predictions on a test set of any size: the client sends a PredictStreamHeader, then
+        x_test's raw bytes (INPUT_SLOT_X1, the model's dtype) as InputChunks, in order, and
+        half-closes; the server answers with a PredictStreamResponse per block of consecutive
+        test rows, in order, as each is computed (it holds one block's kernels at a time).
+        Covariance: none or MARGINAL (a FULL covariance couples every pair of rows: Predict).
+        """
 
     @abc.abstractmethod
     def GetModel(

@@ -64,10 +64,16 @@ def scalar_kernel(job: streaming.Job, field: str) -> None:
         )
 
 
-def plan(server: StreamServer, compiled: Compiled, request: KernelRequest) -> streaming.Job:
-    """The tiles of the kernel (blocking: it may compile a tile program)."""
+def plan(
+    server: StreamServer,
+    compiled: Compiled,
+    request: KernelRequest,
+    field: str = "architecture_id",
+) -> streaming.Job:
+    """The tiles of the kernel (blocking: it may compile a tile program); InvalidRequest at
+    `field` (the architecture's) for a kernel that keeps positions."""
     job = streaming.plan(request.header(), compiled, server.programs, server.devices[0])
-    scalar_kernel(job, "architecture_id")
+    scalar_kernel(job, field)
     if not request.diagonal_only:
         return job
     diagonal = tuple((i, i) for i in range(job.grid.rows))

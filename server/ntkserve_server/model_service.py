@@ -93,7 +93,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 self._kernels.compiled, tenant, request.architecture_id
             )
             models.check_servable(compiled.kfn, "header.architecture_id")
-            job = await self._kernels.run(kernel_matrices.plan, streams, compiled, request)
+            job = await self._kernels.run(
+                kernel_matrices.plan, streams, compiled, request, "header.architecture_id"
+            )
         n = settings.x_shape[0]
         await self._kernels.run(self._store.check_room, models.stored_bytes(settings))
         x, y = await self._receive(settings, messages, call)

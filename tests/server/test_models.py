@@ -229,6 +229,19 @@ def test_bad_requests_name_their_field(
         assert "t[1]: must be >= 0" in raw.value.details()
 
 
+def test_networks_a_model_cannot_be_made_of_are_refused(alice: Client) -> None:
+    """A kernel that keeps positions (no readout), and Aggregate layers (per-example graphs),
+    are refused before any data is sent, naming the header's architecture."""
+    images = RNG.standard_normal((4, 3, 3, 2))
+    for arch, problem in (
+        (stax.serial(stax.Conv(4, (2, 2)), stax.Relu()), "kernel keeps positions"),
+        (stax.serial(stax.Aggregate(), stax.GlobalAvgPool(), stax.Dense(1)), "Aggregate"),
+    ):
+        with pytest.raises(errors.InvalidArgumentError, match=problem) as seen:
+            alice.fit(arch, images if "positions" in problem else images[:, :, 0], np.ones(4))
+        assert seen.value.field_violations[0][0] == "header.architecture_id"
+
+
 def test_a_kernel_that_cannot_be_factorized_is_a_failed_precondition(alice: Client) -> None:
     """No bias, all-zero inputs: the kernel is zero, with no positive eigenvalue."""
     zero = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))

@@ -2,48 +2,44 @@
 
     python -m benchmarks.inference [--json PATH] [--quick] [--largest] [--nt-venv DIR | --no-nt]
 
-Fit + predict is `predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
-diag_reg=1e-4)` then `predict_fn(t=None, x_test=x_test, get="ntk", compute_cov=True)`: the
-training kernels, their factorization and the test mean and covariance, from nothing. Inputs
-are float32 random normals (a fixed seed; targets (N, 10)); the engine computes its kernels
-in float32 and solves in float64. Cases, N_train = 4,000, N_test = 1,000:
-
-  fc          3 x [Dense(512, W_std=1.5, b_std=0.05), Relu] + Dense(1) on dimension 784;
+Fit + predict: `predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
+diag_reg=1e-4)`, then `predict_fn(t=None, x_test=x_test, get="ntk", compute_cov=True)`, from
+nothing. Inputs: float32 random normals, a fixed seed, targets (N, 10). The engine's kernels
+are float32, its solve float64. N_train = 4,000, N_test = 1,000 in the cases
+  fc          3 x [Dense(512, W_std=1.5, b_std=0.05), Relu] + Dense(1), dimension 784;
   cnn         3 x [Conv(32, (3, 3), SAME, W_std=1.5, b_std=0.05), Relu] + Flatten + Dense(1)
-              on 4 x 4 x 1 images, its kernels in 1,000 x 1,000 blocks on both sides (the
-              engine through a loop here over x2-given blocks, NT through `nt.batch`): the
-              engine's x2=None program for spatial inputs took minutes to compile and then
-              segfaulted above about 45M kernel entries (N^2 x positions; N = 870 on 8 x 8),
-              and one 4,000^2 x 16 array is 1 GiB; 8 x 8 images would take ~4x longer;
-  fc-largest  (--largest) the FC network at N_train = 20,000, get="nngp", no covariance.
-
-Each (case, library) runs in a fresh subprocess, so its peak RSS is its own. Columns:
-  lib       engine (ntkserve_engine.predict, float64 solve); nt-f32: neural-tangents 0.6.5's
-            own stax and predict, its defaults (jax_enable_x64 off: kernels and Cholesky in
-            float32); nt-x64: the same with jax_enable_x64 on (it solves in float64);
-  solve     the dtype of the predicted mean;
+              on 4 x 4 x 1 images, kernels in 1,000 x 1,000 blocks on both sides (the engine
+              by a loop here over x2-given blocks, NT by `nt.batch`): the engine's x2=None
+              program for images compiled for minutes, then segfaulted, above ~45M kernel
+              entries (N^2 x positions: N = 870 on 8 x 8); 8 x 8 would take ~4x longer;
+  fc-largest  (--largest) the FC network at N_train = 20,000, get="nngp", no covariance;
+              failing that, fc-15k: 15,000 (20,000 crashed: OpenBLAS's threaded dpotrf).
+Each (case, lib) runs in a fresh subprocess, so peak RSS is its own. Columns:
+  lib       engine (ntkserve_engine.predict); nt-f32: neural-tangents 0.6.5's own stax and
+            predict, its defaults (jax_enable_x64 off: kernels and Cholesky in float32);
+            nt-x64: the same with jax_enable_x64 on (inputs still float32, solve float64);
+  solve     the predicted mean's dtype;
   cold      the first fit + predict, compilation included;
   warm      the median of --repeats fits + predicts, each on new data of the same shapes;
-  kernel    of the (last) warm fit, the time spent inside kernel_fn (blocked until ready);
-            the rest is conversions, the factorization and the solves;
+  kernel    the part of the (last) warm fit spent in kernel_fn, blocked until ready; the
+            rest is conversions, the factorization and the solves;
   no-cov    fit + predict with compute_cov=False (the mean only), the second such (warm);
-  pred/1k   predict_fn called again on the fitted model with 1,000 new test points (the
-            training kernels and factorization cached), per 1,000 test points;
-  scratch/pred  warm / that repeated predict (same N_test): what a kept model saves;
-  RSS       growth of the peak resident memory (ru_maxrss) over the fits, in MiB, and over
-            the float64 training kernel's bytes, N_train^2 x 8 (RSS/K64);
-  ours/NT   the engine's warm time / this NT row's warm time (the issue aims <= 0.5);
-  agree     max |mean - engine mean| / max |engine mean| on the last warm fit's data (the
-            same seed and draws on both sides).
-
-The floor: the float64 GEMM rate measured in this run with scipy's BLAS (`dgemm`, 4096^3;
-the library whose LAPACK factorizes) and, for reference, a jitted jax matmul. The engine's
-factorization is timed alone on the last warm fit's training kernel (`regularized`, then
-`factorization.factorize`: Cholesky, its condition estimate, escalation if needed) against
-floor = (N^3 / 3) / rate. NT runs in a venv of its own (NT_PINS: 0.6.5 does not import on
-current jax), built once with uv under --nt-venv; without it, NT rows say why. Default run:
-about 7 minutes on two cores; --largest adds about 4; --quick (N 300 / 100, no NT) seconds.
-The machines are shared and noisy (10-30 %): compare ratios from one run, not lone times.
+  pred/1k   predict_fn called again on the fitted model (training kernels and factorization
+            cached) with 1,000 new test points, per 1,000 test points;
+  scratch/pred  warm / that repeated predict: what keeping a fitted model saves;
+  RSS       the peak resident memory's (ru_maxrss) growth over the fits, MiB, and over the
+            float64 training kernel's N_train^2 x 8 bytes (RSS/K64);
+  ours/NT   the engine's warm time / this NT row's (the issue aims at <= 0.5);
+  agree     max |mean - engine's| / max |engine's| on the last warm fit (same draws);
+  others    the share of the machine other processes (and steal) took meanwhile.
+The floor: the float64 GEMM rate of scipy's BLAS (the library whose LAPACK factorizes;
+`dgemm` 4096^3; a jitted jax matmul for reference), measured in the same run, and
+floor = (N^3 / 3) / rate, against the engine's factorization timed alone (median of 3, 1
+above N = 5,000) on the last warm fit's training kernel: `regularized`, then `factorize`
+(Cholesky, its condition estimate, escalation if needed). NT needs an older jax: a venv of
+its own (NT_PINS), built once with uv under --nt-venv; failing that, the report says why.
+About 7 minutes on two cores, --largest adds ~3, --quick (N 300 / 100, no NT) ~15 s. The
+machines are shared and noisy (10-30 %): compare ratios from one run, not lone times.
 """
 
 from __future__ import annotations
@@ -54,6 +50,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +61,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NT_VENV = Path.home() / ".cache" / "ntkserve-bench" / "nt065"
+# What worked (Python 3.11; uv added tensorflow 2.21.0 and tf2jax 0.3.6, which NT imports).
 NT_PINS = (
     "neural-tangents==0.6.5",
     "jax==0.4.23",
@@ -72,6 +70,7 @@ NT_PINS = (
     "scipy==1.12.0",
 )
 NT_LIBS = ("nt-f32", "nt-x64")
+LARGEST = ("largest", "15k")  # fc-<this>: --largest only, engine only
 W_STD, B_STD, DIAG_REG, OUTPUTS = 1.5, 0.05, 1e-4, 10
 
 
@@ -109,6 +108,7 @@ CASES = {
         Case("fc-quick", 300, 100, (784,), 0, None),
         Case("cnn-quick", 300, 100, (4, 4, 1), 3, 100),
         Case("fc-largest", 20000, 1000, (784,), 0, None, "nngp", False, 1),
+        Case("fc-15k", 15000, 1000, (784,), 0, None, "nngp", False, 1),  # if 20,000 fails
     )
 }
 
@@ -167,8 +167,8 @@ def _kernel_fn(case: Case, lib: str) -> tuple[Any, Any]:
 
     if lib == "engine":
         import ntkserve_engine as nte
+        import ntkserve_engine.predict as predict
         from ntkserve import stax
-        from ntkserve_engine import predict
 
         kfn = nte.kernel_fn(case.architecture(stax))
         return (kfn if case.block is None else _blocked(kfn, case.block)), predict
@@ -243,13 +243,14 @@ def measure(case: Case, lib: str, repeats: int, save: Path | None) -> dict[str, 
     if lib == "engine":  # the factorization alone, on the last warm fit's training kernel
         from ntkserve_engine.predict.factorization import factorize, regularized
 
+        from benchmarks.rates import median_seconds
+
         k = np.asarray(kfn(x, None, get=case.get), np.float64)
-        start = time.perf_counter()
+        reps, made = (3 if case.n_train <= 5000 else 1), []
+        result["regularize_s"] = median_seconds(lambda: regularized(k, DIAG_REG, False), reps)
         reg = regularized(k, DIAG_REG, False)
-        result["regularize_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        result["method"] = factorize(reg).method
-        result["factorize_s"] = time.perf_counter() - start
+        result["factorize_s"] = median_seconds(lambda: made.append(factorize(reg)), reps)
+        result["method"] = made[0].method
     return result
 
 
@@ -260,7 +261,9 @@ def _child(python: str, target: str, quick: bool, repeats: int, save: Path | Non
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{target} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+        rc = proc.returncode
+        how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"rc {rc}"
+        raise RuntimeError(f"{target} failed ({how}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -281,7 +284,7 @@ def nt_python(venv: Path) -> tuple[str | None, str]:
             subprocess.run(step, capture_output=True, text=True, check=True, timeout=1800)
     except (OSError, subprocess.SubprocessError) as e:
         why = getattr(e, "stderr", None) or str(e)
-        return None, f"could not build {venv}: {why.strip().splitlines()[-1][:200]}"
+        return None, f"could not build {venv}: {(why.strip().splitlines() or ['?'])[-1][:200]}"
     marker.write_text(pins)
     return str(python), f"venv {venv} built now"
 
@@ -299,106 +302,106 @@ def _agreement(ours: Path, theirs: Path) -> float | None:
 
 
 def run(
-    quick: bool,
-    largest: bool = False,
-    nt_venv: Path | None = NT_VENV,
-    repeats: int = 1,
+    quick: bool, largest: bool = False, nt_venv: Path | None = NT_VENV, repeats: int = 1
 ) -> dict[str, Any]:
     """Every case, engine then NT (not with --quick), each in a fresh subprocess."""
     import tempfile
+
+    from benchmarks.service_support import LoadMonitor, others
 
     start = time.monotonic()
     machine = _child(sys.executable, "machine", quick, repeats, None)
     python, nt_note = None, "NT: skipped (--quick or --no-nt)"
     if not quick and nt_venv is not None:
-        python, nt_note = nt_python(nt_venv)
-        nt_note = f"NT 0.6.5 ({' '.join(NT_PINS[1:])}): {nt_note}"
-    names = [n for n in CASES if n.endswith("-quick") == quick and n != "fc-largest"]
+        python, how = nt_python(nt_venv)
+        nt_note = f"NT 0.6.5 ({' '.join(NT_PINS[1:])}): {how}"
+    names = [n for n in CASES if n.endswith("-quick") == quick and n[3:] not in LARGEST]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in [*names, *(["fc-largest"] if largest else [])]:
-            case = CASES[name]
-            libs = ["engine", *(NT_LIBS if python and name != "fc-largest" else ())]
-            for lib in libs:
-                exe = sys.executable if lib == "engine" else python
+    with tempfile.TemporaryDirectory() as tmp, LoadMonitor() as monitor:
+        for name in [*names, *(["fc-largest", "fc-15k"] if largest else [])]:
+            if name == "fc-15k" and "warm_s" in rows[-1]:
+                continue  # 20,000 fitted
+            for lib in ["engine", *(NT_LIBS if python and name[3:] not in LARGEST else ())]:
+                exe = sys.executable if lib == "engine" else str(python)
                 save = Path(tmp) / f"{name}-{lib}.npy"
-                row: dict[str, Any] = {"case": name, "lib": lib, "n_train": case.n_train}
+                row: dict[str, Any] = {"case": name, "lib": lib, "n_train": CASES[name].n_train}
+                mark = monitor.mark()
                 try:
-                    assert exe is not None
                     row.update(_child(exe, f"{lib}:{name}", quick, repeats, save))
                 except RuntimeError as e:
                     row["error"] = str(e)
+                row["others"] = others(mark, monitor.mark())["other_fraction"]
                 row["agree"] = _agreement(Path(tmp) / f"{name}-engine.npy", save)
                 rows.append(row)
-                print(
-                    f"  done {name} {lib}: {row.get('warm_s', 'failed')}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"  {name} {lib}: {row.get('warm_s', 'failed')}", file=sys.stderr)
+    ours = {r["case"]: r.get("warm_s") for r in rows if r["lib"] == "engine"}
     for row in rows:
         if "warm_s" in row:
             row["floor_s"] = row["n_train"] ** 3 / 3 / machine["scipy_f64"]
             row["rss_over_k64"] = row["rss_growth_bytes"] / (8.0 * row["n_train"] ** 2)
-            ours = [r for r in rows if r["case"] == row["case"] and r["lib"] == "engine"]
-            if ours and "warm_s" in ours[0]:
-                row["ours_over_nt"] = ours[0]["warm_s"] / row["warm_s"]
-    return {
-        "quick": quick,
-        "machine": machine,
-        "nt": nt_note,
-        "rows": rows,
-        "seconds": time.monotonic() - start,
-    }
+            if ours[row["case"]] is not None:
+                row["ours_over_nt"] = ours[row["case"]] / row["warm_s"]
+    seconds = time.monotonic() - start
+    return {"quick": quick, "machine": machine, "nt": nt_note, "rows": rows, "seconds": seconds}
 
 
-def _f(value: float | None, spec: str, width: int) -> str:
-    return f"{'-' if value is None else format(value, spec):>{width}}"
+Column = tuple[str, str, Callable[[dict[str, Any]], Any], str]  # head, width, value, format
+FIT_COLUMNS: tuple[Column, ...] = (
+    ("case", "<11", lambda r: r["case"], ""),
+    ("lib", "<7", lambda r: r["lib"], ""),
+    ("solve", ">8", lambda r: r["solve_dtype"], ""),
+    ("cold s", ">8", lambda r: r["cold_s"], ".2f"),
+    ("warm s", ">8", lambda r: r["warm_s"], ".2f"),
+    ("kernel s", ">9", lambda r: r["kernel_s"], ".2f"),
+    ("no-cov s", ">9", lambda r: r["no_cov_s"], ".2f"),
+    ("pred/1k s", ">10", lambda r: r["predict_again_s"] * 1000 / CASES[r["case"]].n_test, ".3f"),
+    ("scratch/pred", ">13", lambda r: r["warm_s"] / r["predict_again_s"], ".1f"),
+    ("RSS MiB", ">8", lambda r: r["rss_growth_bytes"] / 2**20, ".0f"),
+    ("RSS/K64", ">8", lambda r: r["rss_over_k64"], ".1f"),
+    ("ours/NT", ">8", lambda r: r.get("ours_over_nt") if r["lib"] != "engine" else None, ".2f"),
+    ("agree", ">8", lambda r: r["agree"] if r["lib"] != "engine" else None, ".0e"),
+    ("others", ">7", lambda r: r["others"], ".0%"),
+)
+FACTOR_COLUMNS: tuple[Column, ...] = (
+    ("case", "<11", lambda r: r["case"], ""),
+    ("N_train", ">8", lambda r: r["n_train"], ""),
+    ("regularize s", ">13", lambda r: r["regularize_s"], ".2f"),
+    ("factorize s", ">12", lambda r: r["factorize_s"], ".2f"),
+    ("method", ">10", lambda r: r["method"], ""),
+    ("floor s", ">9", lambda r: r["floor_s"], ".3f"),
+    ("fact/floor", ">11", lambda r: r["factorize_s"] / r["floor_s"], ".1f"),
+    ("warm/floor", ">11", lambda r: r["warm_s"] / r["floor_s"], ".1f"),
+)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[Column]) -> list[str]:
+    head = "".join(f"{h:{w}}" for h, w, _, _ in columns)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = ((get(r), w, spec) for _, w, get, spec in columns)
+        line = "".join(f"{'-' if v is None else format(v, spec):{w}}" for v, w, spec in cells)
+        lines.append(line + ("" if r["finite"] else "  NON-FINITE"))
+    return lines
 
 
 def report(results: dict[str, Any]) -> str:
     """The report as plain text: the machine, the fit + predict table, the factorization."""
-    m = results["machine"]
+    m, rows = results["machine"], results["rows"]
+    done = [r for r in rows if "warm_s" in r]
     lines = [
         f"machine: float64 GEMM {m['scipy_f64'] / 1e9:.1f} GFLOP/s (scipy BLAS dgemm "
-        f"{m['n']}^3, the floor's rate), {m['jax_f64'] / 1e9:.1f} GFLOP/s (jitted jax "
+        f"{m['n']}^3, the floor's rate), {m['jax_f64'] / 1e9:.1f} GFLOP/s (jitted, jax "
         f"{m['jax']}); {os.cpu_count()} cpus",
         results["nt"],
         "",
+        *_table(done, FIT_COLUMNS),
+        *(f"{r['case']} {r['lib']} failed: {r['error'][-300:]}" for r in rows if "error" in r),
+        "",
+        "engine factorization (float64, timed alone):",
+        *_table([r for r in done if "factorize_s" in r], FACTOR_COLUMNS),
+        "",
+        f"measured in {results['seconds'] / 60:.1f} minutes",
     ]
-    head = (
-        f"{'case':<11}{'lib':<8}{'solve':>8}{'cold s':>8}{'warm s':>8}{'kernel s':>9}"
-        f"{'no-cov s':>9}{'pred/1k s':>10}{'scratch/pred':>13}{'RSS MiB':>9}{'RSS/K64':>8}"
-        f"{'ours/NT':>8}{'agree':>9}"
-    )
-    lines += [head, "-" * len(head)]
-    for r in results["rows"]:
-        if "warm_s" not in r:
-            lines.append(f"{r['case']:<11}{r['lib']:<8}  failed: {r['error'][:300]}")
-            continue
-        per_1k = r["predict_again_s"] * 1000 / CASES[r["case"]].n_test
-        lines.append(
-            f"{r['case']:<11}{r['lib']:<8}{r['solve_dtype']:>8}{_f(r['cold_s'], '.2f', 8)}"
-            f"{_f(r['warm_s'], '.2f', 8)}{_f(r['kernel_s'], '.2f', 9)}"
-            f"{_f(r['no_cov_s'], '.2f', 9)}{_f(per_1k, '.3f', 10)}"
-            f"{_f(r['warm_s'] / r['predict_again_s'], '.1f', 13)}"
-            f"{_f(r['rss_growth_bytes'] / 2**20, '.0f', 9)}{_f(r['rss_over_k64'], '.1f', 8)}"
-            f"{_f(r.get('ours_over_nt') if r['lib'] != 'engine' else None, '.2f', 8)}"
-            f"{_f(r['agree'] if r['lib'] != 'engine' else None, '.1e', 9)}"
-            + ("" if r["finite"] else "  NON-FINITE")
-        )
-    head = (
-        f"{'case':<11}{'N_train':>8}{'regularize s':>13}{'factorize s':>12}{'method':>17}"
-        f"{'floor s':>9}{'fact/floor':>11}{'warm/floor':>11}"
-    )
-    lines += ["", "engine factorization (float64, timed alone):", head, "-" * len(head)]
-    for r in results["rows"]:
-        if r["lib"] == "engine" and "factorize_s" in r:
-            lines.append(
-                f"{r['case']:<11}{r['n_train']:>8}{r['regularize_s']:>13.2f}"
-                f"{r['factorize_s']:>12.2f}{r['method']:>17}{r['floor_s']:>9.3f}"
-                f"{r['factorize_s'] / r['floor_s']:>11.1f}{r['warm_s'] / r['floor_s']:>11.1f}"
-            )
-    lines += ["", f"measured in {results['seconds'] / 60:.1f} minutes"]
     return "\n".join(lines)
 
 

@@ -50,10 +50,26 @@ def regularized(k: Any, diag_reg: float, absolute: bool, field: str = "k_train_t
         raise InputError(field, f"must be a square (N, N) matrix, got shape {matrix.shape}")
     if not np.isfinite(diag_reg) or diag_reg < 0:
         raise InputError("diag_reg", f"must be finite and >= 0, got {diag_reg}")
-    symmetric: Matrix = matrix + matrix.T  # one N x N array more, then in place
-    symmetric *= 0.5
+    symmetric = symmetrized(matrix)
     scale = 1.0 if absolute else float(np.trace(symmetric)) / len(symmetric)
     return with_diagonal_added(symmetric, diag_reg * scale)
+
+
+TILE = 512  # symmetrizing by tiles: a tile and its transposed partner stay in cache
+
+
+def symmetrized(k: Matrix) -> Matrix:
+    """(K + K^T) / 2 as a new array, tile by tile: `k + k.T` reads K^T a column at a time,
+    one cache miss per entry (7.7 s at N = 15,000 here)."""
+    n = len(k)
+    out: Matrix = np.empty((n, n))
+    for i in range(0, n, TILE):
+        rows = slice(i, i + TILE)
+        for j in range(0, n, TILE):
+            cols = slice(j, j + TILE)
+            np.add(k[rows, cols], k[cols, rows].T, out=out[rows, cols])
+    out *= 0.5
+    return out
 
 
 def with_diagonal_added(k: Matrix, value: float) -> Matrix:
@@ -118,14 +134,71 @@ def one_norm(k: Matrix) -> float:
     return float(sums.max())
 
 
+# OpenBLAS's multithreaded dsyrk segfaults on large outputs on these machines (OpenBLAS
+# 0.3.31, the one numpy and scipy bundle: `a @ a.T` of 20,000 x 300 crashed, of 16,000 x 300
+# did not; dgemm of the same sizes, up to 30,000 x 64 x 30,000, did not), and with it
+# dpotrf, which calls it (15,500 worked, 16,000 and 20,000 crashed, numpy.linalg.cholesky
+# too; single-threaded they work; OpenBLAS issues #2562, #2821). Above BLOCKED_FROM the
+# factorization is blocked: LAPACK factorizes diagonal blocks of BLOCK rows, dgemm and trsm
+# (threaded, fine) do the rest, in place, with O(N * BLOCK) temporaries, and never dsyrk.
+BLOCKED_FROM = 8192
+BLOCK = 2048
+
+
+def _lapack_cholesky(a: Matrix, overwrite: bool) -> tuple[Matrix, bool]:
+    """LAPACK's lower Cholesky of `a`; (factor, whether it succeeded)."""
+    factor, info = lapack.dpotrf(a, lower=1, clean=1, overwrite_a=int(overwrite))
+    return factor, info == 0
+
+
+def blocked_cholesky(a: Matrix) -> bool:
+    """The lower Cholesky factor of the symmetric `a`, written over its lower triangle (its
+    upper triangle is left as it was), left-looking by block columns (Golub & Van Loan,
+    Matrix Computations, 4th ed., alg. 4.2.3 by blocks): for each block column J, the part
+    of A[J:, J] below the finished columns is updated by one product with them, its
+    diagonal block factorized by LAPACK, and the panel below solved against that factor.
+    False where `a` is not numerically positive definite."""
+    n = len(a)
+    for start in range(0, n, BLOCK):
+        end = min(start + BLOCK, n)
+        if start:
+            # A copy: `x @ x.T` of one buffer would be numpy's dsyrk, which crashes (above).
+            finished = np.array(a[start:end, :start])
+            a[start:, start:end] -= a[start:, :start] @ finished.T
+        diagonal, ok = _lapack_cholesky(np.array(a[start:end, start:end]), True)
+        if not ok:
+            return False
+        a[start:end, start:end] = diagonal
+        if end < n:
+            panel = a[end:, start:end]
+            a[end:, start:end] = scipy.linalg.solve_triangular(
+                diagonal, panel.T, lower=True, check_finite=False
+            ).T
+    return True
+
+
+def _zero_upper(a: Matrix) -> None:
+    """Zeros above the diagonal, by row blocks (no N^2 index arrays)."""
+    for start in range(0, len(a), BLOCK):
+        end = min(start + BLOCK, len(a))
+        a[start:end, end:] = 0.0
+        block = a[start:end, start:end]
+        block[np.triu_indices(end - start, 1)] = 0.0
+
+
 def _cholesky(k: Matrix, in_place: bool) -> tuple[Matrix, float] | None:
     """(lower factor, condition estimate), or None where Cholesky fails. `in_place`: the
     factor overwrites k (k symmetric and C-ordered: its transpose is the same matrix in the
     Fortran order LAPACK overwrites; any other layout is copied)."""
     norm = one_norm(k)
     target = k.T if in_place and k.flags.c_contiguous else k
-    factor, info = lapack.dpotrf(target, lower=1, clean=1, overwrite_a=int(in_place))
-    if info != 0:
+    if len(k) < BLOCKED_FROM:
+        factor, ok = _lapack_cholesky(target, in_place)
+    else:
+        factor = target if in_place else np.asfortranarray(k)
+        ok = blocked_cholesky(factor)
+        _zero_upper(factor)  # clean=1's zeros, as LAPACK's
+    if not ok:
         return None
     rcond, info = lapack.dpocon(factor, norm, uplo="L")
     if info != 0 or not rcond > 0:

@@ -111,7 +111,9 @@ def of_kernel(
     if not grad:
         return MarginalLikelihood(value, factorization)
     n, outputs = y.shape
-    g = 0.5 * (solved @ solved.T - outputs * factorization.inverse())
+    # solved.T copied: `x @ x.T` of one buffer is numpy's dsyrk, which crashes on large
+    # outputs (factorization.py, BLOCKED_FROM).
+    g = 0.5 * (solved @ solved.T.copy() - outputs * factorization.inverse())
     scale = 1.0 if absolute else float(np.trace(k)) / n
     diag_reg_grad = scale * float(np.trace(g))
     if not absolute:

@@ -6,7 +6,8 @@
 Sections, in order: the machine and its measured rates (`rates`), the engine's time and
 memory against N beside the floor (`sweep`), the service's overhead over the in-process
 engine (`overhead`), compilations across a hyper-parameter and batch-size sweep
-(`compilation`), and the GPU note. Results also go to benchmarks/results.json, so the
+(`compilation`), inference in process against neural-tangents (`inference`) and served
+(`inference_served`), and the GPU note. Results also go to benchmarks/results.json, so the
 report can be re-rendered. The CPU suite took about 5 minutes on the 2-core development
 machine (the issue asks under 15); `--quick`, a smoke run, about 2.
 """
@@ -28,7 +29,12 @@ from benchmarks import report, sweep
 from benchmarks.service_support import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICE_SECTIONS = {"service": "benchmarks.overhead", "compilation": "benchmarks.compilation"}
+SERVICE_SECTIONS = {
+    "service": "benchmarks.overhead",
+    "compilation": "benchmarks.compilation",
+    "inference": "benchmarks.inference",
+    "inference_served": "benchmarks.inference_served",
+}
 SECTIONS = ("engine", *SERVICE_SECTIONS)
 
 

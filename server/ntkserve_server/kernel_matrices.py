@@ -3,17 +3,20 @@
 tile programs and engine processes; tiles on the diagonal and above for a symmetric kernel,
 mirrored here), but written into arrays the server keeps instead of messages.
 
-`into` says where each kernel goes: arrays in memory, or .npy files mapped into memory (a
-model's training kernels go straight to its staging directory: the page cache holds them,
-not the server's heap). `diagonal_only` computes only the diagonal tiles of a symmetric
+`allocate` says where each kernel goes: arrays in memory, or .npy files written block by
+block (a model's training kernels go straight to its staging directory: the page cache holds
+them, not the server's memory). `diagonal_only` computes only the diagonal tiles of a symmetric
 kernel and keeps their diagonals: k(x, x) for every x, what marginal variances need, at
 O(N * tile) cost instead of O(N^2).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+import functools
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,29 +83,75 @@ def plan(
     return dataclasses.replace(job, selected=diagonal)
 
 
-def allocate(job: streaming.Job, diagonal_only: bool, into: Path | None) -> dict[str, Array]:
-    """The float64 arrays the kernels are written into: in memory, or `into/<kind>.npy`."""
-    n1, n2 = job.shapes.kernel
-    shape = (n1,) if diagonal_only else (n1, n2)
-    out = {}
-    for name in job.header.get:
-        if into is None:
-            out[name] = np.empty(shape, np.float64)
+class KernelArray:
+    """A kernel assembled in memory (1-D: only its diagonal is kept)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array: Array = np.empty(shape, np.float64)
+
+    def write(self, rows: slice, cols: slice, block: Array) -> None:
+        if self.array.ndim == 1:  # a diagonal tile's diagonal
+            self.array[rows] = np.diagonal(block)
         else:
-            out[name] = np.lib.format.open_memmap(into / f"{name}.npy", "w+", np.float64, shape)
-    return out
+            self.array[rows, cols] = block
+
+    def close(self) -> None:
+        pass
+
+
+class KernelFile:
+    """A float64 (rows, cols) .npy file written block by block with pwrite: nothing of it is
+    mapped, so what is written is the page cache's (reclaimable, written back by the
+    kernel), not the server's memory, however large the kernel (a training kernel at N =
+    20,000 is 3.2 GB, two for an NTK model)."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
+        self._columns = shape[1]
+        header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+        with path.open("wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            self._offset = f.tell()
+            f.truncate(self._offset + 8 * shape[0] * shape[1])
+        self._fd = os.open(path, os.O_WRONLY)
+
+    def write(self, rows: slice, cols: slice, block: Array) -> None:
+        data = np.ascontiguousarray(block, np.float64)
+        for i, row in enumerate(data):
+            position = self._offset + 8 * ((rows.start + i) * self._columns + cols.start)
+            os.pwrite(self._fd, row.data, position)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+Sink = KernelArray | KernelFile
+
+
+def in_memory(job: streaming.Job, diagonal_only: bool) -> dict[str, KernelArray]:
+    """Arrays for the kernels of `job` (their diagonals only, for `diagonal_only`)."""
+    n1, n2 = job.shapes.kernel
+    return {name: KernelArray((n1,) if diagonal_only else (n1, n2)) for name in job.header.get}
+
+
+def in_files(job: streaming.Job, into: Path) -> dict[str, KernelFile]:
+    """The files `into/<kind>.npy` for the kernels of `job`."""
+    n1, n2 = job.shapes.kernel
+    return {name: KernelFile(into / f"{name}.npy", (n1, n2)) for name in job.header.get}
 
 
 async def assemble(
     server: StreamServer,
     job: streaming.Job,
     inputs: tuple[Array, Array | None],
-    out: dict[str, Array],
+    out: Mapping[str, Sink],
     expired: Callable[[], bool],
 ) -> AsyncIterator[tuple[int, int]]:
-    """Every tile of `job`, written into `out` (from `allocate`) as it finishes, giving
-    (tiles done, tiles) after each; a symmetric kernel's tiles above the diagonal are
-    mirrored below it."""
+    """Every tile of `job`, written into `out` (`in_memory` or `in_files`) on the worker pool as it
+    finishes, giving (tiles done, tiles) after each; a symmetric kernel's tiles above the
+    diagonal are mirrored below it."""
+    loop = asyncio.get_running_loop()
     stats = streaming.StreamStats()
     arrays: dict[str, Array | None] = {
         "x1": inputs[0],
@@ -117,30 +166,21 @@ async def assemble(
         rows = slice(i * size, i * size + values[0].shape[0])
         cols = slice(j * size, j * size + values[0].shape[1])
         for name, tile in zip(job.header.get, values, strict=True):
-            _write(out[name], tile, rows, cols, job.grid.symmetric, len(job.selected) > 0)
+            write = functools.partial(_write, out[name], tile, rows, cols, job.grid.symmetric)
+            await loop.run_in_executor(server.executor, write)
         done += 1
         yield done, job.count
 
 
-def _write(
-    out: Array, tile: Array, rows: slice, cols: slice, symmetric: bool, diagonal: bool
-) -> None:
-    if diagonal:
-        out[rows] = np.diagonal(tile)
-        return
-    out[rows, cols] = tile
-    if symmetric and rows != cols:
-        out[cols, rows] = tile.T
+def _write(out: Sink, tile: Array, rows: slice, cols: slice, symmetric: bool) -> None:
+    out.write(rows, cols, tile)
+    if symmetric and rows != cols and not (isinstance(out, KernelArray) and out.array.ndim == 1):
+        out.write(cols, rows, tile.T)
 
 
-def close(out: dict[str, Array]) -> None:
-    """Writes back and drops the arrays `allocate` mapped from files (emptying `out`), so
-    their pages leave the process's memory (the page cache keeps them, reclaimable)."""
-    while out:
-        _, array = out.popitem()
-        if isinstance(array, np.memmap):
-            array.flush()
-        del array
+def close(out: Mapping[str, Sink]) -> None:
+    for sink in out.values():
+        sink.close()
 
 
 def kernel_bytes(n1: int, n2: int, kinds: Sequence[str]) -> int:

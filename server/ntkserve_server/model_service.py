@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +24,14 @@ from ntkserve.v1 import kernel_service_pb2 as ks
 from ntkserve.v1 import model_service_pb2 as ms
 from ntkserve.v1 import model_service_pb2_grpc
 
-from ntkserve_server import kernel_matrices, likelihoods, model_requests, models, requests
+from ntkserve_server import (
+    kernel_matrices,
+    likelihoods,
+    model_requests,
+    models,
+    requests,
+    streaming,
+)
 from ntkserve_server.calls import Boundary, CallLog, caller_tenant, rpc, stream_rpc
 from ntkserve_server.kernel_matrices import KernelRequest
 from ntkserve_server.model_requests import FitSettings, PredictQuery
@@ -62,10 +70,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         compiled = await self._kernels.run(self._kernels.compiled, tenant, request.architecture_id)
         streams = self._kernels.streams
         job = await self._kernels.run(kernel_matrices.plan, streams, compiled, request)
-        out = kernel_matrices.allocate(job, request.diagonal_only, None)
+        out = kernel_matrices.in_memory(job, request.diagonal_only)
         async for _ in kernel_matrices.assemble(streams, job, inputs, out, expired):
             pass
-        return out
+        return {name: sink.array for name, sink in out.items()}
 
     @stream_rpc(admitted=True)
     async def Fit(
@@ -108,15 +116,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             np.save(staged / "x_train.npy", x)
             np.save(staged / "y_train.npy", y)
             async with self.boundary.compute_slot(tenant):
-                kernels = kernel_matrices.allocate(job, False, staged)
-                last = 0.0
-                async for done, count in kernel_matrices.assemble(
-                    streams, job, (x, None), kernels, _expired(context)
-                ):
-                    if done == count or time.monotonic() - last > PROGRESS_SECONDS:
-                        last = time.monotonic()
-                        yield _progress("kernel", done, count)
-                kernel_matrices.close(kernels)  # unmapped: the pages leave the server's memory
+                async for progress in self._training_kernels(job, x, staged, context):
+                    yield progress
                 call.extra = {"tiles": job.count, "n": n}
                 yield _progress("factorize", job.count, job.count)
                 solves, logp = await self._kernels.run(models.factorize_into, staged, settings, y)
@@ -127,6 +128,23 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             yield _progress("store", job.count, job.count)
             record = await self._kernels.run(self._store.commit, tenant, model_id, record, staged)
         yield ms.FitResponse(model=record)
+
+    async def _training_kernels(
+        self, job: streaming.Job, x: Array, staged: Path, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ms.FitResponse]:
+        """The training kernels written into the staging directory's files, with progress
+        (at most every PROGRESS_SECONDS, and at the last tile)."""
+        files = kernel_matrices.in_files(job, staged)
+        last = 0.0
+        try:
+            async for done, count in kernel_matrices.assemble(
+                self._kernels.streams, job, (x, None), files, _expired(context)
+            ):
+                if done == count or time.monotonic() - last > PROGRESS_SECONDS:
+                    last = time.monotonic()
+                    yield _progress("kernel", done, count)
+        finally:
+            kernel_matrices.close(files)
 
     async def _receive(
         self, settings: FitSettings, messages: AsyncIterator[Any], call: CallLog

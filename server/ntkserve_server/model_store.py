@@ -9,7 +9,9 @@ the store is next opened, never a row without its arrays. Deleting commits the r
 removal first, then removes the directory.
 
 Bounded: `max_bytes` (0: the disk is the limit) caps the bytes all stored models take;
-a model past it is `ModelStoreFull` (RESOURCE_EXHAUSTED, with the numbers). Scoped like
+a model past it is `ModelStoreFull` (RESOURCE_EXHAUSTED, with the numbers). Opened at first
+use, not at start: a server started on a full disk starts; while its store cannot be opened
+there are no models to read and a Fit is ModelStoreFull, until space is freed. Scoped like
 architectures: a model is its tenant's; another tenant's id is NOT_FOUND (`UnknownModel`),
 never a denial. Blocking: call it from a worker thread.
 """
@@ -80,17 +82,42 @@ class ModelStore:
     """The models of every tenant under `root` (rows in `root/models.sqlite3`)."""
 
     def __init__(self, root: Path, max_bytes: int = 0) -> None:
-        root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            root / "models.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
-        self._remove_uncommitted()
+        # Opened at first use, not here: a server started on a full disk must start (and
+        # serve kernels); until the store can be opened, a write is ModelStoreFull.
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The open database, opened now if it was not (under the lock)."""
+        if self._connection is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    self.root / "models.sqlite3", check_same_thread=False, isolation_level=None
+                )
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=FULL")
+                    db.execute(_SCHEMA)
+                except BaseException:
+                    db.close()
+                    raise
+            except (OSError, sqlite3.Error) as e:
+                free = shutil.disk_usage(self.root.parent if not self.root.exists() else self.root)
+                raise ModelStoreFull(
+                    "",
+                    f"the model store cannot be opened ({e}; {free.free} bytes free); it "
+                    "opens once the operator frees space (no restart needed)",
+                ) from e
+            self._connection = db
+            self._remove_uncommitted()
+        return self._connection
+
+    def _exists(self) -> bool:
+        return self._connection is not None or (self.root / "models.sqlite3").exists()
 
     def _remove_uncommitted(self) -> None:
         """Directories a crash left: staging ones, and models renamed into place whose row was
@@ -103,6 +130,8 @@ class ModelStore:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh directory to write a model's arrays into (removed unless committed)."""
+        with self._lock:
+            self._db  # noqa: B018 - opened (and cleaned) before anything is staged
         path = self.root / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
         path.mkdir()
         try:
@@ -112,6 +141,8 @@ class ModelStore:
 
     def used_bytes(self) -> int:
         with self._lock:
+            if not self._exists():
+                return 0
             return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM models").fetchone()[0])
 
     def check_room(self, nbytes: int) -> None:
@@ -162,18 +193,20 @@ class ModelStore:
 
     def find(self, tenant: str, model_id: str) -> StoredModel | None:
         with self._lock:
-            return self._get(tenant, model_id)
+            return self._get(tenant, model_id) if self._exists() else None
 
     def get(self, tenant: str, model_id: str) -> StoredModel:
         """The tenant's model; UnknownModel if it has none of that id."""
         with self._lock:
-            found = self._get(tenant, model_id)
+            found = self._get(tenant, model_id) if self._exists() else None
         if found is None:
             raise UnknownModel(model_id)
         return found
 
     def list(self, tenant: str) -> list[ms.ModelRecord]:
         with self._lock:
+            if not self._exists():
+                return []
             rows = self._db.execute(
                 "SELECT record FROM models WHERE tenant = ? ORDER BY create_time, id", (tenant,)
             ).fetchall()
@@ -182,6 +215,8 @@ class ModelStore:
     def delete(self, tenant: str, model_id: str) -> None:
         """Removes the tenant's model (UnknownModel if none): its row, then its arrays."""
         with self._lock:
+            if not self._exists():
+                raise UnknownModel(model_id)
             cursor = self._db.execute(
                 "DELETE FROM models WHERE tenant = ? AND id = ?", (tenant, model_id)
             )
@@ -191,4 +226,6 @@ class ModelStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

@@ -38,7 +38,7 @@ from ntkserve_server.model_requests import FitSettings, PredictQuery
 from ntkserve_server.model_store import ModelStore
 from ntkserve_server.models import Loaded, Predictors
 from ntkserve_server.service import KernelService
-from ntkserve_server.stream_inputs import next_message, receive_bytes
+from ntkserve_server.stream_inputs import header_of, receive_bytes
 
 Array = np.ndarray[Any, Any]
 PROGRESS_SECONDS = 0.5  # at most two progress messages a second while a kernel is computed
@@ -84,10 +84,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> AsyncGenerator[ms.FitResponse, None]:
         tenant = caller_tenant()
         streams = self._kernels.streams
-        first = await next_message(messages, streams.idle_seconds, "the header")
-        if first is None or first.WhichOneof("payload") != "header":
-            raise requests.InvalidRequest("messages[0]", "the first message must be a FitHeader")
-        settings = model_requests.fit_header(first.header, streams.max_input_bytes)
+        first = await header_of(messages, streams.idle_seconds, "FitHeader")
+        settings = model_requests.fit_header(first, streams.max_input_bytes)
         request = KernelRequest(
             settings.architecture_id,
             settings.x_shape,
@@ -203,12 +201,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         call: CallLog,
     ) -> AsyncGenerator[ms.PredictStreamResponse, None]:
         tenant, kernels = caller_tenant(), self._kernels
-        first = await next_message(messages, kernels.streams.idle_seconds, "the header")
-        if first is None or first.WhichOneof("payload") != "header":
-            raise requests.InvalidRequest(
-                "messages[0]", "the first message must be a PredictStreamHeader"
-            )
-        header = model_requests.predict_stream_header(first.header, kernels.streams.max_input_bytes)
+        first = await header_of(messages, kernels.streams.idle_seconds, "PredictStreamHeader")
+        header = model_requests.predict_stream_header(first, kernels.streams.max_input_bytes)
         stored = await kernels.run(self._store.get, tenant, header.query.model_id)
         get = header.query.against(stored.record)
         model_requests.check_test_inputs(

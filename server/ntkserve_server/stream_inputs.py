@@ -90,6 +90,15 @@ async def next_message(
         ) from None
 
 
+async def header_of(messages: AsyncIterator[Any], idle_seconds: float | None, kind: str) -> Any:
+    """The header a stream opens with (its first message's `header`, a `kind`);
+    InvalidRequest at messages[0] when the stream opens with anything else."""
+    first = await next_message(messages, idle_seconds, "the header")
+    if first is None or first.WhichOneof("payload") != "header":
+        raise InvalidRequest("messages[0]", f"the first message must be a {kind}")
+    return first.header
+
+
 async def _fill(
     slots: dict[Any, _Input],
     messages: AsyncIterator[Any],

@@ -35,7 +35,7 @@ from ntkserve_engine.kernels.compile import CheckedShapes
 from ntkserve_server import requests
 from ntkserve_server.compute import Compiled
 from ntkserve_server.requests import InvalidRequest, StreamHeader
-from ntkserve_server.stream_inputs import check_finite, next_message, receive_inputs
+from ntkserve_server.stream_inputs import check_finite, header_of, receive_inputs
 from ntkserve_server.tile_programs import TiledKernel, TilePrograms, TileShape
 from ntkserve_server.tiles import TileGrid, blocks, padded_rows
 
@@ -242,11 +242,9 @@ async def stream_kernel(
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
         return await loop.run_in_executor(server.executor, functools.partial(fn, *args))
 
-    first = await next_message(messages, server.idle_seconds, "the header")
-    if first is None or first.WhichOneof("payload") != "header":
-        raise InvalidRequest("messages[0]", "the first message must be a StreamKernelHeader")
+    first = await header_of(messages, server.idle_seconds, "StreamKernelHeader")
     stats.bytes_in += first.ByteSize()
-    header = requests.stream_header(first.header, server.max_input_bytes)
+    header = requests.stream_header(first, server.max_input_bytes)
     async with admit():
         compiled = await blocking(compiled_for, header.architecture_id)
         job: Job = await blocking(plan, header, compiled, server.programs, server.devices[0])

@@ -31,8 +31,12 @@ INPUTS = {"X": "x_test"}
 OUTPUTS = ("MEAN", "VARIANCE")
 PARAMETERS = ("t", "get")
 # PredictRequest field -> the protocol's path, for errors raised by the prediction.
-FIELD_PATHS = {"x_test": "inputs[X]", "model_id": "model_name", "t[0]": "parameters[t]"}
-FIELD_PATHS["get"] = "parameters[get]"
+FIELD_PATHS = {
+    "x_test": "inputs[X]",
+    "model_id": "model_name",
+    "t[0]": "parameters[t]",
+    "get": "parameters[get]",
+}
 
 
 def is_model(name: str) -> bool:

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,16 +173,13 @@ async def assemble(
 
 
 def _write(out: Sink, tile: Array, rows: slice, cols: slice, symmetric: bool) -> None:
+    """A tile, and for a symmetric kernel its mirror (a diagonal-only job has only tiles on
+    the diagonal: nothing to mirror)."""
     out.write(rows, cols, tile)
-    if symmetric and rows != cols and not (isinstance(out, KernelArray) and out.array.ndim == 1):
+    if symmetric and rows != cols:
         out.write(cols, rows, tile.T)
 
 
 def close(out: Mapping[str, Sink]) -> None:
     for sink in out.values():
         sink.close()
-
-
-def kernel_bytes(n1: int, n2: int, kinds: Sequence[str]) -> int:
-    """What kernels of this shape take in float64."""
-    return 8 * n1 * n2 * len(kinds)

@@ -27,7 +27,7 @@ from ntkserve_engine.predict.likelihood import LIKELIHOOD_GETS, MarginalLikeliho
 from ntkserve_engine.predict.tuning import DIAG_REG, check_bounds, maximize
 
 from ntkserve_server import compute, model_requests, requests
-from ntkserve_server.compute import CheckedInputs
+from ntkserve_server.compute import CheckedInputs, Compiled
 from ntkserve_server.model_requests import LikelihoodQuery
 from ntkserve_server.models import solve_message
 from ntkserve_server.service import KernelService
@@ -43,10 +43,13 @@ class Stopped(Exception):
 
 
 async def _prepared(
-    kernels: KernelService, tenant: str, query: LikelihoodQuery, hyper: tuple[str, ...]
+    kernels: KernelService,
+    tenant: str,
+    compiled: Compiled,
+    query: LikelihoodQuery,
+    hyper: tuple[str, ...],
 ) -> tuple[CheckedInputs, Programs]:
     """The training inputs checked, and their forward (and, for `hyper`, gradient) programs."""
-    compiled = await kernels.run(kernels.compiled, tenant, query.architecture_id)
     kernel = LIKELIHOOD_GETS[query.get]
     checked = compute.check(compiled, query.x, None, (kernel,))
     requests.check_entries(checked.kernel_shape, (kernel,), kernels.max_entries)
@@ -88,7 +91,7 @@ async def marginal_likelihood(
     query = await kernels.run(model_requests.likelihood_data, request, kernels.max_elements)
     compiled = await kernels.run(kernels.compiled, tenant, query.architecture_id)
     hyper = requests.hyper_parameters(request, compiled.kfn.hyper_parameter_paths)
-    checked, programs = await _prepared(kernels, tenant, query, hyper)
+    checked, programs = await _prepared(kernels, tenant, compiled, query, hyper)
     grad = bool(hyper) or request.diag_reg_grad
     run = functools.partial(evaluate, checked, programs, query, None, hyper, grad)
     found, by_path = await kernels.work.run(run)
@@ -131,11 +134,12 @@ def _steps(request: ms.TuneRequest) -> tuple[int, float]:
 
 async def tune(kernels: KernelService, tenant: str, request: ms.TuneRequest) -> ms.TuneResponse:
     query = await kernels.run(model_requests.likelihood_data, request, kernels.max_elements)
-    kfn = (await kernels.run(kernels.compiled, tenant, query.architecture_id)).kfn
+    compiled = await kernels.run(kernels.compiled, tenant, query.architecture_id)
+    kfn = compiled.kfn
     bounds = _bounds(request, kfn.hyper_parameter_paths)
     steps, step_size = _steps(request)
     hyper = tuple(p for p in bounds if p != DIAG_REG)
-    checked, programs = await _prepared(kernels, tenant, query, hyper)
+    checked, programs = await _prepared(kernels, tenant, compiled, query, hyper)
     paths = kfn.hyper_parameter_paths
     start = dict(zip(paths, (float(v) for v in jax.tree.leaves(kfn.params)), strict=True))
     start[DIAG_REG] = query.diag_reg

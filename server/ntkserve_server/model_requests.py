@@ -30,8 +30,11 @@ MODEL_ID_DIGITS = 32
 MODEL_ID_FORM = f"{MODEL_ID_PREFIX!r} and {MODEL_ID_DIGITS} lowercase hex digits"
 POSTERIORS = {ms.POSTERIOR_NNGP: "nngp", ms.POSTERIOR_NTK: "ntk", ms.POSTERIOR_NTKGP: "ntkgp"}
 POSTERIOR_CODES = {name: code for code, name in POSTERIORS.items()}
-COVARIANCES = {ms.COVARIANCE_UNSPECIFIED: None, ms.COVARIANCE_MARGINAL: "marginal"}
-COVARIANCES[ms.COVARIANCE_FULL] = "full"
+COVARIANCES = {
+    ms.COVARIANCE_UNSPECIFIED: None,
+    ms.COVARIANCE_MARGINAL: "marginal",
+    ms.COVARIANCE_FULL: "full",
+}
 # The kernels a model of each kind keeps: an NTK model's covariance needs the NNGP too.
 KEPT = {"nngp": ("nngp",), "ntk": ("nngp", "ntk")}
 

@@ -33,6 +33,7 @@ from ntkserve_server import (
     streaming,
 )
 from ntkserve_server.calls import Boundary, CallLog, caller_tenant, rpc, stream_rpc
+from ntkserve_server.compute import Compiled
 from ntkserve_server.kernel_matrices import KernelRequest
 from ntkserve_server.model_requests import FitSettings, PredictQuery
 from ntkserve_server.model_store import ModelStore
@@ -61,13 +62,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     async def _assembled(
         self,
-        tenant: str,
+        compiled: Compiled,
         request: KernelRequest,
         inputs: tuple[Array, Array | None],
         expired: Callable[[], bool],
     ) -> dict[str, Array]:
-        """Kernels computed in tiles into float64 arrays in memory."""
-        compiled = await self._kernels.run(self._kernels.compiled, tenant, request.architecture_id)
+        """Kernels of the network `compiled` computed in tiles into float64 arrays in memory."""
         streams = self._kernels.streams
         job = await self._kernels.run(kernel_matrices.plan, streams, compiled, request)
         out = kernel_matrices.in_memory(job, request.diagonal_only)
@@ -186,10 +186,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         query = await limits.run(model_requests.predict_request, request, limits.max_elements)
         stored = await limits.run(self._store.get, tenant, query.model_id)
         get = query.against(stored.record)
-        await limits.run(limits.compiled, tenant, stored.record.architecture_id)
+        compiled = await limits.run(limits.compiled, tenant, stored.record.architecture_id)
         loaded = await limits.run(self._predictors.get, stored)
         models.check_prediction_size(query, stored.record, get, limits)
-        k_td, k_tt = await self._test_kernels(tenant, stored.record, loaded, query, get, expired)
+        k_td, k_tt = await self._test_kernels(compiled, loaded, query, get, expired)
         out, solve = await limits.run(models.answer, loaded, query, get, k_td, k_tt)
         return ms.PredictResponse(solve=solve, **_encoded(out, query.covariance))
 
@@ -208,7 +208,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         model_requests.check_test_inputs(
             header.x_shape, header.dtype, stored.record, "header.x_test"
         )
-        await kernels.run(kernels.compiled, tenant, stored.record.architecture_id)
+        compiled = await kernels.run(kernels.compiled, tenant, stored.record.architecture_id)
         loaded = await kernels.run(self._predictors.get, stored)
         expected = {ks.INPUT_SLOT_X1: ("x_test", header.input_bytes)}
         received = await receive_bytes(expected, messages, call, kernels.streams.idle_seconds)
@@ -220,7 +220,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             query = dataclasses.replace(header.query, x_test=x[start : start + rows])
             async with self.boundary.compute_slot(tenant):
                 k_td, k_tt = await self._test_kernels(
-                    tenant, stored.record, loaded, query, get, _expired(context)
+                    compiled, loaded, query, get, _expired(context)
                 )
                 out, solve = await kernels.run(models.answer, loaded, query, get, k_td, k_tt)
             yield ms.PredictStreamResponse(
@@ -229,8 +229,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     async def _test_kernels(
         self,
-        tenant: str,
-        record: ms.ModelRecord,
+        compiled: Compiled,
         loaded: Loaded,
         query: PredictQuery,
         get: str,
@@ -242,15 +241,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         if x_test is None:
             return None, None
         td_names, prior = models.kernels_needed(get, query.covariance)
-        arch = record.architecture_id
+        arch = compiled.kfn.id
         train = loaded.x_train
         test_train = KernelRequest(arch, x_test.shape, train.shape, x_test.dtype, td_names)
-        k_td = await self._assembled(tenant, test_train, (x_test, train), expired)
+        k_td = await self._assembled(compiled, test_train, (x_test, train), expired)
         if query.covariance is None:
             return k_td, None
         marginal = query.covariance == "marginal"
         test = KernelRequest(arch, x_test.shape, None, x_test.dtype, (prior,), 0, marginal)
-        return k_td, await self._assembled(tenant, test, (x_test, None), expired)
+        return k_td, await self._assembled(compiled, test, (x_test, None), expired)
 
     @rpc()
     async def GetModel(

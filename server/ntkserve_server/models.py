@@ -120,15 +120,23 @@ def factorize_into(
     return {settings.get: solve_message(factorization)}, value
 
 
-def _load(stored: StoredModel) -> MSEEnsemble:
-    """The engine's predictor over a stored model: its kernels and factorization as stored."""
+@dataclasses.dataclass
+class Loaded:
+    predictor: MSEEnsemble
+    x_train: Array
+    nbytes: int
+
+
+def _load(stored: StoredModel) -> Loaded:
+    """The engine's predictor over a stored model (its kernels and factorization as stored,
+    memory-mapped), its training inputs, and what it is counted as in memory."""
     record, arrays = stored.record, stored.arrays()
     get = kinds.NAME_OF[record.get]
     solve = record.solves[get]
     parts = {p: arrays.get(f"{get}_{p}") for p in _FACTOR_PARTS}
     factorization = Factorization(solve.method, solve.jitter, solve.condition, **parts)
     kept = {name: arrays[name] for name in kinds.NAMES if name in arrays}
-    return MSEEnsemble(
+    predictor = MSEEnsemble(
         None,
         None,
         arrays["y_train"],
@@ -140,13 +148,8 @@ def _load(stored: StoredModel) -> MSEEnsemble:
         train=kept,
         factorizations={get: factorization},
     )
-
-
-@dataclasses.dataclass
-class Loaded:
-    predictor: MSEEnsemble
-    x_train: Array
-    nbytes: int
+    n = record.x_train_shape[0]
+    return Loaded(predictor, arrays["x_train"], 2 * 8 * n * n)
 
 
 class Predictors:
@@ -166,10 +169,7 @@ class Predictors:
             if found is not None:
                 self._loaded.move_to_end(model_id)
                 return found
-        predictor = _load(stored)
-        n = stored.record.x_train_shape[0]
-        x_train = np.load(stored.directory / "x_train.npy", mmap_mode="r")
-        loaded = Loaded(predictor, x_train, 2 * 8 * n * n)
+        loaded = _load(stored)
         with self._lock:
             self._loaded[model_id] = loaded
             while len(self._loaded) > 1 and self._used() > self.budget_bytes:
@@ -203,7 +203,7 @@ def answer(
     used was solved (blocking)."""
     predictor = loaded.predictor
     if get == "ntkgp":
-        inference = predictor.at_infinity(tuple(n for n in kinds.NAMES))
+        inference = predictor.at_infinity(kinds.NAMES)
         prior = None if k_tt is None else k_tt["ntk"]
         out = inference.predict("ntkgp", k_td, prior, query.covariance)
         return out, solve_message(inference.factorization("ntk"))

@@ -2,7 +2,8 @@
 hyper-parameters (paths of `KernelFn.hyper_parameter_paths`, and "diag_reg"), in log space
 within bounds, with optax's Adam (Kingma & Ba 2015) and projection onto the bounds after
 each step. `maximize` is the loop (served Tune gives it the server's likelihood); `tune`
-runs it in process on `marginal_likelihood`.
+runs it in process on `likelihood.of_kernel`, the kernel and its pull-back jitted once (the
+pull-back recomputes the forward inside its program, as the server's gradient program does).
 
 Log space: the scale parameters (W_std, b_std, diag_reg) are positive and matter by ratio,
 so a step changes each by a fraction of itself; the bounds keep them positive and the
@@ -96,12 +97,12 @@ def tune(
     step_size: float = 0.05,
 ) -> Tuned:
     """In process: the hyper-parameters named in `parameters` (path -> (lower, upper);
-    "diag_reg" for the regularizer) maximizing `marginal_likelihood`, from the network's
+    "diag_reg" for the regularizer) maximizing the log marginal likelihood, from the network's
     own values; `Tuned.architecture` is the tuned network."""
     if get not in LIKELIHOOD_GETS:
         raise InputError("get", f"must be one of {sorted(LIKELIHOOD_GETS)}, got {get!r}")
     paths = kernel_fn.hyper_parameter_paths
-    own = dict(zip(paths, (float(v) for v in _leaves(kernel_fn.params)), strict=True))
+    own = dict(zip(paths, (float(v) for v in jax.tree.leaves(kernel_fn.params)), strict=True))
     own[DIAG_REG] = diag_reg
     targets = Targets(y_train)
     kernel_name = LIKELIHOOD_GETS[get]
@@ -122,7 +123,7 @@ def tune(
         reg = values.get(DIAG_REG, diag_reg)
         found = of_kernel(k, targets.matrix, reg, diag_reg_absolute_scale, grad=True)
         params_grad = pull_back(params, np.asarray(found.kernel_grad, raw.dtype))
-        grads = dict(zip(paths, (float(g) for g in _leaves(params_grad)), strict=True))
+        grads = dict(zip(paths, (float(g) for g in jax.tree.leaves(params_grad)), strict=True))
         grads[DIAG_REG] = float(found.diag_reg_grad or 0.0)
         return found.value, grads
 
@@ -132,7 +133,3 @@ def tune(
     tuned = maximize(objective, own, parameters, steps, step_size)
     hyper = {p: v for p, v in tuned.values.items() if p != DIAG_REG}
     return dataclasses.replace(tuned, architecture=with_values(kernel_fn.architecture, hyper))
-
-
-def _leaves(tree: Any) -> list[Any]:
-    return list(jax.tree.leaves(tree))

@@ -24,8 +24,11 @@ from ntkserve.v1 import model_service_pb2 as ms
 
 Array = np.ndarray[Any, Any]
 POSTERIORS = {"nngp": ms.POSTERIOR_NNGP, "ntk": ms.POSTERIOR_NTK, "ntkgp": ms.POSTERIOR_NTKGP}
-COVARIANCES = {None: ms.COVARIANCE_UNSPECIFIED, "marginal": ms.COVARIANCE_MARGINAL}
-COVARIANCES["full"] = ms.COVARIANCE_FULL
+COVARIANCES = {
+    None: ms.COVARIANCE_UNSPECIFIED,
+    "marginal": ms.COVARIANCE_MARGINAL,
+    "full": ms.COVARIANCE_FULL,
+}
 # Model.predict streams when N_test x N_train passes this (the server's default unary limit
 # is 2**26 entries for every kernel a prediction needs): 128 MiB of float64 per kernel.
 STREAM_ENTRIES = 1 << 24

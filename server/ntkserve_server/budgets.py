@@ -24,6 +24,7 @@ from ntkserve_server.unary_programs import (
     DeviceRates,
     UnaryPrograms,
 )
+from ntkserve_server.zygote import Zygote
 
 
 def tile_budget(config: ServerConfig) -> int:
@@ -63,11 +64,11 @@ def _device_rates(config: ServerConfig) -> DeviceRates:
     )
 
 
-def engine_processes(config: ServerConfig) -> EngineProcesses:
+def engine_processes(config: ServerConfig, zygote: Zygote | None) -> EngineProcesses:
     """As many engine processes as compiles and computations can run at once
     (--compile-workers + --workers), each capped at --compile-memory-mb (default a quarter
-    of the host's memory, as a unary call's memory budget on CPU)."""
-    return EngineProcesses(config.compile_workers + config.workers, _engine_memory(config))
+    of the host's memory, as a unary call's memory budget on CPU), forked from `zygote`."""
+    return EngineProcesses(config.compile_workers + config.workers, _engine_memory(config), zygote)
 
 
 def _engine_memory(config: ServerConfig) -> int:

@@ -1,9 +1,12 @@
 """Supervised child processes: where work that may die (a compile, a computation) runs so that
 its death costs one request, not the server (issue 17).
 
-A `Child` is a fresh interpreter (`python -m MODULE FD`: jax is multithreaded, so no fork of
-the server; not multiprocessing's spawn, which re-imports the server's main module) with the
-server's environment (XLA_FLAGS, so the same devices), talking over one socket: the server
+A `Child` is a fork of the server's zygote (`zygote`: a copy of the server made before its
+threads, jax imported but not started; milliseconds), or where there is none (a server built
+in a test's process) or it is gone, a fresh interpreter (`python -m MODULE FD`: jax is
+multithreaded, so no fork of the running server; not multiprocessing's spawn, which
+re-imports the server's main module). Either way it has the server's environment
+(XLA_FLAGS, so the same devices), runs MODULE's `child_main`, and talks over one socket: the server
 sends its jax settings and an address-space cap, the child loads jax (`handshake`) and says
 "ready", then answers one request at a time. `ask` returns its reply, or raises `Lost` with
 how it died (a signal, running out of memory, a deadline passed: then it is killed). A
@@ -23,10 +26,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 from ntkserve.field_errors import FieldError
+
+if TYPE_CHECKING:
+    from ntkserve_server.zygote import Forked, Zygote
 
 # A child loads jax before its first request: seconds, even on a busy machine; not counted
 # against a request's deadline.
@@ -110,6 +116,16 @@ def _first_to_go() -> None:
         pass
 
 
+def name_process(name: str) -> None:
+    """Names this process as `ps -o comm` and `top` show it (Linux; at most 15 bytes), so
+    an operator, or a test, tells the server's children apart."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name)
+    except OSError:
+        pass
+
+
 def warm_up() -> None:
     """Loads jax's backend and the compiler's libraries and threads: a child does this
     before its address space is capped, so the cap bounds its requests only."""
@@ -140,16 +156,27 @@ def cause(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
+def _started(module: str, fd: int, zygote: Zygote | None) -> subprocess.Popen[bytes] | Forked:
+    """A child running `module.child_main` on the socket `fd`: a fork of the zygote, or a
+    fresh interpreter where there is none or it is gone."""
+    if zygote is not None:
+        try:
+            return zygote.spawn(module, fd)
+        except OSError:
+            pass
+    return subprocess.Popen(
+        [sys.executable, "-m", module, str(fd)], stdin=subprocess.DEVNULL, pass_fds=(fd,)
+    )
+
+
 class Child:
     """One child process running `module`, and the server's end of its socket."""
 
-    def __init__(self, module: str, settings: dict[str, Any], cap: int) -> None:
+    def __init__(
+        self, module: str, settings: dict[str, Any], cap: int, zygote: Zygote | None = None
+    ) -> None:
         ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, str(theirs.fileno())],
-            stdin=subprocess.DEVNULL,
-            pass_fds=(theirs.fileno(),),
-        )
+        self.process = _started(module, theirs.fileno(), zygote)
         theirs.close()
         self.conn = multiprocessing.connection.Connection(ours.detach())
         self.conn.send((settings, cap))

@@ -363,8 +363,14 @@ def main(argv: list[str] | None = None) -> None:
     # (set XLA_PYTHON_CLIENT_PREALLOCATE=true to get jax's default back).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from ntkserve_server.server import serve  # jax loads only for `serve`
+    from ntkserve_server.zygote import fork_zygote
 
-    asyncio.run(serve(config))
+    zygote = fork_zygote()  # now, before any thread starts: engine processes fork from it
+    try:
+        asyncio.run(serve(config, zygote))
+    finally:
+        if zygote is not None:
+            zygote.close()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from jax.experimental import serialize_executable
 from ntkserve_server import child_processes
 from ntkserve_server.program_recipes import Recipe, build
 from ntkserve_server.requests import OverLimit
+from ntkserve_server.zygote import Zygote
 
 # What the server's jax config a child copies before it compiles anything. Not the on-disk
 # compilation cache: a child that used it (jax 0.10.2, CPU) sent back executables that failed
@@ -61,6 +62,7 @@ REPLY_LAYOUT = ("ops", "memory_bytes", "flops", "bytes_accessed", "compile_secon
 # Executables an engine process keeps loaded (least recently run dropped first; one dropped
 # is sent again when next run), so a long-lived process does not grow with every program.
 KEEP_LOADED = 256
+PROCESS_NAME = "ntkserve-engine"  # as `ps -o comm` shows an engine process
 Reply = tuple[str, Any]  # ("ok", result), ("unknown", None), or an error (`raised`)
 
 
@@ -102,8 +104,9 @@ def _answer(request: tuple[Any, ...], held: collections.OrderedDict[int, Any]) -
     return ("ok", jax.tree.map(np.asarray, held[key](*args, **kwargs)))
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
+def child_main(conn: multiprocessing.connection.Connection) -> None:
     """An engine process's life (child process): its settings, then requests, one at a time."""
+    child_processes.name_process(PROCESS_NAME)
     jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
     child_processes.handshake(conn)
     held: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -158,8 +161,10 @@ class EngineProcesses:
     """At most `count` engine processes, each capped at `memory_bytes` of address space more
     than a started one holds (0: the server's own cap)."""
 
-    def __init__(self, count: int, memory_bytes: int) -> None:
+    def __init__(self, count: int, memory_bytes: int, zygote: Zygote | None = None) -> None:
+        """`zygote`: where processes are forked from (None: each a fresh interpreter)."""
         self.memory_bytes = memory_bytes
+        self._zygote = zygote
         self._pool = child_processes.Pool(count, self._start, spare=True)
         self._keys = itertools.count()
 
@@ -170,7 +175,7 @@ class EngineProcesses:
 
     def _start(self) -> child_processes.Child:
         settings = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
-        return child_processes.Child(__name__, settings, self.memory_bytes)
+        return child_processes.Child(__name__, settings, self.memory_bytes, self._zygote)
 
     def _using(self, talk: Callable[[child_processes.Child], Reply]) -> Reply:
         """`talk` with an idle process (blocking: call from a worker thread);
@@ -235,4 +240,4 @@ class EngineProcesses:
 
 
 if __name__ == "__main__":
-    _serve(multiprocessing.connection.Connection(int(sys.argv[1])))
+    child_main(multiprocessing.connection.Connection(int(sys.argv[1])))

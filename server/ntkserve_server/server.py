@@ -47,6 +47,7 @@ from ntkserve_server.registry import Quotas, Registry
 from ntkserve_server.service import KernelService
 from ntkserve_server.tile_programs import TilePrograms
 from ntkserve_server.unary_programs import UnaryPrograms
+from ntkserve_server.zygote import Zygote
 
 log = logging.getLogger("ntkserve")
 FLUSH_SECONDS = 0.5
@@ -239,9 +240,10 @@ def _add_services(
     return health_servicer
 
 
-def build(config: ServerConfig) -> BuiltServer:
+def build(config: ServerConfig, zygote: Zygote | None = None) -> BuiltServer:
     """The server `config` describes, its services added and its port bound (port 0: a free
     one, in `BuiltServer.port`), not started. Call it on the event loop that will run it.
+    `zygote`: where engine processes are forked from (None: each a fresh interpreter).
     Raises CannotListen."""
     registry = Registry(
         config.data_dir / "registry.sqlite3",
@@ -255,7 +257,7 @@ def build(config: ServerConfig) -> BuiltServer:
     compile_executor = ThreadPoolExecutor(
         max_workers=config.compile_workers, thread_name_prefix="ntkserve-compile"
     )
-    engines = budgets.engine_processes(config)
+    engines = budgets.engine_processes(config, zygote)
     compiles = CompileWorkers(engines, config.compile_seconds)
     unary = budgets.unary_programs(config, compile_executor, compiles)
     server = _grpc_server(config)
@@ -350,12 +352,13 @@ def _announce(built: BuiltServer, devices: str) -> None:
     sys.stdout.flush()
 
 
-async def serve(config: ServerConfig) -> None:
-    """Runs until SIGTERM/SIGINT, then drains and returns."""
+async def serve(config: ServerConfig, zygote: Zygote | None = None) -> None:
+    """Runs until SIGTERM/SIGINT, then drains and returns. `zygote`: where engine
+    processes are forked from (`zygote.fork_zygote`, before this process started threads)."""
     configure_jax(config)
     devices = _devices()  # initialises the backend before we say SERVING
     try:
-        built = build(config)
+        built = build(config, zygote)
     except CannotListen as e:
         raise SystemExit(str(e)) from None
     await start(built)

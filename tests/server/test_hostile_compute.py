@@ -22,6 +22,7 @@ import pytest
 from ntkserve import Client, stax
 from ntkserve.errors import NtkServeError, ResourceExhaustedError
 from ntkserve_engine.kernels import KernelFn
+from ntkserve_server.engine_processes import PROCESS_NAME
 from ntkserve_server.testing import ServerProcess
 
 from tests.conftest import WAIT_SECONDS, metric, scrape, timeout_for, wait_until
@@ -35,7 +36,6 @@ NETWORK = stax.serial(
 )
 X = np.random.default_rng(11).standard_normal((2500, 1024)).astype(np.float32)
 X_STREAMED = np.random.default_rng(12).standard_normal((4000, 1024)).astype(np.float32)
-ENGINE_MODULE = "ntkserve_server.engine_processes"
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +46,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield proc
 
 
-def _engine_processes(server: ServerProcess) -> list[int]:
-    """The pids of the server's engine processes (its children running ENGINE_MODULE)."""
-    found = []
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, name as `ps -o comm` shows it)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == server.pid and ENGINE_MODULE in cmdline:
-            found.append(int(entry.name))
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), name)
+    return found
+
+
+def _descendants(pid: int, name: str) -> list[int]:
+    """The pids of `pid`'s descendants called `name`."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            if processes[child][1] == name:
+                found.append(child)
     return sorted(found)
+
+
+def _engine_processes(server: ServerProcess) -> list[int]:
+    """The pids of the server's engine processes (forks of its zygote, or where it has
+    none, children it started)."""
+    return _descendants(server.pid, PROCESS_NAME)
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -180,3 +199,39 @@ def test_a_tile_computation_that_dies_costs_its_stream_alone(server: ServerProce
         assert lost == lost_before + 1
         assert killed not in _engine_processes(server)
         np.testing.assert_array_equal(streamed(), before)
+
+
+def _computes(client: Client, architecture_id: str, x: np.ndarray, want: np.ndarray) -> bool:
+    """Whether the call now gives `want` (False: its engine process was found dead)."""
+    try:
+        got = client.kernel(architecture_id, x, get="ntk")
+    except ResourceExhaustedError:
+        return False
+    np.testing.assert_array_equal(got, want)
+    return True
+
+
+@timeout_for(60)
+def test_engine_processes_are_forks_of_the_zygote_and_outlive_it(
+    start_server: type[ServerProcess],
+) -> None:
+    """Engine processes are forked from the server's zygote (no second load of jax); when
+    the zygote dies the server starts fresh interpreters instead, with the same results."""
+    server = start_server(None, "--workers", "1", "--compile-workers", "1")
+    with Client(server.target, timeout=WAIT_SECONDS) as client:
+        architecture_id = client.register(NETWORK)
+        want = client.kernel(architecture_id, X[:50], get="ntk")
+        (zygote,) = _descendants(server.pid, "ntkserve-zygote")
+        engines = _engine_processes(server)
+        assert engines, "no engine process"
+        assert all(_processes()[pid][0] == zygote for pid in engines)
+        os.kill(zygote, signal.SIGKILL)
+        for pid in engines:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: _computes(client, architecture_id, X[:50], want),
+            "a fresh engine process computes",
+        )
+        fresh = _engine_processes(server)
+        assert fresh and not set(fresh) & set(engines)
+        assert all(_processes()[pid][0] == server.pid for pid in fresh)

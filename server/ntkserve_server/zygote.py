@@ -37,6 +37,7 @@ import traceback
 from ntkserve_server import child_processes
 
 MESSAGE_BYTES = 4096  # a module name, or a ("started" | "exit", pid, ...) tuple
+SPAWN_SECONDS = 60  # a fork takes milliseconds; a zygote that has not answered by then is stuck
 
 
 def fork_zygote() -> Zygote | None:
@@ -98,9 +99,12 @@ class Zygote:
             if not self.alive:
                 raise OSError("the zygote has ended")
             socket.send_fds(self._sock, [module.encode()], [conn_fd])
-            self._changed.wait_for(lambda: self._started or not self.alive)
-            if not self._started:
-                raise OSError("the zygote ended while forking")
+            self._changed.wait_for(lambda: self._started or not self.alive, SPAWN_SECONDS)
+            if not self._started:  # ended, or stuck: no later reply may pair with a request
+                self.alive = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                raise OSError("the zygote did not fork")
             return Forked(self, self._started.pop(0))
 
     def exit_code(self, pid: int) -> int | None:

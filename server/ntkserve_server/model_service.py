@@ -85,7 +85,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         tenant = caller_tenant()
         streams = self._kernels.streams
         first = await header_of(messages, streams.idle_seconds, "FitHeader")
-        settings = model_requests.fit_header(first, streams.max_input_bytes)
+        settings = model_requests.fit_header(first.header, streams.max_input_bytes)
         request = KernelRequest(
             settings.architecture_id,
             settings.x_shape,
@@ -202,7 +202,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> AsyncGenerator[ms.PredictStreamResponse, None]:
         tenant, kernels = caller_tenant(), self._kernels
         first = await header_of(messages, kernels.streams.idle_seconds, "PredictStreamHeader")
-        header = model_requests.predict_stream_header(first, kernels.streams.max_input_bytes)
+        header = model_requests.predict_stream_header(first.header, kernels.streams.max_input_bytes)
         stored = await kernels.run(self._store.get, tenant, header.query.model_id)
         get = header.query.against(stored.record)
         model_requests.check_test_inputs(

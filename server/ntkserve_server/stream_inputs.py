@@ -91,12 +91,13 @@ async def next_message(
 
 
 async def header_of(messages: AsyncIterator[Any], idle_seconds: float | None, kind: str) -> Any:
-    """The header a stream opens with (its first message's `header`, a `kind`);
-    InvalidRequest at messages[0] when the stream opens with anything else."""
+    """The message a stream opens with, whose payload is its header (a `kind`);
+    InvalidRequest at messages[0] when the stream opens with anything else. The whole
+    message, so a call counts the bytes it received."""
     first = await next_message(messages, idle_seconds, "the header")
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidRequest("messages[0]", f"the first message must be a {kind}")
-    return first.header
+    return first
 
 
 async def _fill(

@@ -244,7 +244,7 @@ async def stream_kernel(
 
     first = await header_of(messages, server.idle_seconds, "StreamKernelHeader")
     stats.bytes_in += first.ByteSize()
-    header = requests.stream_header(first, server.max_input_bytes)
+    header = requests.stream_header(first.header, server.max_input_bytes)
     async with admit():
         compiled = await blocking(compiled_for, header.architecture_id)
         job: Job = await blocking(plan, header, compiled, server.programs, server.devices[0])

@@ -6,9 +6,9 @@ for every engine process, and again for each one that dies and is replaced). The
 holds the server's modules already imported, with no jax backend and no thread of its own,
 so a fork of it starts in milliseconds and shares their pages. The server must fork it
 before anything starts a thread (`fork_zygote`, called first thing by `serve`): a fork of a
-multithreaded process can inherit a lock some other thread held. OpenBLAS's worker threads,
-which numpy and scipy start at import, stop for a fork and restart after
-(`pthread_atfork`); there is no other thread then.
+multithreaded process can inherit a lock some other thread held. The only other threads
+then are OpenBLAS's workers, which numpy and scipy start at import (counted: one each on 2
+cores), and OpenBLAS shuts them down around a fork (`pthread_atfork`).
 
 Protocol, over one SOCK_SEQPACKET socket pair (one message per send): the server sends a
 module's name with the child's end of its connection attached (SCM_RIGHTS); the zygote forks,

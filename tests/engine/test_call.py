@@ -115,9 +115,10 @@ def test_traced_calls_are_the_same_function_to_rounding(dtype: type) -> None:
 
 
 def test_a_traced_call_of_thousands_of_inputs_compiles_and_is_symmetric() -> None:
-    """A user's own jit of x2 = None: the kernel made symmetric in the graph. Its mirror once
-    took XLA-CPU 3.5 min to compile at 2,000 inputs, and then crashed the process (its
-    compile time grew with the square of the rows): now a fraction of a second."""
+    """A user's own jit of x2 = None: the kernel made symmetric in the graph. With the
+    mirror as a select on an iota mask this call did not finish in 60 s (XLA-CPU's compile
+    time grew with the square of the rows; a 3-layer ReLU network at 2,000 inputs compiled
+    for 3.5 min and then crashed the process)."""
     kfn = kernel_fn(ARCHS["dense"][0])
     x = _x((2000, 5), np.float32)
     traced = jax.jit(lambda a: kfn(a, get=GET))(x)

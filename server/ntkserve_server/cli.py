@@ -362,10 +362,14 @@ def main(argv: list[str] | None = None) -> None:
     # A shared GPU hosts other jobs too: allocate device memory as needed, not 75% up front
     # (set XLA_PYTHON_CLIENT_PREALLOCATE=true to get jax's default back).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from ntkserve_server.server import serve  # jax loads only for `serve`
-    from ntkserve_server.zygote import fork_zygote
+    from ntkserve_server.zygote import fork_zygote  # jax loads only for `serve`
 
-    zygote = fork_zygote()  # now, before any thread starts: engine processes fork from it
+    # Before any thread and before grpc is imported (it registers at-fork handlers; forked
+    # after it, one server in a suite run failed to start: "epoll_wait error: Bad file
+    # descriptor").
+    zygote = fork_zygote(("ntkserve_server.engine_processes",))
+    from ntkserve_server.server import serve
+
     try:
         asyncio.run(serve(config, zygote))
     finally:

@@ -5,7 +5,8 @@ A child started as a fresh interpreter loads jax again (~2 s of CPU on a 2-core 
 for every engine process, and again for each one that dies and is replaced). The zygote
 holds the server's modules already imported, with no jax backend and no thread of its own,
 so a fork of it starts in milliseconds and shares their pages. The server must fork it
-before anything starts a thread (`fork_zygote`, called first thing by `serve`): a fork of a
+before anything starts a thread and before grpc is imported (`fork_zygote`, called by the
+command line before it imports the server): a fork of a
 multithreaded process can inherit a lock some other thread held. The only other threads
 then are OpenBLAS's workers, which numpy and scipy start at import (counted: one each on 2
 cores), and OpenBLAS shuts them down around a fork (`pthread_atfork`).
@@ -40,9 +41,13 @@ MESSAGE_BYTES = 4096  # a module name, or a ("started" | "exit", pid, ...) tuple
 SPAWN_SECONDS = 60  # a fork takes milliseconds; a zygote that has not answered by then is stuck
 
 
-def fork_zygote() -> Zygote | None:
-    """The zygote of this process, forked now; None where a fork would not be safe (a
-    Python thread already runs) or possible."""
+def fork_zygote(modules: tuple[str, ...]) -> Zygote | None:
+    """The zygote of this process, forked now with `modules` (those its forks run) imported;
+    None where a fork would not be safe (a Python thread already runs) or possible. Call it
+    before grpc is imported, which registers at-fork handlers: forked after it, one server
+    in a suite run failed to start ("epoll_wait error: Bad file descriptor")."""
+    for module in modules:
+        importlib.import_module(module)
     if threading.active_count() > 1 or not hasattr(os, "fork"):
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -15,7 +15,7 @@ def test_there_is_no_zygote_once_a_thread_runs() -> None:
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        assert fork_zygote() is None
+        assert fork_zygote(()) is None
     finally:
         stop.set()
         thread.join()

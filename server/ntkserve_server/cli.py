@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         help="where the registry lives (default $NTKSERVE_DATA_DIR or $XDG_DATA_HOME/ntkserve)",
     )
     serve.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where compiled programs are kept on disk (default DATA_DIR/jax-cache; none "
+        "with --isolate-tenant-caches); replicas of one version may share one",
+    )
+    serve.add_argument(
         "--max-message-mb", type=int, default=256, help="largest gRPC message (default 256 MiB)"
     )
     serve.add_argument(
@@ -323,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         data_dir=data_dir,
+        compile_cache=args.compile_cache,
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         workers=args.workers,
         grace_seconds=args.grace,

@@ -19,6 +19,7 @@ compile executor's, at most --compile-workers at a time; tile programs: the devi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -29,7 +30,9 @@ from typing import Any
 
 import jax
 import jax.monitoring
+import ntkserve_engine
 
+import ntkserve_server
 from ntkserve_server import child_processes
 from ntkserve_server.engine_processes import REPLY_LAYOUT, EngineProcesses, raised
 from ntkserve_server.program_recipes import Program, Recipe, device_of
@@ -41,17 +44,39 @@ MiB = 1 << 20
 WORKER_COMPILE_EVENT = "/ntkserve/compile_workers/backend_compile_duration"
 
 
+@functools.cache
+def _code_digest() -> str:
+    """A digest of the engine's and the server's source: a program is built by that code, so
+    a reply written before an upgrade (or, in a checkout, an edit) is not found after it."""
+    digest = hashlib.sha256()
+    for package in (ntkserve_engine, ntkserve_server):
+        root = Path(package.__path__[0])
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 class _Disk:
     """Compile replies kept as files in jax's compilation cache directory (none when the
     server has none: tenants with isolated caches share nothing), by a hash of the recipe,
-    the ops limit it was built under, the reply's layout, jax's version, the devices and
-    XLA_FLAGS (a reply written by another version is not found, never misread)."""
+    the ops limit it was built under, the reply's layout, jax's version, the devices,
+    XLA_FLAGS and the code that builds programs (a reply written by another version is not
+    found, never misread; servers of one version may share the directory)."""
 
     def __init__(self) -> None:
         directory = getattr(jax.config, "jax_compilation_cache_dir", None)
         self.directory = None if directory is None else Path(directory)
         devices = [str(d) for d in jax.local_devices()]
-        self._context = repr((REPLY_LAYOUT, jax.__version__, devices, os.environ.get("XLA_FLAGS")))
+        self._context = repr(
+            (
+                REPLY_LAYOUT,
+                jax.__version__,
+                devices,
+                os.environ.get("XLA_FLAGS"),
+                None if directory is None else _code_digest(),
+            )
+        )
 
     def _path(self, recipe: Recipe, max_ops: int) -> Path | None:
         if self.directory is None:

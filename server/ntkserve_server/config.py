@@ -14,6 +14,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     data_dir: Path = Path("ntkserve-data")
+    # Where compiled programs are kept on disk (jax's cache and the compile replies); None:
+    # DATA_DIR/jax-cache. Replicas of one version on one device kind may share one.
+    compile_cache: Path | None = None
     max_message_bytes: int = 256 * 1024 * 1024
     workers: int = 4
     grace_seconds: float = 30.0

@@ -92,15 +92,16 @@ def _devices() -> str:
 
 def configure_jax(config: ServerConfig) -> None:
     """What the server sets for its whole process, before anything compiles: float64 requests
-    stay float64 end to end, and compiled programs go to jax's on-disk cache in the data dir
-    (a restarted server loads what it compiled before instead of compiling it again, every
-    program, however quick). Process-wide, so `serve` does it, not `build`: a test that
-    builds a server in its own process keeps its jax settings. With isolated tenant caches
-    there is no on-disk cache: it would give one tenant's compilation to another."""
+    stay float64 end to end, and compiled programs go to jax's on-disk cache (--compile-cache,
+    by default in the data dir): a restarted server loads what it compiled before instead of
+    compiling it again, every program, however quick. Process-wide, so `serve` does it, not
+    `build`: a test that builds a server in its own process keeps its jax settings. With
+    isolated tenant caches there is no on-disk cache: it would give one tenant's compilation
+    to another."""
     jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
     if config.isolate_tenant_caches:  # its keys are the programs', not the tenants'
         return
-    path = config.data_dir / "jax-cache"
+    path = config.compile_cache or config.data_dir / "jax-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # type: ignore[no-untyped-call]

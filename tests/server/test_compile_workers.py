@@ -5,6 +5,7 @@ worker computes bit for bit what the program compiled in this process computes."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from ntkserve import stax
 from ntkserve_engine.kernels import KernelFn
+from ntkserve_server import compile_workers
 from ntkserve_server.compile_workers import CompileWorkers
 from ntkserve_server.engine_processes import KEEP_LOADED, EngineProcesses, loaded
 from ntkserve_server.program_recipes import Recipe, build, recipe, spec_of
@@ -95,3 +97,21 @@ def test_a_program_its_engine_process_dropped_is_sent_again(workers: CompileWork
     assert dropped == ("unknown", None)
     for a, b in zip(_run(remote.executable, kfn), first, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_reply_written_by_other_code_is_not_found(
+    workers: CompileWorkers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compile replies on disk are keyed by the code that builds programs as well: after an
+    upgrade (or an edit of a checkout) a server compiles again instead of loading a program
+    the old code built, even from a cache that servers share."""
+    shared = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))  # type: ignore[no-untyped-call]
+    try:
+        made = _forward(_chain(1))
+        workers.build(made, 0, loaded)
+        assert compile_workers._Disk().get(made, 0) is not None
+        monkeypatch.setattr(compile_workers, "_code_digest", lambda: "another version's code")
+        assert compile_workers._Disk().get(made, 0) is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", shared)  # type: ignore[no-untyped-call]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,11 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ntkserve import Client, stax
 
+from tests.conftest import DEFAULT_COMPILE_CACHE
+
 ARCH = stax.serial(stax.Dense(32, W_std=1.2, b_std=0.1), stax.Erf(), stax.Dense(1))
 
 
 def test_registration_survives_restart(start_server: Any) -> None:
-    first = start_server()
+    first = start_server(env=DEFAULT_COMPILE_CACHE)
     x = np.random.RandomState(0).randn(3, 4)
     with Client(first.target, timeout=60) as c:
         arch_id = c.register(ARCH)
@@ -26,12 +29,29 @@ def test_registration_survives_restart(start_server: Any) -> None:
     cache = first.data_dir / "jax-cache"
     compiled_before = {f.name for f in cache.iterdir()}
     assert compiled_before, "jax's persistent compilation cache lives in the data dir"
-    second = start_server(first.data_dir)
+    second = start_server(first.data_dir, env=DEFAULT_COMPILE_CACHE)
     with Client(second.target, timeout=60) as c:
         assert [i.id for i in c.list_architectures()] == [arch_id]
         np.testing.assert_array_equal(c.kernel(arch_id, x), before)
     # The restarted server loaded its program from the cache: nothing new was compiled.
     assert {f.name for f in cache.iterdir()} == compiled_before
+
+
+def test_servers_share_a_compile_cache(start_server: Any, tmp_path: Path) -> None:
+    """--compile-cache DIR: programs go there, not to the data dir, and a second server
+    (another data dir) loads them instead of compiling them again."""
+    shared = tmp_path / "shared-cache"
+    x = np.random.RandomState(1).randn(3, 4)
+    first = start_server(tmp_path / "a", "--compile-cache", str(shared))
+    with Client(first.target, timeout=60) as c:
+        before = c.kernel(c.register(ARCH), x)
+    assert first.terminate() == 0
+    compiled_before = {f.name for f in shared.iterdir()}
+    assert compiled_before and not (first.data_dir / "jax-cache").exists()
+    second = start_server(tmp_path / "b", "--compile-cache", str(shared))
+    with Client(second.target, timeout=60) as c:
+        np.testing.assert_array_equal(c.kernel(c.register(ARCH), x), before)
+    assert {f.name for f in shared.iterdir()} == compiled_before
 
 
 def test_registration_survives_sigkill(start_server: Any) -> None:

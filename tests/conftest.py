@@ -4,10 +4,7 @@ slot, waiting for a condition, a server's Prometheus metrics, per-test timeouts.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -132,44 +129,13 @@ def start_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 
     class Owned(ServerProcess):
-        def __init__(
-            self, data_dir: Path | None = None, *extra: str, env: dict[str, str] | None = None
-        ) -> None:
-            super().__init__(data_dir or tmp_path / "data", *extra, env=env)
+        def __init__(self, data_dir: Path | None = None, *extra: str) -> None:
+            super().__init__(data_dir or tmp_path / "data", *extra)
             started.append(self)
 
     yield Owned
     for proc in started:
         proc.kill()
-
-
-# One on-disk compile cache for the whole run (its workers' in-process programs and the
-# servers they start): what one test compiled, the next loads, as a restarted server does.
-# Tests of compiling itself start their servers with `DEFAULT_COMPILE_CACHE`.
-COMPILE_CACHE = "NTKSERVE_COMPILE_CACHE"
-SHARED_CACHE_OWNER = "NTKSERVE_TEST_CACHE_OWNER"
-# A server's environment for its default compile cache, its own (DATA_DIR/jax-cache): an
-# empty NTKSERVE_ variable is the flag's default.
-DEFAULT_COMPILE_CACHE = {COMPILE_CACHE: ""}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Makes the run's shared compile cache (in the process that starts pytest's workers,
-    which inherit the variable), unless one is set already, and sends this process's
-    programs there, every program however quick, as a server does."""
-    import jax
-
-    if COMPILE_CACHE not in os.environ:
-        os.environ[COMPILE_CACHE] = tempfile.mkdtemp(prefix="ntkserve-test-compile-cache-")
-        os.environ[SHARED_CACHE_OWNER] = str(os.getpid())
-    jax.config.update("jax_compilation_cache_dir", os.environ[COMPILE_CACHE])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if os.environ.get(SHARED_CACHE_OWNER) == str(os.getpid()):
-        shutil.rmtree(os.environ.pop(COMPILE_CACHE), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

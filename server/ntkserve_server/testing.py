@@ -119,7 +119,6 @@ class ServerProcess(ListeningProcess):
         *flags: str,
         cwd: Path | None = None,
         preexec: Callable[[], None] | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.flags = flags
@@ -130,5 +129,4 @@ class ServerProcess(ListeningProcess):
             f"ntkserve serve {' '.join(flags)}".strip(),
             cwd=cwd,
             preexec=preexec,
-            env=env,
         )

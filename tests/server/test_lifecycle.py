@@ -14,13 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ntkserve import Client, stax
 
-from tests.conftest import DEFAULT_COMPILE_CACHE
-
 ARCH = stax.serial(stax.Dense(32, W_std=1.2, b_std=0.1), stax.Erf(), stax.Dense(1))
 
 
 def test_registration_survives_restart(start_server: Any) -> None:
-    first = start_server(env=DEFAULT_COMPILE_CACHE)
+    first = start_server()
     x = np.random.RandomState(0).randn(3, 4)
     with Client(first.target, timeout=60) as c:
         arch_id = c.register(ARCH)
@@ -29,7 +27,7 @@ def test_registration_survives_restart(start_server: Any) -> None:
     cache = first.data_dir / "jax-cache"
     compiled_before = {f.name for f in cache.iterdir()}
     assert compiled_before, "jax's persistent compilation cache lives in the data dir"
-    second = start_server(first.data_dir, env=DEFAULT_COMPILE_CACHE)
+    second = start_server(first.data_dir)
     with Client(second.target, timeout=60) as c:
         assert [i.id for i in c.list_architectures()] == [arch_id]
         np.testing.assert_array_equal(c.kernel(arch_id, x), before)

@@ -7,9 +7,10 @@ Sections, in order: the machine and its measured rates (`rates`), the engine's t
 memory against N beside the floor (`sweep`), the service's overhead over the in-process
 engine (`overhead`), compilations across a hyper-parameter and batch-size sweep
 (`compilation`), inference in process against neural-tangents (`inference`) and served
-(`inference_served`), and the GPU note. Results also go to benchmarks/results.json, so the
-report can be re-rendered. The CPU suite took about 5 minutes on the 2-core development
-machine (the issue asks under 15); `--quick`, a smoke run, about 2.
+(`inference_served`), the Myrtle kernels' cost per entry (`myrtle`), and the GPU note.
+Results also go to benchmarks/results.json, so the report can be re-rendered. The CPU suite
+took about 5 minutes on the 2-core development machine (the issue asks under 15) before the
+Myrtle section, which adds about 1 (71 s); `--quick`, a smoke run, about 2.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SERVICE_SECTIONS = {
     "compilation": "benchmarks.compilation",
     "inference": "benchmarks.inference",
     "inference_served": "benchmarks.inference_served",
+    "myrtle": "benchmarks.myrtle",
 }
 SECTIONS = ("engine", *SERVICE_SECTIONS)
 

@@ -128,14 +128,14 @@ def markdown(results: dict[str, Any]) -> str:
         [
             "## Myrtle kernels",
             "",
-            "Myrtle-5/7/10 (Shankar et al. 2020) as neural-tangents' example defines them, "
-            "NNGP + NTK of n x n distinct 32x32x3 random images (x2 given), jitted, on "
-            f"`{results['device']}` (measured {results['date']}); per entry = warm time / "
-            "(n^2 + 2n), the pairs of images a call covers (the 2n variances included). The "
-            f"full CIFAR-10 kernel ({CIFAR10_ENTRIES:,} entries, symmetric) extrapolated at "
-            "the larger n's rate, against neural-tangents' README (V100, float64); ratio = ours / theirs, a CPU "
-            "machine against a GPU: the GPU run is what the aim (<= 50 GPU-hours for "
-            "Myrtle-10) is about.",
+            "Myrtle-5/7/10 (Shankar et al. 2020) as neural-tangents' example defines "
+            "them, NNGP + NTK of n x n distinct 32x32x3 random images (x2 given), jitted, "
+            f"on `{results['device']}` (measured {results['date']}); per entry = warm "
+            "time / (n^2 + 2n), the pairs of images a call covers (the 2n variances "
+            f"included). The full CIFAR-10 kernel ({CIFAR10_ENTRIES:,} entries, "
+            "symmetric) extrapolated at the larger n's rate, against neural-tangents' "
+            "README (V100, float64); ratio = ours / theirs, a CPU machine against a GPU: "
+            "the GPU run is what the aim (<= 50 GPU-hours for Myrtle-10) is about.",
             "",
             *rows,
         ]

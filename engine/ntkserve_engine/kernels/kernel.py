@@ -32,6 +32,7 @@ entries of the kernel that involve a masked position are 0 (see `masking.py`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import string
 from collections.abc import Callable
 
@@ -188,10 +189,35 @@ def scale_positions(k: Kernel, s1: Array, s2: Array | None) -> Kernel:
 def _gram(a: Array, b: Array, position_pairs: bool) -> Array:
     """Inner products over channels at full precision (no TF32: CPU and GPU agree)."""
     d = a.ndim - 2
+    if position_pairs and _pairs_as_batched_dot(a, b):
+        return _pair_gram(a, b)
     s1 = string.ascii_lowercase[:d]
     s2 = string.ascii_lowercase[d : 2 * d] if position_pairs else s1
     spec = f"n{s1}z,m{s2}z->nm{s1}{s2 if position_pairs else ''}"
     return jnp.einsum(spec, a, b, precision=lax.Precision.HIGHEST)
+
+
+def _pairs_as_batched_dot(a: Array, b: Array) -> bool:
+    """Whether `_pair_gram`'s broadcast operands (n, m, P, C) are no larger than its result
+    (n, m, P, P'): images of few channels (32x32x3: 0.6 % of it), not long sequences of many
+    features, where the einsum's transpose is the cheaper pass."""
+    p1, p2 = math.prod(a.shape[1:-1]), math.prod(b.shape[1:-1])
+    return a.shape[-1] * (p1 + p2) <= p1 * p2
+
+
+def _pair_gram(a: Array, b: Array) -> Array:
+    """(n, m, *P, *P') inner products as one dot batched over (n, m), which writes them in
+    place. The einsum `nPz,mQz->nmPQ` is a GEMM into (n, P, m, Q) and then a transpose:
+    for 32x32x3 images 1.7-2.3 ms a pair of images here, against 0.13 ms this way. Each
+    (n, m) pair is its own small product, so its bits do not depend on the other examples
+    of the call (a stream's tiles agree with one call)."""
+    n, m, channels = a.shape[0], b.shape[0], a.shape[-1]
+    p1, p2 = math.prod(a.shape[1:-1]), math.prod(b.shape[1:-1])
+    rows = jnp.broadcast_to(a.reshape(n, 1, p1, channels), (n, m, p1, channels))
+    cols = jnp.broadcast_to(b.reshape(1, m, p2, channels), (n, m, p2, channels))
+    dims = (((3,), (3,)), ((0, 1), (0, 1)))
+    out = lax.dot_general(rows, cols, dims, precision=lax.Precision.HIGHEST)
+    return out.reshape(n, m, *a.shape[1:-1], *b.shape[1:-1])
 
 
 def _self_gram(a: Array, position_pairs: bool) -> Array:

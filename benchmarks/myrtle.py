@@ -14,9 +14,10 @@ Per network and dtype: NNGP + NTK of n x n distinct 32x32x3 random images (x2 gi
 symmetry is used), jitted; `warm` is the median of `repeats` calls ended by
 block_until_ready. Such a call computes the covariances of n^2 pairs of images and of the 2n
 images with themselves (the variances every entry needs): cost per entry = warm / (n^2 + 2n),
-measured at two n to show it is the same (a stream's tiles of 1,024 rows add 0.2 % of
-variances). The full CIFAR-10 kernel is symmetric: 60,000 x 60,001 / 2 entries at that cost,
-in machine-hours of this machine, against neural-tangents' README: 316, 330 and 508 V100
+measured at two n (the same for Myrtle-5 float32 at n = 1 and 2; in float64 the larger n
+cost more per entry here), and a stream's tiles of 1,024 rows add 0.2 % of variances.
+The full CIFAR-10 kernel is symmetric: 60,000 x 60,001 / 2 entries at that cost, in
+machine-hours of this machine, against neural-tangents' README: 316, 330 and 508 V100
 GPU-hours for Myrtle-5, -7 and -10 in float64.
 """
 
@@ -26,7 +27,6 @@ import argparse
 import datetime
 import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -68,14 +68,13 @@ def measure(depth: int, dtype: str, n: int, repeats: int) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = program.lower(kfn.params, x1, x2).compile()
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(kfn.params, x1, x2))  # type: ignore[no-untyped-call]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled(kfn.params, x1, x2))  # type: ignore[no-untyped-call]
-        times.append(time.perf_counter() - start)
-    assert all(bool(np.all(np.isfinite(np.asarray(k)))) for k in out)
-    warm = statistics.median(times)
+    from benchmarks.rates import median_seconds
+
+    def run() -> Any:
+        return jax.block_until_ready(compiled(kfn.params, x1, x2))  # type: ignore[no-untyped-call]
+
+    assert all(bool(np.all(np.isfinite(np.asarray(k)))) for k in run())
+    warm = median_seconds(run, repeats)
     return {
         "depth": depth,
         "dtype": dtype,

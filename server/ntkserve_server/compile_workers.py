@@ -74,7 +74,7 @@ class _Disk:
                 jax.__version__,
                 devices,
                 os.environ.get("XLA_FLAGS"),
-                None if directory is None else _code_digest(),
+                _code_digest(),
             )
         )
 

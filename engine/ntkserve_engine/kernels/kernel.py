@@ -200,7 +200,7 @@ def _gram(a: Array, b: Array, position_pairs: bool) -> Array:
 def _pairs_as_batched_dot(a: Array, b: Array) -> bool:
     """Whether `_pair_gram`'s broadcast operands (n, m, P, C) are no larger than its result
     (n, m, P, P'): images of few channels (32x32x3: 0.6 % of it), not long sequences of many
-    features, where the einsum's transpose is the cheaper pass."""
+    features, whose broadcast operands would take more memory than the kernel itself."""
     p1, p2 = math.prod(a.shape[1:-1]), math.prod(b.shape[1:-1])
     return a.shape[-1] * (p1 + p2) <= p1 * p2
 
